@@ -1,0 +1,4 @@
+from nli_qlora.train import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,113 @@
+"""Checkpoints: a peft adapter (loadable with `PeftModel.from_pretrained`) plus what resuming needs.
+
+    RUN_DIR/checkpoints/epoch-3/
+        adapter_model.safetensors, adapter_config.json   peft's own files
+        config.json                                     the RunConfig of the run
+        trainer_state.pt                                optimizer, scheduler, RNG states, position
+        state.json                                      step, epoch, epoch_step, metrics offset (readable)
+        COMPLETE                                        written last; a directory without it is ignored
+
+Each is written under a temporary name and renamed into place (atomic.staged_dir), so a crash
+mid-save leaves the previous checkpoint intact and never a half one that looks complete."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nli_qlora.atomic import staged_dir
+from nli_qlora.config import RunConfig
+from nli_qlora.errors import UserError
+
+
+@dataclass
+class Position:
+    """Where training stands: `epoch_step` batches of `epoch` are done (epoch is 1-based)."""
+    step: int = 0
+    epoch: int = 1
+    epoch_step: int = 0
+    metrics_offset: int = 0  # bytes of metrics.jsonl written when this checkpoint was taken
+    bad_steps_in_a_row: int = 0
+    skipped_steps: int = 0
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path: Path, model, cfg: RunConfig, optimizer, scheduler, pos: Position) -> Path:
+    with staged_dir(path) as tmp:
+        model.save_pretrained(tmp, save_embedding_layers=False)  # the base lm_head is frozen
+        cfg.save(tmp / "config.json")
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                    "position": asdict(pos)}, tmp / "trainer_state.pt")
+        (tmp / "state.json").write_text(json.dumps(asdict(pos)) + "\n")
+    return path
+
+
+def is_complete(path: Path) -> bool:
+    return (path / "COMPLETE").is_file() and (path / "trainer_state.pt").is_file()
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step; half-written ones are never chosen."""
+    root = Path(run_dir) / "checkpoints"
+    best, best_step = None, -1
+    for path in root.glob("*") if root.is_dir() else []:
+        if path.name.startswith(".") or not is_complete(path):
+            continue
+        try:
+            step = json.loads((path / "state.json").read_text())["step"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if step > best_step:
+            best, best_step = path, step
+    return best
+
+
+def load_trainer_state(path: Path, optimizer, scheduler) -> Position:
+    # weights_only=False: the file holds numpy RNG state; it is our own file from this run directory
+    state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return Position(**state["position"])
+
+
+def load_adapter_weights(model, path: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{path}: no adapter_model.safetensors (not a checkpoint of this toolkit?)")
+    result = set_peft_model_state_dict(model, load_file(str(weights), device=str(next(model.parameters()).device)))
+    if getattr(result, "unexpected_keys", None):
+        raise UserError(f"{path}: adapter does not fit the base model (unexpected {result.unexpected_keys[0]})")
+
+
+def config_of(path: str | Path) -> RunConfig:
+    """The RunConfig a checkpoint (or run directory) carries."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--checkpoint: no such checkpoint {path}")
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"--checkpoint: {path} has no config.json (not a checkpoint of this toolkit?)")
+    return RunConfig.load(cfg_file)

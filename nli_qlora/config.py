@@ -1,0 +1,247 @@
+"""The one run configuration: presets are instances of it, the CLI is generated from it,
+and every run directory and checkpoint carries it as ``config.json``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nli_qlora.errors import UserError
+
+PUBLISHED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
+PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+LABELS = ("entailment", "neutral", "contradiction")  # Hugging Face ClassLabel order 0, 1, 2
+DEFAULT_PROMPT = (
+    "Instruct: Does the premise entail the hypothesis? Answer entailment, neutral or contradiction.\n"
+    "Premise: {premise}\nHypothesis: {hypothesis}\nOutput:"
+)
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field whose help string becomes the CLI flag's help."""
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use tuples for sequence defaults")
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class RunConfig:
+    # --- model ---
+    model: str = _f("microsoft/phi-2", "hub id, local directory, or .gguf file of the base causal LM")
+    revision: str | None = _f(None, "hub revision (branch, tag or commit) of --model")
+    quantization: str = _f("nf4", "base weights: nf4, fp4 (bitsandbytes 4-bit) or none (compute dtype)",
+                           choices=("nf4", "fp4", "none"))
+    double_quant: bool = _f(True, "quantize the 4-bit quantization constants too (QLoRA double quantization)")
+    compute_dtype: str = _f("auto", "auto = bfloat16 on a GPU that has it, float32 on CPU",
+                            choices=("auto", "bfloat16", "float16", "float32"))
+    attn_implementation: str = _f("sdpa", "transformers attention implementation", choices=("sdpa", "eager"))
+    # --- LoRA ---
+    lora_r: int = _f(32, "LoRA rank")
+    lora_alpha: int = _f(64, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA input")
+    lora_bias: str = _f("none", "which biases train", choices=("none", "all", "lora_only"))
+    target_modules: tuple[str, ...] = _f(PUBLISHED_TARGETS, "module names that get LoRA adapters "
+                                         "('phi' = q_proj k_proj v_proj dense fc1 fc2)")
+    # --- data ---
+    dataset: str = _f("stanfordnlp/snli", "hub data set, used for every split without a local file")
+    train_file: str | None = _f(None, "local train file (.jsonl .json .csv .tsv .parquet)")
+    validation_file: str | None = _f(None, "local validation file")
+    test_file: str | None = _f(None, "local test file")
+    train_size: int = _f(1000, "training rows, evenly spaced over the labelled rows (0 = all)")
+    validation_size: int = _f(100, "validation rows, evenly spaced (0 = all)")
+    test_size: int = _f(100, "test rows, evenly spaced (0 = all)")
+    skip_bad_rows: bool = _f(False, "skip (and count) malformed rows instead of stopping")
+    max_length: int = _f(512, "longest prompt in tokens; longer rows are an error (or skipped with --skip-bad-rows)")
+    # --- prompt ---
+    prompt_template: str = _f(DEFAULT_PROMPT, "prompt with {premise} and {hypothesis}; the answer follows it")
+    label_words: tuple[str, ...] = _f((" entailment", " neutral", " contradiction"),
+                                      "three label words, in the order entailment neutral contradiction")
+    # --- training ---
+    epochs: int = _f(5, "passes over the training rows")
+    batch_size: int = _f(8, "rows per optimizer step (the effective batch)")
+    grad_accum: int = _f(1, "micro-batches per optimizer step; batch_size must divide by it")
+    learning_rate: float = _f(2.5e-5, "peak learning rate")
+    lr_schedule: str = _f("constant", "learning-rate schedule", choices=("constant", "linear", "cosine"))
+    warmup_steps: int = _f(0, "linear warm-up steps")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0 = off)")
+    optimizer: str = _f("paged_adamw_8bit", "optimizer", choices=("paged_adamw_8bit", "adamw_8bit", "adamw"))
+    loss: str = _f("label", "label = CE over the three label logits; answer = full-vocabulary CE on the "
+                   "answer token; lm = whole-sequence language-model loss", choices=("label", "answer", "lm"))
+    gradient_checkpointing: bool = _f(True, "recompute activations in backward to save memory")
+    bucketing: bool = _f(True, "batch rows of similar token length together")
+    seed: int = _f(42, "seed for weights of new adapters, shuffling and dropout")
+    eval_batch_size: int = _f(32, "rows per evaluation batch")
+    zero_shot_eval: bool = _f(True, "evaluate the pretrained model on validation and test before training")
+    checkpoint_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = each epoch only)")
+    max_bad_steps: int = _f(5, "stop after this many non-finite losses in a row")
+    # --- output ---
+    output_dir: str | None = _f(None, "run directory (default: runs/<preset>-<time>)")
+    preset: str = _f("seed", "the preset these settings started from", cli=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.target_modules, str):
+            self.target_modules = (self.target_modules,)
+        if tuple(self.target_modules) == ("phi",):
+            self.target_modules = PHI_TARGETS
+        self.target_modules = tuple(self.target_modules)
+        self.label_words = tuple(self.label_words)
+
+    def validate(self) -> "RunConfig":
+        """Check values a type cannot express; raise a UserError naming the flag."""
+        def bad(name: str, why: str) -> UserError:
+            return UserError(f"--{name.replace('_', '-')}: {why}")
+
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "eval_batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise bad(name, f"must be at least 1, got {getattr(self, name)}")
+        for name in ("train_size", "validation_size", "test_size", "warmup_steps", "checkpoint_every_steps"):
+            if getattr(self, name) < 0:
+                raise bad(name, f"must be 0 or more, got {getattr(self, name)}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise bad("lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        if not self.learning_rate > 0:
+            raise bad("learning_rate", f"must be positive, got {self.learning_rate}")
+        if self.batch_size % self.grad_accum:
+            raise bad("grad_accum", f"{self.grad_accum} does not divide --batch-size {self.batch_size}")
+        if len(self.label_words) != 3:
+            raise bad("label_words", f"needs exactly three words, got {len(self.label_words)}")
+        if len(set(self.label_words)) != 3:
+            raise bad("label_words", f"must be three different words, got {list(self.label_words)}")
+        for key in ("{premise}", "{hypothesis}"):
+            if key not in self.prompt_template:
+                raise bad("prompt_template", f"must contain {key}")
+        if not self.target_modules:
+            raise bad("target_modules", "needs at least one module name")
+        return self
+
+    # --- persistence ---
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"{source}: unknown setting {unknown[0]!r}")
+        return cls(**data)
+
+    def save(self, path: Path) -> None:
+        from nli_qlora.atomic import write_text
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON settings file into a dict, one clear error when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--config: no such file {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+    except Exception as err:  # yaml and json raise different types; both mean a broken file
+        raise UserError(f"--config: cannot parse {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"--config: {path} must hold a mapping of setting names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+# --- presets: instances of the one dataclass ---------------------------------------------------
+
+def _tiny() -> RunConfig:
+    from nli_qlora.tiny import TINY_DATASET, TINY_LABEL_WORDS, TINY_MODEL, TINY_PROMPT
+    return RunConfig(
+        preset="tiny", model=TINY_MODEL, dataset=TINY_DATASET, train_size=0, validation_size=0, test_size=0,
+        prompt_template=TINY_PROMPT, label_words=TINY_LABEL_WORDS, lora_r=8, lora_alpha=16, lora_dropout=0.0,
+        target_modules=PHI_TARGETS + ("lm_head",), epochs=3, batch_size=16, learning_rate=3e-3,
+        gradient_checkpointing=False, eval_batch_size=64, max_length=64,
+    )
+
+
+def _smollm2_tuned() -> RunConfig:
+    """Chosen on SNLI validation only; see docs/results.md."""
+    return RunConfig(
+        preset="smollm2-tuned", model="SmolLM2-135M-Instruct.Q4_1.gguf",
+        target_modules=PUBLISHED_TARGETS, learning_rate=5e-4, lr_schedule="cosine", warmup_steps=20,
+        epochs=5, batch_size=8, lora_dropout=0.05, loss="label", gradient_checkpointing=False,
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], RunConfig]] = {
+    "seed": lambda: RunConfig(preset="seed"),
+    "tiny": _tiny,
+    "smollm2-tuned": _smollm2_tuned,
+}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise UserError(f"--preset: unknown preset {name!r} (choose from {', '.join(PRESETS)})")
+    return PRESETS[name]()
+
+
+# --- the CLI, generated from the dataclass -------------------------------------------------------
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming it, exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _scalar_type(tp):
+    """The element type of a field annotation: int for `int | None`, str for `tuple[str, ...]`."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _scalar_type(args[0])
+    if origin is tuple:
+        return args[0]
+    return tp
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RunConfig field; defaults are suppressed so only given flags override."""
+    hints = typing.get_type_hints(RunConfig)
+    group = parser.add_argument_group("run settings (override the preset and --config)")
+    for f in dataclasses.fields(RunConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        tp = hints[f.name]
+        kw: dict = {"default": argparse.SUPPRESS, "dest": f.name, "help": f.metadata["help"]}
+        if "choices" in f.metadata:
+            kw["choices"] = f.metadata["choices"]
+        if tp is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif typing.get_origin(tp) is tuple:
+            group.add_argument(flag, nargs="+", type=_scalar_type(tp), metavar=f.name.upper(), **kw)
+        else:
+            group.add_argument(flag, type=_scalar_type(tp), metavar=f.name.upper() if "choices" not in kw else None,
+                               **kw)
+
+
+def resolve(args: argparse.Namespace) -> RunConfig:
+    """preset -> --config file -> flags, then validate."""
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
+    base = preset(getattr(args, "preset", None) or "seed").to_dict()
+    if getattr(args, "config", None):
+        file_values = read_config_file(args.config)
+        RunConfig.from_dict({**base, **file_values}, source=args.config)  # names checked against the dataclass
+        base.update(file_values)
+    base.update(overrides)
+    return RunConfig.from_dict(base).validate()

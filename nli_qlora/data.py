@@ -1,0 +1,262 @@
+"""NLI rows from local files or the hub, in Hugging Face or official SNLI field names.
+
+Every row is accounted for: it becomes an Example, is counted as unlabelled (dropped from training
+and evaluation splits), or is a BadRow naming its line and reason."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+from nli_qlora.config import LABELS
+from nli_qlora.errors import DataError, UserError
+
+FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+_FIELD_NAMES = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "sentence2"),
+                "label": ("label", "gold_label")}
+_ID_NAMES = ("id", "pairID", "pair_id", "idx", "index")
+UNLABELED = object()  # marker: the row has a label field that says "no gold label" (-1 or '-')
+
+
+@dataclass(frozen=True)
+class Example:
+    premise: str
+    hypothesis: str
+    label: int | None  # 0 entailment, 1 neutral, 2 contradiction; None = no gold label given
+    line: int  # 1-based line (jsonl/csv/tsv) or record number (json/parquet/hub)
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class BadRow:
+    line: int
+    reason: str
+
+
+@dataclass
+class SplitStats:
+    source: str
+    rows_read: int = 0
+    unlabeled_dropped: int = 0
+    bad_skipped: int = 0
+    selected: int = 0
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"file": self.source, "rows_read": self.rows_read, "unlabeled_dropped": self.unlabeled_dropped,
+                "bad_skipped": self.bad_skipped, "selected": self.selected}
+
+
+# --- parsing one record ---------------------------------------------------------------------------
+
+def parse_label(value) -> int | object:
+    """0/1/2, the label words, or -1/'-'/'' for no gold label; anything else raises ValueError."""
+    if value is None:
+        return UNLABELED
+    if isinstance(value, bool):
+        raise ValueError(f"unknown label {value!r}")
+    if isinstance(value, (int, float)) and float(value).is_integer():
+        value = int(value)
+        if value == -1:
+            return UNLABELED
+        if value in (0, 1, 2):
+            return value
+        raise ValueError(f"unknown label {value!r}")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("-", "", "-1"):
+            return UNLABELED
+        if text in LABELS:
+            return LABELS.index(text)
+        if text in ("0", "1", "2"):
+            return int(text)
+    raise ValueError(f"unknown label {value!r}")
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def parse_record(record, line: int) -> Example | BadRow | object:
+    """A dict from any format -> Example, BadRow, or UNLABELED when the row has no gold label."""
+    if not isinstance(record, dict):
+        return BadRow(line, f"expected an object with premise/hypothesis, got {type(record).__name__}")
+    values = {}
+    for key, names in _FIELD_NAMES.items():
+        name = next((n for n in names if n in record), None)
+        values[key] = record[name] if name is not None else None
+        if key != "label" and name is None:
+            return BadRow(line, f"missing field {key!r} (or {names[1]!r})")
+    for key in ("premise", "hypothesis"):
+        value = values[key]
+        if not isinstance(value, str):
+            return BadRow(line, f"field {key!r} is {type(value).__name__}, not text")
+        if _has_surrogates(value):
+            return BadRow(line, f"field {key!r} has bytes that are not UTF-8")
+        if not value.strip():
+            return BadRow(line, f"field {key!r} is empty")
+    has_label = any(n in record for n in _FIELD_NAMES["label"])
+    label = None
+    if has_label:
+        try:
+            label = parse_label(values["label"])
+        except ValueError as err:
+            return BadRow(line, str(err))
+    id_name = next((n for n in _ID_NAMES if n in record and record[n] not in (None, "")), None)
+    example = Example(values["premise"], values["hypothesis"], None if label is UNLABELED else label, line,
+                      str(record[id_name]) if id_name else None)
+    return (UNLABELED, example) if label is UNLABELED else example
+
+
+# --- reading files ------------------------------------------------------------------------------
+
+def file_format(path: str, fmt: str | None = None) -> str:
+    if fmt:
+        return fmt if fmt.startswith(".") else "." + fmt
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise UserError(f"{path}: unknown file type {suffix or '(none)'!r}; use one of {' '.join(FORMATS)}")
+    return suffix
+
+
+def _text_stream(path: str) -> IO[str]:
+    if path == "-":
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+
+
+def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict | BadRow]]:
+    """(line, record-or-BadRow) for every row, streaming where the format allows it."""
+    fmt = file_format(path, fmt)
+    if path != "-" and not Path(path).is_file():
+        raise UserError(f"no such file: {path}")
+    if fmt == ".jsonl":
+        with _text_stream(path) as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield line_no, json.loads(line)
+                except json.JSONDecodeError as err:
+                    yield line_no, BadRow(line_no, f"broken JSON: {err.msg} at column {err.colno}")
+    elif fmt in (".csv", ".tsv"):
+        with _text_stream(path) as f:
+            reader = csv.DictReader(f, delimiter="\t" if fmt == ".tsv" else ",")
+            start = 2
+            try:
+                for row in reader:
+                    if None in row:
+                        yield start, BadRow(start, f"{len(row[None]) + len(reader.fieldnames)} fields, "
+                                                   f"header has {len(reader.fieldnames)}")
+                    elif any(v is None for v in row.values()):
+                        yield start, BadRow(start, f"fewer fields than the header's {len(reader.fieldnames)}")
+                    else:
+                        yield start, row
+                    start = reader.line_num + 1
+            except csv.Error as err:
+                yield start, BadRow(start, f"broken CSV: {err}")
+    elif fmt == ".json":
+        try:
+            with _text_stream(path) as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: broken JSON at line {err.lineno}: {err.msg}") from None
+        if isinstance(data, dict) and "data" in data:
+            data = data["data"]
+        if not isinstance(data, list):
+            raise UserError(f"{path}: expected a JSON list of rows (or {{\"data\": [...]}})")
+        for i, record in enumerate(data, 1):
+            yield i, record
+    elif fmt == ".parquet":
+        import pyarrow.parquet as pq
+        try:
+            table = pq.ParquetFile(path)
+        except Exception as err:  # pyarrow raises several types for a broken file
+            raise UserError(f"{path}: cannot read parquet: {str(err).splitlines()[0]}") from None
+        i = 0
+        for batch in table.iter_batches(batch_size=65536):
+            for record in batch.to_pylist():
+                i += 1
+                yield i, record
+
+
+def iter_examples(path: str, fmt: str | None = None) -> Iterator[Example | BadRow | tuple]:
+    """Examples, BadRows and (UNLABELED, Example) pairs, in file order."""
+    for line, record in iter_records(path, fmt):
+        yield record if isinstance(record, BadRow) else parse_record(record, line)
+
+
+def iter_hub_records(dataset: str, split: str) -> Iterator[tuple[int, dict]]:
+    """Rows of a hub data set through `datasets` (needs the hub or its local cache)."""
+    try:
+        from datasets import load_dataset
+        ds = load_dataset(dataset, split=split)
+    except Exception as err:  # datasets raises many types: offline, unknown name, unknown split
+        raise UserError(f"--dataset: cannot load {dataset!r} split {split!r}: {str(err).splitlines()[0]} "
+                        f"(offline? pass --{split}-file)") from None
+    for i, record in enumerate(ds, 1):
+        yield i, record
+
+
+# --- a split: read, drop unlabelled, select evenly spaced -----------------------------------------
+
+def evenly_spaced(total: int, size: int) -> list[int]:
+    """Indices of `size` rows spread evenly over `total` (every total/size-th row, from the first)."""
+    if size <= 0 or size >= total:
+        return list(range(total))
+    return [i * total // size for i in range(size)]
+
+
+def collect(records: Iterator[tuple[int, dict | BadRow]], source: str, skip_bad: bool,
+            require_label: bool = True) -> tuple[list[Example], SplitStats]:
+    """All usable rows of a source; bad rows raise a DataError unless skip_bad, then they are counted."""
+    stats = SplitStats(source)
+    examples = []
+    for line, record in records:
+        stats.rows_read += 1
+        parsed = record if isinstance(record, BadRow) else parse_record(record, line)
+        if isinstance(parsed, BadRow):
+            if not skip_bad:
+                raise DataError(f"{source}: line {parsed.line}: {parsed.reason} (--skip-bad-rows to skip it)")
+            stats.bad_skipped += 1
+            stats.bad_rows.append(parsed)
+        elif isinstance(parsed, tuple):  # (UNLABELED, example)
+            if require_label:
+                stats.unlabeled_dropped += 1
+            else:
+                examples.append(parsed[1])
+        else:
+            examples.append(parsed)
+    return examples, stats
+
+
+def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: bool) -> tuple[list[Example], SplitStats]:
+    """One split, labelled rows only, then `size` evenly spaced rows of them.
+
+    Unlabelled rows are dropped *before* the spacing, so `size` labelled rows come back whenever the
+    split has that many; the number dropped is in the stats."""
+    if file:
+        records, source = iter_records(file), file
+    elif dataset in BUILTIN_DATASETS:
+        records, source = BUILTIN_DATASETS[dataset](split), f"{dataset}:{split}"
+    else:
+        records, source = iter_hub_records(dataset, split), f"{dataset}:{split}"
+    examples, stats = collect(records, source, skip_bad)
+    if not examples:
+        raise UserError(f"{source}: no labelled rows")
+    chosen = [examples[i] for i in evenly_spaced(len(examples), size)]
+    stats.selected = len(chosen)
+    return chosen, stats
+
+
+def _tiny_records(split: str):
+    from nli_qlora.tiny import tiny_split
+    return enumerate(tiny_split(split), 1)
+
+
+BUILTIN_DATASETS = {"builtin:tiny-nli": _tiny_records}

@@ -1,0 +1,339 @@
+"""The fine-tuning recipe: `setup()` builds the pieces in dependency order, `train()` reads top to bottom.
+
+    zero-shot eval (validation, test)
+    for each epoch:
+        for each batch (bucketed by length):  train_step -> metrics `step`
+        eval validation -> metrics `eval`;  checkpoint -> metrics `checkpoint`
+    eval test -> predictions -> report.md, summary.json
+
+Side effects are all here and all explicit: the metrics file (rank 0 only), checkpoints,
+prediction files and the report in the run directory; the terminal view."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nli_qlora import checkpoint as ckpt
+from nli_qlora.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode
+from nli_qlora.config import LABELS, RunConfig
+from nli_qlora.console import ProgressView
+from nli_qlora.data import Example, SplitStats, load_split
+from nli_qlora.errors import UserError
+from nli_qlora.evaluate import evaluate
+from nli_qlora.interrupt import Interrupted, StopFlag
+from nli_qlora.metrics import MetricsWriter, NullMetrics
+from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
+                             parameter_counts, resolve_source)
+from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
+from nli_qlora.prompt import label_token_ids
+from nli_qlora.scoring import LabelScorer
+from nli_qlora.step import Trainer, to_device, train_step
+
+PAD_MULTIPLE = 8  # pad batch width to a multiple of 8: fewer distinct shapes, tensor-core friendly
+
+
+@dataclass
+class Split:
+    name: str
+    examples: list[Example]
+    rows: list[Encoded]
+    stats: SplitStats
+
+
+def _gb(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**30, 4)
+
+
+def rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 4)
+
+
+def peak_rss_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 4)  # Linux reports KiB
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"type": "cuda", "name": props.name, "count": torch.cuda.device_count(),
+                "total_memory_gb": _gb(props.total_memory), "capability": f"{props.major}.{props.minor}"}
+    return {"type": "cpu", "name": "cpu", "count": os.cpu_count(), "total_memory_gb": None, "capability": None}
+
+
+def versions() -> dict:
+    import bitsandbytes
+    import peft
+    import transformers
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "bitsandbytes": bitsandbytes.__version__}
+
+
+def quiet_libraries() -> None:
+    """Our own view reports progress; the libraries' bars and deprecation chatter only add noise."""
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    quiet_paged_fallback()
+
+
+class FineTune:
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.view = progress or ProgressView(enabled=self.rank == 0)
+        self.stop = StopFlag()
+        self.pos = ckpt.Position()
+        self.metrics = NullMetrics()
+        self.t_start = time.time()
+
+    # --- setup: each piece in dependency order ---------------------------------------------------
+
+    def setup(self) -> None:
+        quiet_libraries()
+        torch.manual_seed(self.cfg.seed)
+        self.device = self._setup_device()
+        self.tokenizer, self.label_ids = self._setup_tokenizer()
+        self.splits = self._setup_data()
+        self.model, self.matched, self.unmatched = self._setup_model()
+        self.trainer = self._setup_optimizer()
+        restored = self._setup_resume()
+        self.metrics = self._setup_metrics(restored)
+
+    def _setup_device(self) -> torch.device:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.dtype = compute_dtype(self.cfg, device)
+        self.view.log(f"device {device_info(device)['name']} ({device.type}), compute {str(self.dtype)[6:]}")
+        return device
+
+    def _setup_tokenizer(self):
+        self.source = resolve_source(self.cfg)
+        tok = load_tokenizer(self.source)
+        ids = label_token_ids(tok, self.cfg.label_words)
+        self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(LABELS, ids))}")
+        return tok, ids
+
+    def _setup_data(self) -> dict[str, Split]:
+        splits = {}
+        for name, file, size in (("train", self.cfg.train_file, self.cfg.train_size),
+                                 ("validation", self.cfg.validation_file, self.cfg.validation_size),
+                                 ("test", self.cfg.test_file, self.cfg.test_size)):
+            examples, stats = load_split(name, file, self.cfg.dataset, size, self.cfg.skip_bad_rows)
+            rows, too_long = encode(examples, self.tokenizer, self.cfg.prompt_template, self.cfg.max_length,
+                                    stats.source, skip_long=self.cfg.skip_bad_rows)
+            stats.bad_skipped += too_long
+            stats.selected = len(rows)
+            splits[name] = Split(name, examples, rows, stats)
+            self.view.log(f"data {name}: {stats.selected} rows selected of {stats.rows_read} read "
+                          f"({stats.unlabeled_dropped} unlabelled dropped, {stats.bad_skipped} bad skipped)")
+        return splits
+
+    def _setup_model(self):
+        model = load_base_model(self.cfg, self.source, self.device, self.dtype)
+        matched, unmatched = match_targets(model, self.cfg.target_modules)
+        model = attach_lora(model, self.cfg, matched)
+        if self.cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.enable_input_require_grads()
+        self.counts = parameter_counts(model)
+        self.view.log(f"model: LoRA on {matched}; trainable {self.counts['trainable']:,} of {self.counts['total']:,} "
+                      f"({self.counts['trainable_percent']:.2f}%); bitsandbytes' packed count "
+                      f"{self.counts['total_packed']:,}")
+        if unmatched:
+            self.view.log(f"WARNING: LoRA targets {unmatched} match no layer of this model and train nothing")
+        return model, matched, unmatched
+
+    def _setup_optimizer(self) -> Trainer:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        quiet_paged_fallback()
+        optimizer, self.optimizer_notes = build_optimizer(self.cfg, params)
+        self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / self.cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * self.cfg.epochs
+        scheduler = build_scheduler(self.cfg, optimizer, self.total_steps)
+        self.model.train()
+        return Trainer(LabelScorer(self.model, self.label_ids), optimizer, scheduler, params,
+                       self.cfg.loss, self.cfg.max_grad_norm)
+
+    def _setup_resume(self) -> Path | None:
+        if not self.resume:
+            return None
+        path = ckpt.latest(self.run_dir)
+        if path is None:
+            self.view.log("resume: no complete checkpoint yet, starting from the beginning")
+            return None
+        ckpt.load_adapter_weights(self.model, path)
+        self.pos = ckpt.load_trainer_state(path, self.trainer.optimizer, self.trainer.scheduler)
+        self.view.log(f"resume: from {path} at step {self.pos.step} (epoch {self.pos.epoch}, "
+                      f"{self.pos.epoch_step} batches done)")
+        return path
+
+    def _setup_metrics(self, restored: Path | None):
+        if self.rank != 0:
+            return NullMetrics()
+        path = self.run_dir / "metrics.jsonl"
+        if restored is not None:
+            with open(path, "r+b") as f:  # drop lines written after the checkpoint: they will be redone
+                f.truncate(self.pos.metrics_offset)
+            metrics = MetricsWriter(path, append=True)
+            metrics.write("checkpoint", path=str(restored), step=self.pos.step, epoch=self.pos.epoch - (self.pos.epoch_step == 0),
+                          kind="restored")
+            metrics.write("resume", checkpoint=str(restored), step=self.pos.step, epoch=self.pos.epoch)
+            return metrics
+        metrics = MetricsWriter(path)
+        metrics.write(
+            "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
+            model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
+                   "dtype": str(self.dtype)[6:], "quantization": self.cfg.quantization},
+            device=device_info(self.device), world_size=int(os.environ.get("WORLD_SIZE", "1")), params=self.counts,
+            lora_targets={"matched": self.matched, "unmatched": self.unmatched},
+            data={name: s.stats.as_dict() for name, s in self.splits.items()},
+            planned={"epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
+                     "total_steps": self.total_steps, "samples": len(self.splits["train"].rows) * self.cfg.epochs},
+            versions=versions(), label_token_ids=self.label_ids)
+        if self.unmatched:
+            metrics.write("warning", kind="lora_unmatched",
+                          message=f"LoRA targets {self.unmatched} match no layer of this model and train nothing")
+        for note in self.optimizer_notes:
+            metrics.write("warning", kind="paged_fallback", message=note)
+        return metrics
+
+    # --- train: top to bottom --------------------------------------------------------------------
+
+    def train(self) -> dict:
+        cfg, pos = self.cfg, self.pos
+        train_rows = self.splits["train"].rows
+        lengths = [len(r.prompt_ids) for r in train_rows]
+        if pos.step == 0 and cfg.zero_shot_eval:
+            self._evaluate("validation", epoch=0)
+            self._evaluate("test", epoch=0)
+        self.stop.install()
+        self.view.start(self.total_steps, done=pos.step)
+        try:
+            while pos.epoch <= cfg.epochs:
+                batches = bucketed_batches(lengths, cfg.batch_size, cfg.seed, pos.epoch, cfg.bucketing)
+                for batch_idx in batches[pos.epoch_step:]:
+                    self._train_one(train_rows, batch_idx)
+                    if self.stop.requested:
+                        self._checkpoint(f"step-{pos.step}", "interrupt")
+                        raise Interrupted(f"stopped by {self.stop.requested} at step {pos.step}; "
+                                          f"resume with --resume {self.run_dir}")
+                    if cfg.checkpoint_every_steps and pos.step % cfg.checkpoint_every_steps == 0 \
+                            and pos.epoch_step < len(batches):
+                        self._checkpoint(f"step-{pos.step}", "steps")
+                self._evaluate("validation", epoch=pos.epoch)
+                pos.epoch, pos.epoch_step = pos.epoch + 1, 0
+                self._checkpoint(f"epoch-{pos.epoch - 1}", "epoch")
+        finally:
+            self.view.stop()
+            self.stop.uninstall()
+        final = self._evaluate("test", epoch=cfg.epochs)
+        return final
+
+    def _train_one(self, rows: list[Encoded], batch_idx: list[int]) -> None:
+        cfg, pos = self.cfg, self.pos
+        t0 = time.perf_counter()
+        chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
+        micro = -(-len(chosen) // cfg.grad_accum)
+        answer = self._answer_ids() if cfg.loss == "lm" else None
+        host = [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, PAD_MULTIPLE, answer,
+                        pin=self.device.type == "cuda") for i in range(0, len(chosen), micro)]
+        stats = train_step(self.trainer, [to_device(b, self.device) for b in host])
+        dt = time.perf_counter() - t0  # honest: train_step ends on a host sync
+        tokens = padded = 0
+        for b in host:
+            t, p = batch_token_counts(b)
+            tokens, padded = tokens + t, padded + p
+        pos.step += 1
+        pos.epoch_step += 1
+        if stats["skipped"]:
+            pos.bad_steps_in_a_row += 1
+            pos.skipped_steps += 1
+        else:
+            pos.bad_steps_in_a_row = 0
+        cuda = self.device.type == "cuda"
+        record = self.metrics.write(
+            "step", step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step, steps_per_epoch=self.steps_per_epoch,
+            loss=stats["loss"], lr=self.trainer.scheduler.get_last_lr()[0], grad_norm=stats["grad_norm"],
+            samples=len(chosen), tokens=tokens, padded_tokens=padded, padding_fraction=round(1 - tokens / padded, 4),
+            step_time_s=round(dt, 6), samples_per_s=round(len(chosen) / dt, 3), tokens_per_s=round(tokens / dt, 1),
+            gpu_mem_allocated_gb=_gb(torch.cuda.memory_allocated()) if cuda else None,
+            gpu_mem_reserved_gb=_gb(torch.cuda.memory_reserved()) if cuda else None,
+            gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
+            rss_gb=rss_gb(), skipped=stats["skipped"])
+        self.view.step(record)
+        if pos.bad_steps_in_a_row >= cfg.max_bad_steps:
+            hint = ("float16 overflows in Phi-2's attention: use --compute-dtype bfloat16 or float32"
+                    if self.dtype == torch.float16 else f"lower --learning-rate (now {cfg.learning_rate})")
+            raise UserError(f"{pos.bad_steps_in_a_row} non-finite losses in a row at step {pos.step}: {hint}")
+
+    def _answer_ids(self) -> list[list[int]]:
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        return [self.tokenizer.encode(w, add_special_tokens=False) + eos for w in self.cfg.label_words]
+
+    def _evaluate(self, split: str, epoch: int) -> dict:
+        s = self.splits[split]
+        result, logits = evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size, self.tokenizer.pad_token_id,
+                                  PAD_MULTIPLE)
+        pred_file = self._write_predictions(s, logits, epoch) if split == "test" else None
+        record = self.metrics.write(
+            "eval", split=split, step=self.pos.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],
+            balanced_accuracy=result["balanced_accuracy"], per_class_recall=result["per_class_recall"],
+            confusion=result["confusion"], labels=result["labels"], rows=result["rows"],
+            eval_time_s=result["eval_time_s"], predictions=pred_file)
+        self.view.log(f"eval {split} epoch {epoch}: balanced accuracy {result['balanced_accuracy']:.4f}, "
+                      f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+        return record
+
+    def _write_predictions(self, s: Split, logits: np.ndarray, epoch: int) -> str | None:
+        if self.rank != 0:
+            return None
+        from nli_qlora.atomic import open_atomic
+        rel = f"predictions/{s.name}-epoch{epoch}.jsonl"
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        with open_atomic(self.run_dir / rel, "w", encoding="utf-8") as f:
+            for r, p in zip(s.rows, probs):
+                ex = s.examples[r.index]
+                f.write(json.dumps({"line": ex.line, "id": ex.id, "premise": ex.premise, "hypothesis": ex.hypothesis,
+                                    "gold": LABELS[ex.label], "predicted": LABELS[int(p.argmax())],
+                                    "probabilities": dict(zip(LABELS, map(lambda v: round(float(v), 5), p)))}) + "\n")
+        return rel
+
+    def _checkpoint(self, name: str, kind: str) -> None:
+        if self.rank != 0:
+            return
+        self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
+        path = ckpt.save(self.run_dir / "checkpoints" / name, self.model, self.cfg, self.trainer.optimizer,
+                         self.trainer.scheduler, self.pos)
+        epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
+        self.metrics.write("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
+        peak_gpu = _gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+        self.metrics.write("run_end", status=status, wall_s=round(time.time() - self.t_start, 3),
+                           error=error, log=log, gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(),
+                           skipped_steps=self.pos.skipped_steps)
+        self.metrics.close()
+
+    def cleanup(self) -> None:
+        self.metrics.close()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()

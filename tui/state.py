@@ -1,0 +1,405 @@
+"""Fold the records of a metrics file (docs/metrics.md) into what the dashboard shows.
+
+``RunState`` is mutable and owned by one thread (the reader); ``snapshot()`` hands the UI a
+frozen ``RunSnapshot`` that is cheap to make (series are already downsampled) and safe to read
+from another thread. Time-dependent answers (stalled? elapsed? ETA?) take ``now`` as an
+argument so that tests and snapshots can fix the clock. A line that does not parse, or a record
+whose fields have the wrong types, is counted as malformed and skipped: never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from tui import fmt
+from tui.series import Series
+
+LABELS = ("entailment", "neutral", "contradiction")
+STEP_FIELDS = (
+    "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "step_time_s",
+    "gpu_mem_allocated_gb", "gpu_mem_reserved_gb", "gpu_mem_peak_gb", "rss_gb",
+)
+SERIES_NAMES = STEP_FIELDS + ("loss_ema",)
+RATE_WINDOW = 50  # recent steps that the step rate (and so the ETA) is measured over
+MAX_NOTED = 5  # malformed lines / skipped steps quoted one by one in the event log; the rest are counted
+ENDED = ("completed", "failed", "interrupted")
+
+
+class Malformed(ValueError):
+    """A record whose fields do not match the schema."""
+
+
+def num(value) -> float | None:
+    """A number field: float, or None for null; anything else is malformed."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise Malformed(f"not a number: {value!r}")
+    return float(value)
+
+
+def integer(value) -> int | None:
+    number = num(value)
+    return None if number is None or not math.isfinite(number) else int(number)
+
+
+def ema_beta(total_steps: int | None) -> float:
+    """Smoothing that suits the run's length: a span of about 2% of the steps, 10 to 200."""
+    span = max(10, min(200, (total_steps or 0) // 50))
+    return 1.0 - 2.0 / (span + 1)
+
+
+@dataclass(frozen=True)
+class Eval:
+    split: str
+    epoch: int
+    step: int
+    loss: float | None
+    accuracy: float | None
+    balanced_accuracy: float | None
+    per_class_recall: dict[str, float]
+    confusion: tuple[tuple[int, ...], ...] | None
+    labels: tuple[str, ...]
+    rows: int | None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the event log. ``level`` is info, good, warning or error."""
+
+    text: str
+    elapsed: float | None = None  # seconds into the run (summed over resumes)
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What run_start says about the run; dicts as written (unknown fields kept)."""
+
+    run_name: str
+    run_dir: str
+    model: dict
+    device: dict
+    data: dict
+    planned: dict
+    config: dict
+    params: dict
+    lora_targets: dict
+    world_size: int | None
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    source: str
+    generation: int = 0  # bumped each time the file started over (truncated/replaced)
+    lines: int = 0  # complete lines read
+    malformed: int = 0
+    exists: bool = False
+    caught_up: bool = False  # everything in the file when it was polled has been folded
+    pending_bytes: int = 0  # a last line still waiting for its newline
+    file_error: str | None = None
+    info: RunInfo | None = None
+    recorded_status: str = "waiting"  # waiting / running / completed / failed / interrupted
+    error: str | None = None
+    error_log: str | None = None
+    step: int = 0
+    epoch: int = 0
+    epoch_step: int = 0
+    steps_per_epoch: int | None = None
+    total_steps: int | None = None
+    epochs: int | None = None
+    samples_seen: int = 0
+    tokens_seen: int = 0
+    skipped_steps: int = 0
+    resumes: int = 0
+    steps_per_s: float | None = None
+    base_elapsed: float = 0.0
+    segment_origin: float | None = None  # wall time at which this process's elapsed_s was 0
+    last_elapsed: float | None = None  # elapsed_s of the last record of this process
+    last_time: float | None = None  # `time` of the last record
+    last_arrival: float | None = None  # when a line last arrived while we watched
+    series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
+    last: dict[str, float | None] = field(default_factory=dict)  # exact last value of each series
+    evals: tuple[Eval, ...] = ()
+    events: tuple[Event, ...] = ()
+
+    @property
+    def name(self) -> str:
+        if self.info and self.info.run_name:
+            return self.info.run_name
+        return self.source
+
+    @property
+    def ended(self) -> bool:
+        return self.recorded_status not in ("waiting", "running")
+
+    def idle_for(self, now: float) -> float | None:
+        """Seconds since the run last wrote a line (by its clock or by arrival, the later)."""
+        marks = [t for t in (self.last_time, self.last_arrival) if t is not None]
+        return now - max(marks) if marks else None
+
+    def status(self, now: float, stall_after: float) -> str:
+        if self.recorded_status == "running":
+            idle = self.idle_for(now)
+            if idle is not None and idle > stall_after:
+                return "stalled"
+        return self.recorded_status
+
+    def elapsed(self, now: float, stall_after: float) -> float | None:
+        """Run time so far: to the last line once ended or stalled, else up to now."""
+        if self.last_elapsed is None:
+            return None
+        recorded = self.base_elapsed + self.last_elapsed
+        if self.status(now, stall_after) != "running" or self.segment_origin is None:
+            return recorded
+        return max(recorded, self.base_elapsed + now - self.segment_origin)
+
+    def eta(self, now: float, stall_after: float) -> float | None:
+        """Seconds left at the recent step rate (planned total_steps); None when unknown."""
+        if self.status(now, stall_after) != "running" or not self.steps_per_s or not self.total_steps:
+            return None
+        remaining = (self.total_steps - self.step) / self.steps_per_s
+        if self.last_time is not None:
+            remaining -= max(0.0, min(now - self.last_time, remaining))
+        return max(remaining, 0.0)
+
+    def best_validation(self) -> Eval | None:
+        scored = [e for e in self.evals if e.split == "validation" and e.balanced_accuracy is not None]
+        return max(scored, key=lambda e: e.balanced_accuracy, default=None)
+
+
+class RunState:
+    """The fold of one metrics file. Feed it lines; ask it for snapshots."""
+
+    def __init__(self, source: str = "", max_points: int = 2000):
+        self.source = source
+        self.max_points = max_points
+        self.generation = 0
+        self.exists = False
+        self.caught_up = False
+        self.pending_bytes = 0
+        self.file_error: str | None = None
+        self.last_arrival: float | None = None
+        self._clear_lines()
+        self._clear_run()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def reset(self) -> None:
+        """The file started over: forget everything read from it."""
+        self.generation += 1
+        self.last_arrival = None
+        self._clear_lines()
+        self._clear_run()
+
+    def _clear_lines(self) -> None:
+        self.lines = 0
+        self.malformed = 0
+
+    def _clear_run(self) -> None:
+        self.info: RunInfo | None = None
+        self.status = "waiting"
+        self.error: str | None = None
+        self.error_log: str | None = None
+        self.series = {name: Series(self.max_points) for name in SERIES_NAMES}
+        self.evals: list[Eval] = []
+        self.events: list[Event] = []
+        self.step = self.epoch = self.epoch_step = 0
+        self.steps_per_epoch: int | None = None
+        self.total_steps: int | None = None
+        self.epochs: int | None = None
+        self.samples_seen = self.tokens_seen = 0
+        self.skipped_steps = 0
+        self.resumes = 0
+        self.base_elapsed = 0.0
+        self.segment_origin: float | None = None
+        self.last_elapsed: float | None = None
+        self.last_time: float | None = None
+        self._rate: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)
+        self._ema = 0.0
+        self._ema_weight = 0.0  # 1 - beta**n: divides the bias toward 0 out of the first values
+        self._beta = ema_beta(None)
+
+    # --- reading -----------------------------------------------------------------------------
+    def feed(self, lines: Iterable[str], arrived: float | None = None) -> None:
+        """Fold complete lines. ``arrived``: the wall time they came in, when watching live."""
+        got = False
+        for line in lines:
+            self.lines += 1
+            if not line.strip():
+                continue
+            got = True
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+                    raise Malformed("not a metrics record")
+                self.fold(record)
+            except (ValueError, TypeError, KeyError, AttributeError, IndexError) as err:
+                self._count_malformed(line, err)
+        if got and arrived is not None:
+            self.last_arrival = arrived
+
+    def _count_malformed(self, line: str, err: Exception) -> None:
+        self.malformed += 1
+        if self.malformed <= MAX_NOTED:
+            snippet = line.strip()
+            snippet = snippet if len(snippet) <= 40 else snippet[:39] + "…"
+            why = type(err).__name__ if not isinstance(err, Malformed) else str(err)
+            self._note(f"line {self.lines}: malformed, skipped ({why}): {snippet}", "warning")
+        elif self.malformed == MAX_NOTED + 1:
+            self._note("more malformed lines: counted, not quoted", "warning")
+
+    def fold(self, record: dict) -> None:
+        """Apply one record; unknown events are ignored (the schema lets new ones appear)."""
+        handler = getattr(self, "_on_" + record["event"], None)
+        if handler is None:
+            return
+        time, elapsed = num(record.get("time")), num(record.get("elapsed_s"))
+        handler(record)
+        if time is not None:
+            self.last_time = time
+        if elapsed is not None and record["event"] != "run_end":
+            self.last_elapsed = elapsed
+
+    def _now_elapsed(self) -> float | None:
+        return None if self.last_elapsed is None else self.base_elapsed + self.last_elapsed
+
+    def _note(self, text: str, level: str = "info", elapsed: float | None = None) -> None:
+        self.events.append(Event(text, self._now_elapsed() if elapsed is None else elapsed, level))
+
+    def _start_segment(self, record: dict) -> None:
+        time, elapsed = num(record.get("time")), num(record.get("elapsed_s")) or 0.0
+        self.segment_origin = None if time is None else time - elapsed
+        self.last_elapsed = elapsed
+        self._rate.clear()
+        self.status = "running"
+
+    # --- one handler per event (docs/metrics.md) ---------------------------------------------
+    def _on_run_start(self, r: dict) -> None:
+        planned = r.get("planned") or {}
+        info = RunInfo(
+            run_name=str(r.get("run_name") or ""), run_dir=str(r.get("run_dir") or ""),
+            model=dict(r.get("model") or {}), device=dict(r.get("device") or {}), data=dict(r.get("data") or {}),
+            planned=dict(planned), config=dict(r.get("config") or {}), params=dict(r.get("params") or {}),
+            lora_targets=dict(r.get("lora_targets") or {}), world_size=integer(r.get("world_size")),
+        )
+        if self.info is not None:  # a second run in the same file: show the new one alone
+            self._clear_run()
+        self.info = info
+        self.total_steps = integer(planned.get("total_steps"))
+        self.epochs = integer(planned.get("epochs"))
+        self.steps_per_epoch = integer(planned.get("steps_per_epoch"))
+        self._beta = ema_beta(self.total_steps)
+        self._start_segment(r)
+        plan = (f"{self.epochs} epochs × {self.steps_per_epoch} steps = {self.total_steps} steps"
+                if self.total_steps else "no plan recorded")
+        self._note(f"run started: {plan}", elapsed=0.0)
+
+    def _on_resume(self, r: dict) -> None:
+        step = integer(r.get("step")) or 0
+        epoch = integer(r.get("epoch"))
+        self.base_elapsed += self.last_elapsed or 0.0
+        self._start_segment(r)
+        self.resumes += 1
+        for series in self.series.values():
+            series.truncate_after(step)
+        self.evals = [e for e in self.evals if e.step <= step]
+        self.step = step
+        self._note(f"resumed at step {step} (epoch {epoch}) from {r.get('checkpoint')}", "warning",
+                   self.base_elapsed)
+
+    def _on_warning(self, r: dict) -> None:
+        kind = r.get("kind")
+        self._note(f"warning{f' ({kind})' if kind else ''}: {r.get('message')}", "warning")
+
+    def _on_step(self, r: dict) -> None:
+        step = integer(r["step"])
+        if step is None:
+            raise Malformed("step without a step number")
+        values = [num(r.get(name)) for name in STEP_FIELDS]
+        epoch, epoch_step = integer(r.get("epoch")), integer(r.get("epoch_step"))
+        samples, tokens = integer(r.get("samples")), integer(r.get("tokens"))
+        steps_per_epoch, time = integer(r.get("steps_per_epoch")), num(r.get("time"))
+        # everything parsed: now change state
+        for name, value in zip(STEP_FIELDS, values):
+            self.series[name].append(step, value)
+        loss = values[0]
+        if loss is not None and math.isfinite(loss):
+            # debiased like Adam's moments, so the first steps are not pulled toward zero
+            self._ema = self._beta * self._ema + (1 - self._beta) * loss
+            self._ema_weight = self._beta * self._ema_weight + (1 - self._beta)
+            self.series["loss_ema"].append(step, self._ema / self._ema_weight)
+        self.step = step
+        self.epoch = epoch if epoch is not None else self.epoch
+        self.epoch_step = epoch_step if epoch_step is not None else self.epoch_step
+        self.steps_per_epoch = steps_per_epoch or self.steps_per_epoch
+        self.samples_seen += samples or 0
+        self.tokens_seen += tokens or 0
+        if time is not None:
+            self._rate.append((time, step))
+        if r.get("skipped") is True:
+            self.skipped_steps += 1
+            if self.skipped_steps <= MAX_NOTED:
+                self._note(f"step {step}: non-finite loss, update skipped", "warning")
+
+    def _on_eval(self, r: dict) -> None:
+        labels = tuple(r.get("labels") or LABELS)
+        confusion = r.get("confusion")
+        if confusion is not None:
+            confusion = tuple(tuple(int(c) for c in row) for row in confusion)
+            if len(confusion) != len(labels) or any(len(row) != len(labels) for row in confusion):
+                raise Malformed("confusion is not labels × labels")
+        recall = {str(k): num(v) for k, v in (r.get("per_class_recall") or {}).items()}
+        self.evals.append(Eval(
+            split=str(r.get("split")), epoch=integer(r.get("epoch")) or 0, step=integer(r.get("step")) or 0,
+            loss=num(r.get("loss")), accuracy=num(r.get("accuracy")),
+            balanced_accuracy=num(r.get("balanced_accuracy")), per_class_recall=recall,
+            confusion=confusion, labels=labels, rows=integer(r.get("rows")),
+        ))
+
+    def _on_checkpoint(self, r: dict) -> None:
+        self._note(f"checkpoint ({r.get('kind')}) at step {r.get('step')}, epoch {r.get('epoch')}: {r.get('path')}",
+                   "good")
+
+    def _on_run_end(self, r: dict) -> None:
+        status = str(r.get("status") or "completed")
+        elapsed = num(r.get("elapsed_s"))
+        if elapsed is not None:
+            self.last_elapsed = elapsed
+        self.status = status
+        self.error = r.get("error")
+        self.error_log = r.get("log")
+        took = fmt.duration(self._now_elapsed())
+        if status == "completed":
+            self._note(f"run completed in {took}", "good")
+        else:
+            self._note(f"run {status} after {took}" + (f": {self.error}" if self.error else ""),
+                       "error" if status == "failed" else "warning")
+        if self.error_log:
+            self._note(f"traceback: {self.error_log}", "error" if status == "failed" else "warning")
+
+    # --- output ------------------------------------------------------------------------------
+    def steps_per_s(self) -> float | None:
+        if len(self._rate) < 2:
+            return None
+        (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
+        return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
+
+    def snapshot(self) -> RunSnapshot:
+        return RunSnapshot(
+            source=self.source, generation=self.generation, lines=self.lines, malformed=self.malformed,
+            exists=self.exists, caught_up=self.caught_up, pending_bytes=self.pending_bytes,
+            file_error=self.file_error, info=self.info, recorded_status=self.status, error=self.error,
+            error_log=self.error_log, step=self.step, epoch=self.epoch, epoch_step=self.epoch_step,
+            steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps, epochs=self.epochs,
+            samples_seen=self.samples_seen, tokens_seen=self.tokens_seen, skipped_steps=self.skipped_steps,
+            resumes=self.resumes, steps_per_s=self.steps_per_s(), base_elapsed=self.base_elapsed,
+            segment_origin=self.segment_origin, last_elapsed=self.last_elapsed, last_time=self.last_time,
+            last_arrival=self.last_arrival,
+            series={name: s.view() for name, s in self.series.items()},
+            last={name: s.last for name, s in self.series.items()},
+            evals=tuple(self.evals), events=tuple(self.events),
+        )
