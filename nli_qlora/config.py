@@ -75,7 +75,13 @@ class RunConfig:
     optimizer: str = _f("paged_adamw_8bit", "optimizer", choices=("paged_adamw_8bit", "adamw_8bit", "adamw"))
     loss: str = _f("label", "label = CE over the three label logits; answer = full-vocabulary CE on the "
                    "answer token; lm = whole-sequence language-model loss", choices=("label", "answer", "lm"))
-    gradient_checkpointing: bool = _f(True, "recompute activations in backward to save memory")
+    gradient_checkpointing: bool = _f(False, "recompute activations in backward to save memory (costs time; "
+                                      "the published 1,000-row recipe fits 48 GB without it)")
+    step_mode: str = _f("fast", "fast = LoRA weights in one flat buffer (one fused optimizer call) and, on CUDA, "
+                        "forward+backward replayed as CUDA graphs per batch shape; eager = the plain PyTorch step",
+                        choices=("fast", "eager"))
+    pad_to_multiple: int = _f(16, "pad each batch's width to a multiple of this: fewer distinct shapes (CUDA "
+                              "graphs are captured per shape), a little more padding")
     bucketing: bool = _f(True, "batch rows of similar token length together")
     seed: int = _f(42, "seed for weights of new adapters, shuffling and dropout")
     eval_batch_size: int = _f(32, "rows per evaluation batch")

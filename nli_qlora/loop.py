@@ -37,9 +37,8 @@ from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_t
 from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
 from nli_qlora.prompt import label_token_ids
 from nli_qlora.scoring import LabelScorer
-from nli_qlora.step import Trainer, to_device, train_step
+from nli_qlora.step import Trainer, build_trainer, to_device, train_step
 
-PAD_MULTIPLE = 8  # pad batch width to a multiple of 8: fewer distinct shapes, tensor-core friendly
 
 
 @dataclass
@@ -112,6 +111,8 @@ class FineTune:
         self.trainer = self._setup_optimizer()
         restored = self._setup_resume()
         self.metrics = self._setup_metrics(restored)
+        if self.device.type == "cuda":  # peaks from here on are training's, not loading's
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def _setup_device(self) -> torch.device:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
@@ -159,15 +160,25 @@ class FineTune:
         return model, matched, unmatched
 
     def _setup_optimizer(self) -> Trainer:
+        cfg = self.cfg
         params = [p for p in self.model.parameters() if p.requires_grad]
         quiet_paged_fallback()
-        optimizer, self.optimizer_notes = build_optimizer(self.cfg, params)
-        self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / self.cfg.batch_size)
-        self.total_steps = self.steps_per_epoch * self.cfg.epochs
-        scheduler = build_scheduler(self.cfg, optimizer, self.total_steps)
+        self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.optimizer_notes = []
+
+        def make_optimizer(opt_params):
+            optimizer, self.optimizer_notes = build_optimizer(cfg, opt_params)
+            return optimizer
+
         self.model.train()
-        return Trainer(LabelScorer(self.model, self.label_ids), optimizer, scheduler, params,
-                       self.cfg.loss, self.cfg.max_grad_norm)
+        trainer = build_trainer(LabelScorer(self.model, self.label_ids), params, make_optimizer,
+                                lambda opt: build_scheduler(cfg, opt, self.total_steps), cfg.loss,
+                                cfg.max_grad_norm, cfg.step_mode, cfg.gradient_checkpointing)
+        mode = "eager" if trainer.flat is None else ("flat optimizer + CUDA graphs" if trainer.graphed
+                                                     else "flat optimizer")
+        self.view.log(f"step: {mode}; {cfg.optimizer} over {len(params)} LoRA tensors")
+        return trainer
 
     def _setup_resume(self) -> Path | None:
         if not self.resume:
@@ -250,7 +261,7 @@ class FineTune:
         chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
         micro = -(-len(chosen) // cfg.grad_accum)
         answer = self._answer_ids() if cfg.loss == "lm" else None
-        host = [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, PAD_MULTIPLE, answer,
+        host = [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, cfg.pad_to_multiple, answer,
                         pin=self.device.type == "cuda") for i in range(0, len(chosen), micro)]
         stats = train_step(self.trainer, [to_device(b, self.device) for b in host])
         dt = time.perf_counter() - t0  # honest: train_step ends on a host sync
@@ -274,7 +285,7 @@ class FineTune:
             gpu_mem_allocated_gb=_gb(torch.cuda.memory_allocated()) if cuda else None,
             gpu_mem_reserved_gb=_gb(torch.cuda.memory_reserved()) if cuda else None,
             gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
-            rss_gb=rss_gb(), skipped=stats["skipped"])
+            rss_gb=rss_gb(), skipped=stats["skipped"], captured=stats["captured"])
         self.view.step(record)
         if pos.bad_steps_in_a_row >= cfg.max_bad_steps:
             hint = ("float16 overflows in Phi-2's attention: use --compute-dtype bfloat16 or float32"
@@ -288,7 +299,7 @@ class FineTune:
     def _evaluate(self, split: str, epoch: int) -> dict:
         s = self.splits[split]
         result, logits = evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size, self.tokenizer.pad_token_id,
-                                  PAD_MULTIPLE)
+                                  self.cfg.pad_to_multiple)
         pred_file = self._write_predictions(s, logits, epoch) if split == "test" else None
         record = self.metrics.write(
             "eval", split=split, step=self.pos.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],

@@ -178,7 +178,7 @@ def quantize_linears_(model, cfg: RunConfig, dtype: torch.dtype) -> None:
             q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                   compute_dtype=dtype, compress_statistics=cfg.double_quant,
                                   quant_type=cfg.quantization, device="meta")
-            q.weight = bnb.nn.Params4bit(child.weight.data.cpu(), requires_grad=False,
+            q.weight = bnb.nn.Params4bit(child.weight.data, requires_grad=False,
                                          compress_statistics=cfg.double_quant, quant_type=cfg.quantization)
             if child.bias is not None:
                 q.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)

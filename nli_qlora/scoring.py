@@ -19,8 +19,13 @@ class LabelScorer:
         self.label_ids = torch.tensor(label_ids, device=self.lm_head.weight.device)
 
     def hidden(self, batch: dict) -> torch.Tensor:
-        """Final hidden states of every position, [B, T, H]."""
-        return self.decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        """Final hidden states of every position, [B, T, H].
+
+        No attention mask is passed, on purpose: batches are right-padded, so under the causal mask
+        a real token never attends to a pad (pads only come after it). Every position a loss or a
+        score reads is exactly what a padding mask would give, and attention runs as plain causal
+        SDPA (flash kernels, no mask tensor, no data-dependent host check: CUDA-graph safe)."""
+        return self.decoder(input_ids=batch["input_ids"]).last_hidden_state
 
     def answer_logits(self, batch: dict) -> torch.Tensor:
         """Full-vocabulary logits at the answer position only, [B, V], float32."""
