@@ -1,4 +1,9 @@
-"""Write-then-rename, so no reader ever sees a half-written file or checkpoint."""
+"""Write-then-rename, so no reader ever sees a half-written file or checkpoint.
+
+Every file is fsynced before its rename and the directory after it, so a power loss (not only a
+killed process) leaves either the old file or the whole new one. What a crash can leave behind
+(`.NAME.*.tmp` files, `.tmp-NAME-*` and `.old-NAME-*` directories) is never read as data and is
+removed by `remove_leftovers` when a run resumes."""
 
 from __future__ import annotations
 
@@ -66,6 +71,15 @@ def open_atomic(path: str | Path, mode: str = "w", **kw):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextmanager
@@ -79,9 +93,11 @@ def staged_dir(path: str | Path):
     os.chmod(tmp, 0o777 & ~_umask())
     try:
         yield tmp
-        (tmp / "COMPLETE").write_text("ok\n")
-        _fsync_dir(tmp)
-        if path.exists():
+        for f in tmp.rglob("*"):  # the libraries that filled it do not fsync
+            if f.is_file():
+                _fsync_file(f)
+        write_text(tmp / "COMPLETE", "ok\n")
+        if path.exists():  # two renames: a crash between them is repaired by remove_leftovers
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
@@ -92,3 +108,30 @@ def staged_dir(path: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(directory: str | Path) -> list[str]:
+    """Remove what crashed writers left in `directory` (not recursive); return the names removed.
+
+    A `.old-NAME-PID` directory whose NAME is missing is the previous copy of a directory that was
+    being replaced when the crash came: it is renamed back instead."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for entry in sorted(directory.iterdir()):
+        name = entry.name
+        if entry.is_dir() and name.startswith(".old-"):
+            original = directory / name[len(".old-"):].rsplit("-", 1)[0]
+            if not original.exists():
+                os.replace(entry, original)
+                continue
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_dir() and name.startswith(".tmp-"):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.is_file() and name.startswith(".") and name.endswith(".tmp"):
+            entry.unlink(missing_ok=True)
+        else:
+            continue
+        removed.append(name)
+    return removed

@@ -8,7 +8,8 @@
         COMPLETE                                        written last; a directory without it is ignored
 
 Each is written under a temporary name and renamed into place (atomic.staged_dir), so a crash
-mid-save leaves the previous checkpoint intact and never a half one that looks complete."""
+mid-save leaves the previous checkpoint intact and never a half one that looks complete.
+`latest` picks the newest complete one; a resume starts from it (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ class Position:
     metrics_offset: int = 0  # bytes of metrics.jsonl written when this checkpoint was taken
     bad_steps_in_a_row: int = 0
     skipped_steps: int = 0
+    zero_shot_done: bool = False  # the epoch-0 evaluations are in the metrics file already
 
 
 def rng_state() -> dict:
@@ -55,8 +57,10 @@ def save(path: Path, model, cfg: RunConfig, optimizer, scheduler, pos: Position)
     with staged_dir(path) as tmp:
         model.save_pretrained(tmp, save_embedding_layers=False)  # the base lm_head is frozen
         cfg.save(tmp / "config.json")
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                    "position": asdict(pos)}, tmp / "trainer_state.pt")
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                 "position": asdict(pos)}
+        with open(tmp / "trainer_state.pt", "wb") as f:  # a Python file: a full disk surfaces as OSError
+            torch.save(state, f)
         (tmp / "state.json").write_text(json.dumps(asdict(pos)) + "\n")
     return path
 
@@ -65,29 +69,45 @@ def is_complete(path: Path) -> bool:
     return (path / "COMPLETE").is_file() and (path / "trainer_state.pt").is_file()
 
 
+def _order(path: Path) -> tuple[int, int] | None:
+    try:
+        state = json.loads((path / "state.json").read_text())
+        return int(state["step"]), int(state.get("metrics_offset", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def latest(run_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step; half-written ones are never chosen."""
+    """The newest complete checkpoint; half-written ones (no COMPLETE, dot names) are never chosen.
+
+    Newest = highest step, then the most metrics written: an interrupt checkpoint at an epoch's last
+    step comes before that epoch's own checkpoint (same step, taken after its evaluation)."""
     root = Path(run_dir) / "checkpoints"
-    best, best_step = None, -1
-    for path in root.glob("*") if root.is_dir() else []:
+    best, best_key = None, None
+    for path in root.iterdir() if root.is_dir() else []:
         if path.name.startswith(".") or not is_complete(path):
             continue
-        try:
-            step = json.loads((path / "state.json").read_text())["step"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if step > best_step:
-            best, best_step = path, step
+        key = _order(path)
+        if key is not None and (best_key is None or key > best_key):
+            best, best_key = path, key
     return best
 
 
+def _damaged(path: Path, err: Exception) -> UserError:
+    why = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+    return UserError(f"--resume: checkpoint {path} is damaged ({why}); move it aside to resume from the one before")
+
+
 def load_trainer_state(path: Path, optimizer, scheduler) -> Position:
-    # weights_only=False: the file holds numpy RNG state; it is our own file from this run directory
-    state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
-    return Position(**state["position"])
+    try:
+        # weights_only=False: the file holds numpy RNG state; it is our own file from this run directory
+        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        return Position(**state["position"])
+    except Exception as err:  # unpickling, a truncated zip, missing keys: the file is not what we wrote
+        raise _damaged(path / "trainer_state.pt", err) from None
 
 
 def load_adapter_weights(model, path: Path) -> None:
@@ -97,7 +117,11 @@ def load_adapter_weights(model, path: Path) -> None:
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         raise UserError(f"{path}: no adapter_model.safetensors (not a checkpoint of this toolkit?)")
-    result = set_peft_model_state_dict(model, load_file(str(weights), device=str(next(model.parameters()).device)))
+    try:
+        tensors = load_file(str(weights), device=str(next(model.parameters()).device))
+    except Exception as err:  # safetensors raises its own error type for a broken file
+        raise _damaged(weights, err) from None
+    result = set_peft_model_state_dict(model, tensors)
     if getattr(result, "unexpected_keys", None):
         raise UserError(f"{path}: adapter does not fit the base model (unexpected {result.unexpected_keys[0]})")
 

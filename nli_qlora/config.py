@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -86,8 +87,11 @@ class RunConfig:
     seed: int = _f(42, "seed for weights of new adapters, shuffling and dropout")
     eval_batch_size: int = _f(32, "rows per evaluation batch")
     zero_shot_eval: bool = _f(True, "evaluate the pretrained model on validation and test before training")
+    test_eval: bool = _f(True, "evaluate the test split (turn it off while choosing settings on validation)")
     checkpoint_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = each epoch only)")
     max_bad_steps: int = _f(5, "stop after this many non-finite losses in a row")
+    auto_batch: bool = _f(False, "on CUDA out of memory, halve the micro-batch (raising --grad-accum, same "
+                          "effective batch) or --eval-batch-size and retry, instead of stopping")
     # --- output ---
     output_dir: str | None = _f(None, "run directory (default: runs/<preset>-<time>)")
     preset: str = _f("seed", "the preset these settings started from", cli=False)
@@ -105,10 +109,16 @@ class RunConfig:
         def bad(name: str, why: str) -> UserError:
             return UserError(f"--{name.replace('_', '-')}: {why}")
 
-        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "eval_batch_size", "max_length"):
+        for f in dataclasses.fields(self):  # values from a config file never went through argparse's choices
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise bad(f.name, f"must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
+        for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "eval_batch_size", "max_length",
+                     "pad_to_multiple", "max_bad_steps"):
             if getattr(self, name) < 1:
                 raise bad(name, f"must be at least 1, got {getattr(self, name)}")
-        for name in ("train_size", "validation_size", "test_size", "warmup_steps", "checkpoint_every_steps"):
+        for name in ("train_size", "validation_size", "test_size", "warmup_steps", "checkpoint_every_steps",
+                     "weight_decay", "max_grad_norm"):
             if getattr(self, name) < 0:
                 raise bad(name, f"must be 0 or more, got {getattr(self, name)}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -137,8 +147,11 @@ class RunConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise UserError(f"{source}: unknown setting {unknown[0]!r}")
-        return cls(**data)
+            close = difflib.get_close_matches(unknown[0], names, n=1)
+            raise UserError(f"{source}: unknown setting {unknown[0]!r}"
+                            + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = typing.get_type_hints(cls)
+        return cls(**{k: _coerce(k, v, hints[k], source) for k, v in data.items()})
 
     def save(self, path: Path) -> None:
         from nli_qlora.atomic import write_text
@@ -147,6 +160,49 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
         return cls.from_dict(read_config_file(path), source=str(path))
+
+
+def _coerce(name: str, value, tp, source: str):
+    """A value from a settings file as its field's type, or one UserError naming the setting.
+
+    Files are not typed like flags: YAML reads `1e-4` as a string and a numeric revision as an int."""
+    def wrong(kind: str) -> UserError:
+        return UserError(f"{source}: {name}: expected {kind}, got {value!r}")
+
+    optional = type(None) in typing.get_args(tp)
+    if value is None:
+        if optional:
+            return None
+        raise wrong(_scalar_type(tp).__name__)
+    if typing.get_origin(tp) is tuple:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+            raise wrong("a list of strings")
+        return tuple(items)
+    kind = _scalar_type(tp)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise wrong("true or false")
+    if isinstance(value, bool):
+        raise wrong(kind.__name__)
+    if kind is int:
+        if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise wrong("an integer") from None
+    if kind is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise wrong("a number") from None
+    if kind is str and isinstance(value, (int, float)):
+        return str(value)
+    if not isinstance(value, kind):
+        raise wrong(kind.__name__)
+    return value
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -244,12 +300,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace) -> RunConfig:
-    """preset -> --config file -> flags, then validate."""
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig) if hasattr(args, f.name)}
-    base = preset(getattr(args, "preset", None) or "seed").to_dict()
-    if getattr(args, "config", None):
-        file_values = read_config_file(args.config)
-        RunConfig.from_dict({**base, **file_values}, source=args.config)  # names checked against the dataclass
+    """preset -> --config file -> flags, then validate.
+
+    The base preset is --preset, else the file's own `preset` (so a run's config.json given as
+    --config reproduces that run), else seed."""
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
+                 if f.metadata.get("cli", True) and hasattr(args, f.name)}  # not `preset`: it picks the base
+    file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
+    name = getattr(args, "preset", None) or file_values.get("preset") or "seed"
+    if not isinstance(name, str):
+        raise UserError(f"{args.config}: preset: expected str, got {name!r}")
+    base = preset(name).to_dict()
+    if file_values:
+        RunConfig.from_dict({**base, **file_values}, source=args.config)  # names and types checked
         base.update(file_values)
+        base["preset"] = name
     base.update(overrides)
     return RunConfig.from_dict(base).validate()

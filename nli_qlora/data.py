@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ class SplitStats:
 
 def parse_label(value) -> int | object:
     """0/1/2, the label words, or -1/'-'/'' for no gold label; anything else raises ValueError."""
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: a missing int in pandas
         return UNLABELED
     if isinstance(value, bool):
         raise ValueError(f"unknown label {value!r}")
@@ -125,9 +126,36 @@ def file_format(path: str, fmt: str | None = None) -> str:
 
 
 def _text_stream(path: str) -> IO[str]:
+    """UTF-8 (a leading byte-order mark is dropped, as some SNLI copies have one); undecodable
+    bytes become surrogates so the row that holds them is reported, not the whole file."""
     if path == "-":
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape", newline="")
-    return open(path, encoding="utf-8", errors="surrogateescape", newline="")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _csv_records(f: IO[str], delimiter: str) -> Iterator[tuple[int, dict | BadRow]]:
+    """Rows as dicts keyed by the header, each numbered by the line it starts on (blank lines and
+    quoted line breaks counted); a malformed row is a BadRow and reading goes on after it."""
+    reader = csv.reader(f, delimiter=delimiter)
+    header, start = None, 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield start, BadRow(start, f"broken CSV: {err}")
+            start = reader.line_num + 1
+            continue
+        if not row:  # a blank line
+            pass
+        elif header is None:
+            header = row
+        elif len(row) != len(header):
+            yield start, BadRow(start, f"{len(row)} fields, header has {len(header)}")
+        else:
+            yield start, dict(zip(header, row))
+        start = reader.line_num + 1
 
 
 def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict | BadRow]]:
@@ -146,26 +174,13 @@ def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict 
                     yield line_no, BadRow(line_no, f"broken JSON: {err.msg} at column {err.colno}")
     elif fmt in (".csv", ".tsv"):
         with _text_stream(path) as f:
-            reader = csv.DictReader(f, delimiter="\t" if fmt == ".tsv" else ",")
-            start = 2
-            try:
-                for row in reader:
-                    if None in row:
-                        yield start, BadRow(start, f"{len(row[None]) + len(reader.fieldnames)} fields, "
-                                                   f"header has {len(reader.fieldnames)}")
-                    elif any(v is None for v in row.values()):
-                        yield start, BadRow(start, f"fewer fields than the header's {len(reader.fieldnames)}")
-                    else:
-                        yield start, row
-                    start = reader.line_num + 1
-            except csv.Error as err:
-                yield start, BadRow(start, f"broken CSV: {err}")
+            yield from _csv_records(f, "\t" if fmt == ".tsv" else ",")
     elif fmt == ".json":
         try:
             with _text_stream(path) as f:
                 data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}: broken JSON at line {err.lineno}: {err.msg}") from None
+        except json.JSONDecodeError as err:  # one document: no row to skip, so never skippable
+            raise DataError(f"{path}: line {err.lineno}: broken JSON: {err.msg} at column {err.colno}") from None
         if isinstance(data, dict) and "data" in data:
             data = data["data"]
         if not isinstance(data, list):
@@ -220,6 +235,8 @@ def collect(records: Iterator[tuple[int, dict | BadRow]], source: str, skip_bad:
     for line, record in records:
         stats.rows_read += 1
         parsed = record if isinstance(record, BadRow) else parse_record(record, line)
+        if require_label and isinstance(parsed, Example) and parsed.label is None:
+            parsed = BadRow(line, "missing field 'label' (or 'gold_label')")
         if isinstance(parsed, BadRow):
             if not skip_bad:
                 raise DataError(f"{source}: line {parsed.line}: {parsed.reason} (--skip-bad-rows to skip it)")

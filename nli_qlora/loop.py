@@ -7,7 +7,12 @@
     eval test -> predictions -> report.md, summary.json
 
 Side effects are all here and all explicit: the metrics file (rank 0 only), checkpoints,
-prediction files and the report in the run directory; the terminal view."""
+prediction files and the report in the run directory; the terminal view.
+
+Surviving interruptions (docs/reliability.md): a stop request (Ctrl-C, SIGTERM, SIGHUP) is honoured
+at the next step boundary with a checkpoint; a resume restores the newest complete checkpoint and
+cuts the metrics file back to what it held then, so redone steps appear once; disk failures become
+one-line errors naming the path (storage.writing); CUDA out of memory follows nli_qlora.oom."""
 
 from __future__ import annotations
 
@@ -17,13 +22,15 @@ import os
 import resource
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from nli_qlora import checkpoint as ckpt
+from nli_qlora import oom
+from nli_qlora.atomic import open_atomic, remove_leftovers
 from nli_qlora.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode
 from nli_qlora.config import LABELS, RunConfig
 from nli_qlora.console import ProgressView
@@ -31,13 +38,14 @@ from nli_qlora.data import Example, SplitStats, load_split
 from nli_qlora.errors import UserError
 from nli_qlora.evaluate import evaluate
 from nli_qlora.interrupt import Interrupted, StopFlag
-from nli_qlora.metrics import MetricsWriter, NullMetrics
+from nli_qlora.metrics import MetricsWriter, NullMetrics, read_metrics
 from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
                              parameter_counts, resolve_source, tokenizer_source)
 from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
 from nli_qlora.prompt import label_token_ids
 from nli_qlora.scoring import LabelScorer
 from nli_qlora.step import Trainer, build_trainer, to_device, train_step
+from nli_qlora.storage import writing
 
 
 
@@ -87,21 +95,41 @@ def quiet_libraries() -> None:
     quiet_paged_fallback()
 
 
+def _records(data: bytes) -> list[dict]:
+    """The parseable records in a piece of a metrics file (a torn line from a crash is skipped)."""
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
 class FineTune:
-    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None,
+                 changed: dict | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.resume = resume
+        self.changed = changed or {}  # settings a resume changed (train.RESUME_SETTINGS): {name: (old, new)}
         self.rank = int(os.environ.get("RANK", "0"))
         self.view = progress or ProgressView(enabled=self.rank == 0)
-        self.stop = StopFlag()
+        self.stop = StopFlag(announce=None if self.view.enabled else (lambda message: None))
         self.pos = ckpt.Position()
         self.metrics = NullMetrics()
+        self.restored: Path | None = None
+        self.last_checkpoint: Path | None = None
+        self._saved_at: tuple | None = None  # the position of the newest checkpoint on disk
+        self.ended = False
         self.t_start = time.time()
 
     # --- setup: each piece in dependency order ---------------------------------------------------
 
     def setup(self) -> None:
+        self.stop.install()  # "immediate" until the metrics file is open: nothing to save before that
         quiet_libraries()
         torch.manual_seed(self.cfg.seed)
         self.device = self._setup_device()
@@ -109,8 +137,9 @@ class FineTune:
         self.splits = self._setup_data()
         self.model, self.matched, self.unmatched = self._setup_model()
         self.trainer = self._setup_optimizer()
-        restored = self._setup_resume()
-        self.metrics = self._setup_metrics(restored)
+        self.restored = self._setup_resume()
+        self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
+        self.metrics = self._setup_metrics(self.restored)
         if self.device.type == "cuda":  # peaks from here on are training's, not loading's
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -130,13 +159,15 @@ class FineTune:
         return tok, ids
 
     def _setup_data(self) -> dict[str, Split]:
+        from nli_qlora.token_cache import load_or_encode  # encode's result; cached by --dry-run or a last run
         splits = {}
         for name, file, size in (("train", self.cfg.train_file, self.cfg.train_size),
                                  ("validation", self.cfg.validation_file, self.cfg.validation_size),
                                  ("test", self.cfg.test_file, self.cfg.test_size)):
             examples, stats = load_split(name, file, self.cfg.dataset, size, self.cfg.skip_bad_rows)
-            rows, too_long = encode(examples, self.tokenizer, self.cfg.prompt_template, self.cfg.max_length,
-                                    stats.source, skip_long=self.cfg.skip_bad_rows)
+            rows, too_long = load_or_encode(examples, self.tokenizer, self.cfg.prompt_template, self.cfg.max_length,
+                                            stats.source, skip_long=self.cfg.skip_bad_rows, log=self.view.log,
+                                            write=self.rank == 0)
             stats.bad_skipped += too_long
             stats.selected = len(rows)
             splits[name] = Split(name, examples, rows, stats)
@@ -181,14 +212,21 @@ class FineTune:
         return trainer
 
     def _setup_resume(self) -> Path | None:
+        """Load the newest complete checkpoint: adapter weights, optimizer, scheduler, RNG, position."""
         if not self.resume:
             return None
+        if self.rank == 0:
+            for folder in (self.run_dir / "checkpoints", self.run_dir, self.run_dir / "predictions"):
+                with writing(folder, "clean up"):
+                    for name in remove_leftovers(folder):
+                        self.view.log(f"resume: removed {folder / name}, left by an interrupted write")
         path = ckpt.latest(self.run_dir)
         if path is None:
             self.view.log("resume: no complete checkpoint yet, starting from the beginning")
             return None
         ckpt.load_adapter_weights(self.model, path)
         self.pos = ckpt.load_trainer_state(path, self.trainer.optimizer, self.trainer.scheduler)
+        self.last_checkpoint, self._saved_at = path, self._here()
         self.view.log(f"resume: from {path} at step {self.pos.step} (epoch {self.pos.epoch}, "
                       f"{self.pos.epoch_step} batches done)")
         return path
@@ -197,14 +235,37 @@ class FineTune:
         if self.rank != 0:
             return NullMetrics()
         path = self.run_dir / "metrics.jsonl"
-        if restored is not None:
-            with open(path, "r+b") as f:  # drop lines written after the checkpoint: they will be redone
-                f.truncate(self.pos.metrics_offset)
-            metrics = MetricsWriter(path, append=True)
-            metrics.write("checkpoint", path=str(restored), step=self.pos.step, epoch=self.pos.epoch - (self.pos.epoch_step == 0),
-                          kind="restored")
-            metrics.write("resume", checkpoint=str(restored), step=self.pos.step, epoch=self.pos.epoch)
-            return metrics
+        with writing(path):
+            return self._continue_metrics(path, restored) if restored else self._start_metrics(path)
+
+    def _continue_metrics(self, path: Path, restored: Path) -> MetricsWriter:
+        """Cut the file back to what it held when `restored` was saved: later lines are redone."""
+        size = path.stat().st_size if path.is_file() else 0
+        if size < self.pos.metrics_offset:
+            raise UserError(f"--resume: {path} holds {size} bytes, fewer than the {self.pos.metrics_offset} it held "
+                            f"when {restored} was saved; it was replaced or cut, so the run cannot continue")
+        with open(path, "rb") as f:
+            f.seek(self.pos.metrics_offset)
+            later = _records(f.read())
+        ends = [r for r in later if r.get("event") == "run_end"]
+        discarded = sum(r.get("event") == "step" for r in later)
+        with open(path, "r+b") as f:
+            f.truncate(self.pos.metrics_offset)
+            os.fsync(f.fileno())
+        metrics = MetricsWriter(path, append=True)
+        metrics.write("checkpoint", path=str(restored), step=self.pos.step,
+                      epoch=self.pos.epoch - (self.pos.epoch_step == 0), kind="restored")
+        metrics.write("resume", checkpoint=str(restored), step=self.pos.step, epoch=self.pos.epoch,
+                      epoch_step=self.pos.epoch_step, previous_status=ends[-1]["status"] if ends else "killed",
+                      discarded_steps=discarded)
+        for name, (old, new) in self.changed.items():
+            metrics.write("warning", kind="resume_setting",
+                          message=f"resumed with --{name.replace('_', '-')} {new} (was {old})")
+        if discarded:
+            self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
+        return metrics
+
+    def _start_metrics(self, path: Path) -> MetricsWriter:
         metrics = MetricsWriter(path)
         metrics.write(
             "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
@@ -223,47 +284,107 @@ class FineTune:
             metrics.write("warning", kind="paged_fallback", message=note)
         return metrics
 
+    def _log(self, event: str, **fields) -> dict:
+        """One metrics record; a disk failure becomes a DiskError naming the metrics file."""
+        with writing(self.metrics.path or self.run_dir):
+            return self.metrics.write(event, **fields)
+
     # --- train: top to bottom --------------------------------------------------------------------
 
     def train(self) -> dict:
         cfg, pos = self.cfg, self.pos
         train_rows = self.splits["train"].rows
         lengths = [len(r.prompt_ids) for r in train_rows]
-        if pos.step == 0 and cfg.zero_shot_eval:
+        if cfg.zero_shot_eval and pos.step == 0 and not pos.zero_shot_done:
             self._evaluate("validation", epoch=0)
-            self._evaluate("test", epoch=0)
-        self.stop.install()
+            if cfg.test_eval:
+                self._evaluate("test", epoch=0)
+        pos.zero_shot_done = True
+        self._boundary()  # a stop asked for during the zero-shot evaluations: checkpoint step 0
         self.view.start(self.total_steps, done=pos.step)
         try:
             while pos.epoch <= cfg.epochs:
                 batches = bucketed_batches(lengths, cfg.batch_size, cfg.seed, pos.epoch, cfg.bucketing)
                 for batch_idx in batches[pos.epoch_step:]:
                     self._train_one(train_rows, batch_idx)
-                    if self.stop.requested:
-                        self._checkpoint(f"step-{pos.step}", "interrupt")
-                        raise Interrupted(f"stopped by {self.stop.requested} at step {pos.step}; "
-                                          f"resume with --resume {self.run_dir}")
-                    if cfg.checkpoint_every_steps and pos.step % cfg.checkpoint_every_steps == 0 \
-                            and pos.epoch_step < len(batches):
-                        self._checkpoint(f"step-{pos.step}", "steps")
+                    # every N steps, except an epoch's last step: the epoch checkpoint follows its eval
+                    self._boundary(due=bool(cfg.checkpoint_every_steps) and pos.step % cfg.checkpoint_every_steps == 0
+                                   and pos.epoch_step < len(batches))
                 self._evaluate("validation", epoch=pos.epoch)
                 pos.epoch, pos.epoch_step = pos.epoch + 1, 0
                 self._checkpoint(f"epoch-{pos.epoch - 1}", "epoch")
+                self._boundary()
         finally:
             self.view.stop()
-            self.stop.uninstall()
-        final = self._evaluate("test", epoch=cfg.epochs)
-        return final
+        self.stop.mode = "noted"  # the test evaluation is the last piece: finish it
+        return self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}
+
+    def _here(self) -> tuple[int, int, int]:
+        return self.pos.step, self.pos.epoch, self.pos.epoch_step
+
+    def _boundary(self, due: bool = False) -> None:
+        """A point where training can stop and resume exactly: checkpoint when `due` or a stop was
+        asked for (unless the newest checkpoint is of this very point), then stop if asked."""
+        if (due or self.stop.requested) and self._saved_at != self._here():
+            self._checkpoint(f"step-{self.pos.step}", "interrupt" if self.stop.requested else "steps")
+        if self.stop.requested:
+            raise Interrupted(f"stopped by {self.stop.requested} at step {self.pos.step} (epoch {self.pos.epoch}); "
+                              f"checkpoint {self.last_checkpoint}; continue with: python -m nli_qlora.train "
+                              f"--resume {self.run_dir}")
+
+    def _micro_batches(self, chosen: list[Encoded]) -> list[dict]:
+        micro = -(-len(chosen) // self.cfg.grad_accum)
+        answer = self._answer_ids() if self.cfg.loss == "lm" else None
+        return [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, answer,
+                        pin=self.device.type == "cuda") for i in range(0, len(chosen), micro)]
+
+    def _step(self, chosen: list[Encoded]) -> tuple[dict, list[dict]]:
+        """train_step on the batch; on CUDA out of memory nli_qlora.oom decides: retry with smaller
+        micro-batches (--auto-batch) or stop with the settings that would fit."""
+        while True:
+            host = self._micro_batches(chosen)
+            try:
+                return train_step(self.trainer, [to_device(b, self.device) for b in host]), host
+            except torch.OutOfMemoryError:
+                pass  # handled below, outside the except block: its traceback holds the activations
+            self._free_after_oom()
+            self._apply(oom.train_oom(self.cfg, self.pos.step + 1, self.run_dir, self._gpu_total_gb()))
+
+    def _free_after_oom(self) -> None:
+        self.trainer.zero_grad()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()  # peaks from here on are the smaller batches' own
+
+    def _gpu_total_gb(self) -> float | None:
+        return device_info(self.device)["total_memory_gb"]
+
+    def _apply(self, retry: oom.Retry) -> None:
+        """Continue with smaller batches: the run directory's config.json (what a resume reads) and
+        the checkpoints carry them from now on."""
+        self.cfg = retry.cfg
+        self._log("warning", kind="auto_batch", message=retry.message)
+        self.view.log(f"WARNING: {retry.message}")
+        if self.rank == 0:
+            with writing(self.run_dir / "config.json"):
+                self.cfg.save(self.run_dir / "config.json")
+
+    def save_before_failing(self) -> None:
+        """After an error that leaves the weights as they were at this step boundary (out of memory,
+        a data error), keep the progress since the last checkpoint. Best effort: the error matters more."""
+        if self.pos.step == 0 or self._saved_at == self._here() or isinstance(self.metrics, NullMetrics):
+            return
+        try:
+            self._checkpoint(f"step-{self.pos.step}", "interrupt")
+        except Exception:  # the disk may be the problem; the original error is what to report
+            pass
 
     def _train_one(self, rows: list[Encoded], batch_idx: list[int]) -> None:
         cfg, pos = self.cfg, self.pos
         t0 = time.perf_counter()
         chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
-        micro = -(-len(chosen) // cfg.grad_accum)
-        answer = self._answer_ids() if cfg.loss == "lm" else None
-        host = [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, cfg.pad_to_multiple, answer,
-                        pin=self.device.type == "cuda") for i in range(0, len(chosen), micro)]
-        stats = train_step(self.trainer, [to_device(b, self.device) for b in host])
+        stats, host = self._step(chosen)
+        cfg = self.cfg  # an out-of-memory retry may have changed the micro-batch
         dt = time.perf_counter() - t0  # honest: train_step ends on a host sync
         tokens = padded = 0
         for b in host:
@@ -277,7 +398,7 @@ class FineTune:
         else:
             pos.bad_steps_in_a_row = 0
         cuda = self.device.type == "cuda"
-        record = self.metrics.write(
+        record = self._log(
             "step", step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step, steps_per_epoch=self.steps_per_epoch,
             loss=stats["loss"], lr=self.trainer.scheduler.get_last_lr()[0], grad_norm=stats["grad_norm"],
             samples=len(chosen), tokens=tokens, padded_tokens=padded, padding_fraction=round(1 - tokens / padded, 4),
@@ -288,9 +409,16 @@ class FineTune:
             rss_gb=rss_gb(), skipped=stats["skipped"], captured=stats["captured"])
         self.view.step(record)
         if pos.bad_steps_in_a_row >= cfg.max_bad_steps:
-            hint = ("float16 overflows in Phi-2's attention: use --compute-dtype bfloat16 or float32"
-                    if self.dtype == torch.float16 else f"lower --learning-rate (now {cfg.learning_rate})")
-            raise UserError(f"{pos.bad_steps_in_a_row} non-finite losses in a row at step {pos.step}: {hint}")
+            raise UserError(f"{pos.bad_steps_in_a_row} non-finite losses in a row at step {pos.step} "
+                            f"({pos.skipped_steps} steps skipped in all; --max-bad-steps {cfg.max_bad_steps}): "
+                            f"{self._non_finite_cause()}")
+
+    def _non_finite_cause(self) -> str:
+        lr = f"the learning rate is likely too high: lower --learning-rate (now {self.cfg.learning_rate:g})"
+        if self.dtype == torch.float16:
+            return (f"float16 overflows (Phi-2's attention does): use --compute-dtype bfloat16, or float32 "
+                    f"on a GPU without bfloat16; or {lr}")
+        return lr
 
     def _answer_ids(self) -> list[list[int]]:
         eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
@@ -298,10 +426,17 @@ class FineTune:
 
     def _evaluate(self, split: str, epoch: int) -> dict:
         s = self.splits[split]
-        result, logits = evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size, self.tokenizer.pad_token_id,
-                                  self.cfg.pad_to_multiple)
+        while True:
+            try:
+                result, logits = evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size,
+                                          self.tokenizer.pad_token_id, self.cfg.pad_to_multiple)
+                break
+            except torch.OutOfMemoryError:
+                pass  # handled outside the except block, as in _step
+            self._free_after_oom()
+            self._apply(oom.eval_oom(self.cfg, split, self.run_dir))
         pred_file = self._write_predictions(s, logits, epoch) if split == "test" else None
-        record = self.metrics.write(
+        record = self._log(
             "eval", split=split, step=self.pos.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],
             balanced_accuracy=result["balanced_accuracy"], per_class_recall=result["per_class_recall"],
             confusion=result["confusion"], labels=result["labels"], rows=result["rows"],
@@ -313,10 +448,9 @@ class FineTune:
     def _write_predictions(self, s: Split, logits: np.ndarray, epoch: int) -> str | None:
         if self.rank != 0:
             return None
-        from nli_qlora.atomic import open_atomic
         rel = f"predictions/{s.name}-epoch{epoch}.jsonl"
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        with open_atomic(self.run_dir / rel, "w", encoding="utf-8") as f:
+        with writing(self.run_dir / rel), open_atomic(self.run_dir / rel, "w", encoding="utf-8") as f:
             for r, p in zip(s.rows, probs):
                 ex = s.examples[r.index]
                 f.write(json.dumps({"line": ex.line, "id": ex.id, "premise": ex.premise, "hypothesis": ex.hypothesis,
@@ -327,23 +461,44 @@ class FineTune:
     def _checkpoint(self, name: str, kind: str) -> None:
         if self.rank != 0:
             return
+        # the metrics file as it is now, without this checkpoint's own record: a resume from this
+        # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
         self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
-        path = ckpt.save(self.run_dir / "checkpoints" / name, self.model, self.cfg, self.trainer.optimizer,
-                         self.trainer.scheduler, self.pos)
+        target = self.run_dir / "checkpoints" / name
+        with writing(target, "write checkpoint"):
+            path = ckpt.save(target, self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
+        self.last_checkpoint, self._saved_at = path, self._here()
         epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
-        self.metrics.write("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
+        self._log("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
 
     # --- the end ---------------------------------------------------------------------------------
 
     def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
+        """The run_end record, once. Best effort after a failure: a full or read-only disk may refuse
+        it, and the one-line error on the terminal has already said why."""
+        if self.ended:
+            return
+        self.ended = True
+        self.stop.mode = "noted"
         peak_gpu = _gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
-        self.metrics.write("run_end", status=status, wall_s=round(time.time() - self.t_start, 3),
-                           error=error, log=log, gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(),
-                           skipped_steps=self.pos.skipped_steps)
-        self.metrics.close()
+        try:
+            self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
+                      gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(), skipped_steps=self.pos.skipped_steps)
+        except UserError:  # a DiskError
+            if status == "completed":
+                raise
+        finally:
+            self._close_metrics()
+
+    def _close_metrics(self) -> None:
+        try:
+            self.metrics.close()
+        except OSError:  # the unwritable tail of a failed write: nothing more can be saved
+            pass
 
     def cleanup(self) -> None:
-        self.metrics.close()
+        self._close_metrics()
+        self.stop.uninstall()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if torch.cuda.is_available():

@@ -142,10 +142,18 @@ def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, d
     if source.random:
         return random_model(cfg, load_config(source), device, dtype)
     if source.gguf_file and cfg.quantization != "none":
-        from nli_qlora.gguf import converted
-        source = ModelSource(converted(source.path, source.gguf_file))
+        # transformers will not quantize while it reads GGUF: read it dequantized, then quantize here
+        model = from_pretrained(cfg, source, dict(source.kwargs(), dtype=dtype, device_map={"": device},
+                                                  attn_implementation=cfg.attn_implementation))
+        quantize_linears_(model, cfg, dtype)
+        return model
     kw = dict(source.kwargs(), dtype=dtype, attn_implementation=cfg.attn_implementation,
               quantization_config=quantization_config(cfg, dtype), device_map={"": device})
+    return from_pretrained(cfg, source, kw)
+
+
+def from_pretrained(cfg: RunConfig, source: ModelSource, kw: dict):
+    from transformers import AutoModelForCausalLM
     try:
         model = AutoModelForCausalLM.from_pretrained(source.path, **kw)
     except OSError as err:
@@ -202,6 +210,7 @@ def attach_lora(model, cfg: RunConfig, matched: list[str]):
     torch.manual_seed(cfg.seed)  # adapter initialisation
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*target_modules.*")
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings.*")  # LoRA adds to the head's output only
         return get_peft_model(model, lora)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from nli_qlora.errors import UserError
 
 # Tried in order when the configured words clash under a tokenizer.
@@ -14,8 +16,14 @@ _ALTERNATIVES = (
 )
 
 
+_FIELDS = re.compile(r"\{(premise|hypothesis)\}")
+
+
 def format_prompt(template: str, premise: str, hypothesis: str) -> str:
-    return template.replace("{premise}", premise.strip()).replace("{hypothesis}", hypothesis.strip())
+    """One pass over the template: braces in the sentences stay as they are (str.format would choke,
+    and chained replace() would substitute a '{hypothesis}' that appears inside the premise)."""
+    values = {"premise": premise.strip(), "hypothesis": hypothesis.strip()}
+    return _FIELDS.sub(lambda m: values[m.group(1)], template)
 
 
 def first_tokens(tokenizer, words) -> list[int]:
@@ -31,17 +39,21 @@ def first_tokens(tokenizer, words) -> list[int]:
 def label_token_ids(tokenizer, words) -> list[int]:
     """The three label words' first token ids; a UserError naming the clash (and words that work) if two agree."""
     ids = first_tokens(tokenizer, words)
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk in ids:  # checked first: two unknown words also "share" <unk>
+        bad = words[ids.index(unk)]
+        raise UserError(f"--label-words: {bad!r} is unknown to the tokenizer{_hint(tokenizer)}")
     if len(set(ids)) == 3:
-        if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
-            bad = words[ids.index(tokenizer.unk_token_id)]
-            raise UserError(f"--label-words: {bad!r} is unknown to the tokenizer")
         return ids
     clash = [f"{w!r}" for w, i in zip(words, ids) if ids.count(i) > 1]
     token = tokenizer.convert_ids_to_tokens([i for i in ids if ids.count(i) > 1][0])
-    hint = ""
+    raise UserError(f"--label-words: {' and '.join(clash)} begin with the same token {token!r}{_hint(tokenizer)}")
+
+
+def _hint(tokenizer) -> str:
+    """'; try --label-words ...' with the first alternative that passes the check, or nothing."""
     for alt in _ALTERNATIVES:
         alt_ids = first_tokens(tokenizer, alt)
-        if len(set(alt_ids)) == 3 and tokenizer.unk_token_id not in alt_ids:
-            hint = f"; try --label-words {' '.join(repr(w) for w in alt)}"
-            break
-    raise UserError(f"--label-words: {' and '.join(clash)} begin with the same token {token!r}{hint}")
+        if len(set(alt_ids)) == 3 and (tokenizer.unk_token_id is None or tokenizer.unk_token_id not in alt_ids):
+            return f"; try --label-words {' '.join(repr(w) for w in alt)}"
+    return ""

@@ -1,17 +1,24 @@
 """python -m nli_qlora.train: parse flags, resolve the config, run the recipe, report.
 
-Exit status: 0 completed, 2 user error (one line), 130 interrupted (checkpoint saved),
-1 a bug (traceback in RUN_DIR/error.log)."""
+Exit status (docs/reliability.md): 0 completed (also: --resume of a run that already completed),
+2 a user or environment error (one line naming the flag, file, path or setting: bad input, full or
+read-only disk, CUDA out of memory, too many non-finite losses), 130 interrupted (Ctrl-C, SIGTERM,
+SIGHUP; a checkpoint is saved unless Ctrl-C came twice), 1 a bug (traceback in RUN_DIR/error.log)."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from nli_qlora.atomic import write_text
 from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
 from nli_qlora.errors import UserError
+from nli_qlora.runlock import lock_run_dir, unlock_run_dir
+from nli_qlora.storage import DiskError, disk_error, writing
 
 PROG = "python -m nli_qlora.train"
 
@@ -25,9 +32,19 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything on the CPU without loading weights, then exit (see docs)")
+    parser.add_argument("--dry-run-json", metavar="FILE",
+                        help="with --dry-run: also write the preflight report as JSON to FILE")
+    parser.add_argument("--memory-budget", metavar="SIZE", default="48GB",
+                        help="with --dry-run: GPU memory to check the estimated peak against, e.g. 48GB, "
+                             "40GiB, A40, H100 (default 48GB, an A40)")
     parser.add_argument("--quiet", action="store_true", help="no terminal output except errors")
     add_config_flags(parser)
     return parser
+
+
+RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
+                   "checkpoint_every_steps")  # change memory use or bookkeeping, not what is being trained
+_RESUME_FLAGS = {"resume", "quiet", "help"}
 
 
 def run_dir_for(cfg: RunConfig) -> Path:
@@ -36,27 +53,115 @@ def run_dir_for(cfg: RunConfig) -> Path:
     return Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool]:
-    if args.resume:
-        given = [a for a in sys.argv[1:] if a.startswith("--") and a.split("=")[0] not in ("--resume", "--quiet")]
+def _refuse_flags_on_resume(args, parser) -> None:
+    """A resume runs the run's own config.json; only RESUME_SETTINGS may change."""
+    for action in parser._actions:
+        dest = action.dest
+        if dest in _RESUME_FLAGS or dest in RESUME_SETTINGS or not action.option_strings:
+            continue
+        if action.default is argparse.SUPPRESS:  # the RunConfig flags: present only when given
+            given = hasattr(args, dest)
+        else:
+            given = getattr(args, dest, action.default) != action.default
         if given:
-            raise UserError(f"--resume uses the run's own config.json; drop {given[0].split('=')[0]}")
+            allowed = " ".join("--" + n.replace("_", "-") for n in RESUME_SETTINGS)
+            raise UserError(f"--resume continues with the run's own settings: drop {action.option_strings[0]} "
+                            f"(only {allowed} may change)")
+
+
+def _resume_config(args, run_dir: Path) -> tuple[RunConfig, dict]:
+    if not run_dir.is_dir():
+        raise UserError(f"--resume: no such run directory {run_dir}")
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
+    try:
+        cfg = RunConfig.load(run_dir / "config.json")
+    except UserError as err:
+        raise UserError(f"--resume: {run_dir} is not a run directory of this toolkit ({err})") from None
+    changed = {n: (getattr(cfg, n), getattr(args, n)) for n in RESUME_SETTINGS
+               if hasattr(args, n) and getattr(args, n) != getattr(cfg, n)}
+    cfg = dataclasses.replace(cfg, **{n: new for n, (_, new) in changed.items()}).validate()
+    return cfg, changed
+
+
+def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:
+    """(config, run directory, resuming?, settings a resume changed), the directory locked for this process."""
+    if args.resume:
+        _refuse_flags_on_resume(args, parser)
         run_dir = Path(args.resume)
-        if not (run_dir / "config.json").is_file():
-            raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
-        return RunConfig.load(run_dir / "config.json").validate(), run_dir, True
+        cfg, changed = _resume_config(args, run_dir)
+        with writing(run_dir / "config.json"):
+            lock_run_dir(run_dir, "--resume")
+            if changed and not completed_run(run_dir):
+                cfg.save(run_dir / "config.json")
+        return cfg, run_dir, True, changed
     cfg = resolve(args)
     run_dir = run_dir_for(cfg)
     if (run_dir / "metrics.jsonl").exists():
         raise UserError(f"--output-dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
                         f"or choose another directory")
-    try:
+    with writing(run_dir, "create the run directory"):
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir, "--output-dir")
         cfg.output_dir = str(run_dir)
         cfg.save(run_dir / "config.json")
-    except OSError as err:
-        raise UserError(f"--output-dir: cannot write to {run_dir}: {err.strerror}") from None
-    return cfg, run_dir, False
+    return cfg, run_dir, False, {}
+
+
+def completed_run(run_dir: Path) -> dict | None:
+    """The final run_end record when the run already completed, else None."""
+    from nli_qlora.metrics import read_metrics
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
+    last = ends[-1] if ends else None
+    return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None
+
+
+def _say(message: str) -> None:
+    """One line on stderr, never wrapped (rich wraps at 80 columns when piped)."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _already_completed(run_dir: Path) -> int:
+    from nli_qlora.report import write_report
+    rebuilt = ""
+    if not ((run_dir / "report.md").is_file() and (run_dir / "summary.json").is_file()):
+        with writing(run_dir / "report.md"):
+            write_report(run_dir)  # the run ended before its report was written
+        rebuilt = " (report rebuilt)"
+    _say(f"{run_dir} already completed; nothing to resume. Report: {run_dir / 'report.md'}{rebuilt}")
+    return 0
+
+
+def _last_checkpoint_note(run_dir: Path | None) -> str:
+    if run_dir is None:
+        return ""
+    from nli_qlora.checkpoint import latest
+    path = latest(run_dir)
+    if path is None:
+        return f"; no checkpoint yet: --resume {run_dir} starts over"
+    return f"; continue from {path} with: {PROG} --resume {run_dir}"
+
+
+def _bug(err: Exception, recipe, run_dir: Path | None) -> int:
+    """A real bug: the traceback goes to RUN_DIR/error.log, the terminal gets one line saying where."""
+    text = traceback.format_exc()
+    first = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    log = None
+    if run_dir is not None and run_dir.is_dir():
+        try:
+            write_text(run_dir / "error.log", text)
+            log = run_dir / "error.log"
+        except OSError:
+            pass
+    if recipe is not None:
+        recipe.finish("failed", error=first, log=str(log) if log else None)
+    if log is None:
+        sys.stderr.write(text)
+    _say(f"internal error: {first}" + (f" (traceback in {log})" if log else ""))
+    return 1
 
 
 def main(argv=None) -> int:
@@ -68,46 +173,58 @@ def main(argv=None) -> int:
     from nli_qlora.console import ProgressView
     from nli_qlora.interrupt import Interrupted
     from nli_qlora.loop import FineTune
+    from nli_qlora.oom import OutOfMemory
     from nli_qlora.report import write_report
 
     view = ProgressView(enabled=not args.quiet)
-    recipe = None
+    recipe = run_dir = None
     try:
-        cfg, run_dir, resume = prepare_run_dir(args, parser)
+        cfg, run_dir, resume, changed = prepare_run_dir(args, parser)
+        if resume and completed_run(run_dir):
+            return _already_completed(run_dir)
         view.log(f"run directory {run_dir}")
-        recipe = FineTune(cfg, run_dir, resume=resume, progress=view)
+        recipe = FineTune(cfg, run_dir, resume=resume, progress=view, changed=changed)
         recipe.setup()
         recipe.train()
         recipe.finish("completed")
         if recipe.rank == 0:
-            write_report(run_dir)
+            with writing(run_dir / "report.md"):
+                write_report(run_dir)
             view.log(f"report {run_dir / 'report.md'}")
         return 0
-    except UserError as err:
+    except UserError as err:  # bad input, a full or read-only disk, settings that do not fit the GPU
         if recipe is not None:
+            recipe.stop.mode = "noted"
+            if isinstance(err, OutOfMemory):
+                recipe.save_before_failing()
             recipe.finish("failed", error=str(err))
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        _say(f"error: {err}" + (_last_checkpoint_note(run_dir) if isinstance(err, DiskError)
+                                and recipe is not None else ""))
         return err.exit_code
     except (Interrupted, KeyboardInterrupt) as err:
         message = str(err) or "interrupted"
         if recipe is not None:
+            recipe.stop.mode = "noted"
             recipe.finish("interrupted", error=message)
-        print(f"{PROG}: {message}", file=sys.stderr)
+        if not isinstance(err, Interrupted):
+            message += _last_checkpoint_note(run_dir if recipe is not None else None)
+        _say(message)
         return 130
-    except Exception as err:  # a bug: keep the traceback in the run directory, say where
-        log = None
+    except Exception as err:
         if recipe is not None:
-            log = recipe.run_dir / "error.log"
-            log.write_text(traceback.format_exc())
-            recipe.finish("failed", error=f"{type(err).__name__}: {err}".splitlines()[0], log=str(log))
-        print(f"{PROG}: internal error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-              + (f" (traceback in {log})" if log else ""), file=sys.stderr)
-        if log is None:
-            traceback.print_exc()
-        return 1
+            recipe.stop.mode = "noted"
+        disk = disk_error(err, run_dir or Path.cwd())  # a disk failure outside the guarded writes
+        if disk is not None:
+            if recipe is not None:
+                recipe.finish("failed", error=str(disk))
+            _say(f"error: {disk}" + (_last_checkpoint_note(run_dir) if recipe is not None else ""))
+            return disk.exit_code
+        return _bug(err, recipe, run_dir)
     finally:
         if recipe is not None:
             recipe.cleanup()
+        if run_dir is not None:
+            unlock_run_dir(run_dir)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,19 @@ def number(value: float | None, digits: int = 3) -> str:
         return "0"
     if magnitude >= 10_000:
         return count(value)
+    if magnitude >= 100:
+        return f"{value:,.0f}"
     if magnitude < 1e-3:
-        return f"{value:.{max(digits - 1, 1)}e}"
+        mantissa, exponent = f"{value:.{max(digits - 1, 1)}e}".split("e")
+        return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
     return f"{value:.{digits}g}"
+
+
+def score(value: float | None) -> str:
+    """A loss, accuracy or recall in a table: three decimals, so columns line up."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.3f}"
 
 
 def count(value: float | None) -> str:

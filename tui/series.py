@@ -1,11 +1,12 @@
 """One metric over steps, and how to draw a long one with few points.
 
-A terminal plot is a hundred-odd dots wide, so drawing 100,000 points only costs time. We keep
-every point and, for drawing, an envelope: the points are cut into buckets of equal width and
-each bucket contributes its lowest and highest point, in step order, so spikes survive while the
-count stays bounded. The envelope of the finished buckets is cached and extended as points
-arrive; the bucket width doubles (and the cache is rebuilt) only when the count would pass the
-limit, so keeping it current costs O(1) per point however long the run.
+A terminal plot is a hundred-odd dots wide, so drawing 100,000 points only costs time. The points
+are cut into buckets of equal width and each bucket is drawn as either its lowest and highest
+point in step order (``envelope``: spikes survive; used for the raw loss) or its mean (``mean``:
+a calm line for per-step noise such as throughput). ``Series`` keeps every point and caches the
+reduced buckets, extending them as points arrive; the bucket width doubles (and the cache is
+rebuilt) only when the count would pass the limit, so keeping it current costs O(1) per point
+however long the run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_right
+
+ENVELOPE, MEAN = "envelope", "mean"
 
 
 def _extremes(xs, ys, start: int, stop: int, out_x: list, out_y: list) -> None:
@@ -25,52 +28,69 @@ def _extremes(xs, ys, start: int, stop: int, out_x: list, out_y: list) -> None:
         out_y.append(ys[i])
 
 
-def envelope(xs, ys, max_points: int) -> tuple[list[float], list[float]]:
-    """At most ``max_points`` points of xs/ys that keep each bucket's lowest and highest point."""
+def _mean(xs, ys, start: int, stop: int, out_x: list, out_y: list) -> None:
+    """Append one point: the bucket's mean x and mean y."""
+    n = stop - start
+    out_x.append(sum(xs[start:stop]) / n)
+    out_y.append(sum(ys[start:stop]) / n)
+
+
+REDUCERS = {ENVELOPE: (_extremes, 2), MEAN: (_mean, 1)}  # reducer, points per bucket
+
+
+def bucket_width(n: int, max_points: int, per_bucket: int) -> int:
+    """The smallest power of two that fits n points in max_points."""
+    width = 1
+    while per_bucket * math.ceil(n / width) > max_points:
+        width *= 2
+    return width
+
+
+def reduce_points(xs, ys, max_points: int, mode: str = ENVELOPE) -> tuple[list[float], list[float]]:
+    """At most ``max_points`` points standing for xs/ys (all of them when they fit)."""
     n = len(xs)
     if n <= max_points:
         return list(xs), list(ys)
-    width = _bucket_width(n, max_points)
+    reducer, per_bucket = REDUCERS[mode]
+    width = bucket_width(n, max_points, per_bucket)
     out_x: list[float] = []
     out_y: list[float] = []
     for start in range(0, n, width):
-        _extremes(xs, ys, start, min(start + width, n), out_x, out_y)
+        reducer(xs, ys, start, min(start + width, n), out_x, out_y)
     return out_x, out_y
-
-
-def _bucket_width(n: int, max_points: int) -> int:
-    """The smallest power of two that fits n points in max_points (two per bucket)."""
-    width = 1
-    while 2 * math.ceil(n / width) > max_points:
-        width *= 2
-    return width
 
 
 class Series:
     """Finite (x, y) points in arrival order; ``view()`` gives at most ``max_points`` of them."""
 
-    __slots__ = ("xs", "ys", "max_points", "_width", "_covered", "_env_x", "_env_y")
+    __slots__ = ("xs", "ys", "max_points", "mode", "_width", "_covered", "_out_x", "_out_y")
 
-    def __init__(self, max_points: int = 2000):
+    def __init__(self, max_points: int = 2000, mode: str = ENVELOPE):
         self.xs = array("d")
         self.ys = array("d")
         self.max_points = max_points
-        self._clear_envelope()
+        self.mode = mode
+        self._clear_cache()
 
-    def _clear_envelope(self) -> None:
+    def _clear_cache(self) -> None:
         self._width = 1
-        self._covered = 0  # raw points summarized in _env_x/_env_y (whole buckets only)
-        self._env_x: list[float] = []
-        self._env_y: list[float] = []
+        self._covered = 0  # raw points already reduced into _out_x/_out_y (whole buckets only)
+        self._out_x: list[float] = []
+        self._out_y: list[float] = []
 
-    def append(self, x: float, y) -> None:
+    def append(self, x: float, y: float | None) -> None:
         """Add a point; a missing or non-finite y (null in the file) is not a point."""
-        if y is None or y is True or y is False:
-            return
-        y = float(y)
-        if math.isfinite(y):
+        if y is not None and y - y == 0.0:  # finite: inf - inf and nan - nan are nan
             self.xs.append(x)
             self.ys.append(y)
+
+    @staticmethod
+    def append_row(row: list["Series"], x: float, ys: list[float | None]) -> None:
+        """``append(x, y)`` for each series of a row and its y: one call per step line, not ten."""
+        for series, y in zip(row, ys):
+            if y is not None and y - y == 0.0:
+                series.xs.append(x)
+                series.ys.append(y)
 
     def __len__(self) -> int:
         return len(self.xs)
@@ -85,21 +105,22 @@ class Series:
         if cut < len(self.xs):
             del self.xs[cut:]
             del self.ys[cut:]
-            self._clear_envelope()
+            self._clear_cache()
 
     def view(self) -> tuple[list[float], list[float]]:
         n = len(self.xs)
         if n <= self.max_points:
             return self.xs.tolist(), self.ys.tolist()
-        width = _bucket_width(n, self.max_points)
+        reducer, per_bucket = REDUCERS[self.mode]
+        width = bucket_width(n, self.max_points, per_bucket)
         if width != self._width:
-            self._clear_envelope()
+            self._clear_cache()
             self._width = width
         whole = n - n % width
         for start in range(self._covered, whole, width):
-            _extremes(self.xs, self.ys, start, start + width, self._env_x, self._env_y)
+            reducer(self.xs, self.ys, start, start + width, self._out_x, self._out_y)
         self._covered = whole
-        out_x, out_y = list(self._env_x), list(self._env_y)
+        out_x, out_y = list(self._out_x), list(self._out_y)
         if whole < n:
-            _extremes(self.xs, self.ys, whole, n, out_x, out_y)
+            reducer(self.xs, self.ys, whole, n, out_x, out_y)
         return out_x, out_y

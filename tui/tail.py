@@ -28,6 +28,7 @@ class TailResult:
     reset: bool = False  # the file was truncated or replaced: drop everything read before
     exists: bool = True
     more: bool = False  # stopped at MAX_BYTES_PER_POLL: poll again at once
+    size: int = 0  # the file's size when polled
     error: str | None = None  # an OS error other than "not there yet", in one line
 
 
@@ -71,7 +72,7 @@ class FileTail:
         with f:
             st = os.fstat(f.fileno())
             identity = (st.st_dev, st.st_ino)
-            result = TailResult()
+            result = TailResult(size=st.st_size)
             if self._rewritten(f, identity, st.st_size):
                 self._start_over()
                 result.reset = True

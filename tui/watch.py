@@ -2,7 +2,8 @@
 
 This is the loop body of the dashboard's reader thread, kept free of Textual so it can be tested
 with real files alone. While a big file is being caught up, a run's snapshot is sent at most
-every ``min_interval`` seconds (each costs a redraw); once caught up, every change is sent.
+every ``min_interval`` seconds (the UI shows how far reading got); once caught up, every change
+is sent.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class RunWatcher:
                                                         state.file_error):
                 self._dirty[i] = True
             state.exists, state.caught_up, state.pending_bytes, state.file_error = file_view
+            state.read_fraction = tail.offset / got.size if got.size else 1.0
             self._live[i] = self._live[i] or state.caught_up
             self.busy = self.busy or got.more
             now = time.monotonic()

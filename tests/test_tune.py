@@ -1,0 +1,97 @@
+"""The tuner measures candidates with the real step and writes a config the train CLI accepts."""
+
+import dataclasses
+
+import pytest
+
+from nli_qlora import tune
+from nli_qlora.config import RunConfig, preset, read_config_file, resolve
+from nli_qlora.errors import UserError
+from nli_qlora.train import build_parser as train_parser
+
+FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+TINY = ["--preset", "tiny", "--train-size", "48", "--steps", "1", "--warmup", "0"]
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tune") / "tuned.yaml"
+    code = tune.main(TINY + ["--batch-sizes", "4", "8", "--out", str(out)])
+    return code, out
+
+
+def test_tuner_writes_a_config_of_run_settings_chosen_among_the_candidates(tuned):
+    code, out = tuned
+    assert code == 0
+    values = read_config_file(out)
+    assert set(values) <= FIELDS
+    assert values["batch_size"] in (4, 8)
+    assert values["grad_accum"] == 1
+    assert values["gradient_checkpointing"] in (True, False)
+    assert values["bucketing"] in (True, False)
+    RunConfig.from_dict({**preset("tiny").to_dict(), **values}, source=str(out)).validate()
+
+
+def test_train_cli_resolves_the_tuned_config_over_the_tiny_preset(tuned):
+    _, out = tuned
+    values = read_config_file(out)
+    cfg = resolve(train_parser().parse_args(["--config", str(out), "--preset", "tiny"]))
+    assert (cfg.batch_size, cfg.grad_accum, cfg.gradient_checkpointing, cfg.bucketing) == (
+        values["batch_size"], values["grad_accum"], values["gradient_checkpointing"], values["bucketing"])
+
+
+def test_measured_table_lies_beside_the_config_with_every_candidate(tuned):
+    _, out = tuned
+    table = out.with_suffix(".md").read_text()
+    assert "fastest" in table
+    assert "not enforced" in table  # a CPU run says the budget was not enforced
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2 * 2 * 2  # batch sizes x checkpointing x bucketing
+    assert all(" ok " in row for row in rows)
+
+
+def test_keep_effective_batch_keeps_batch_size_and_picks_a_dividing_grad_accum(tmp_path):
+    out = tmp_path / "keep.yaml"
+    assert tune.main(TINY + ["--batch-size", "4", "--keep-effective-batch", "--out", str(out)]) == 0
+    values = read_config_file(out)
+    assert values["batch_size"] == 4
+    assert values["grad_accum"] in (1, 2, 4)
+
+
+def test_candidates_for_a_kept_batch_divide_it_and_grow_the_micro_batch():
+    cands = tune.candidates(dataclasses.replace(preset("seed"), batch_size=8), [16, 32], keep_effective_batch=True)
+    assert {c.batch_size for c in cands} == {8}
+    line = [c.micro_batch for c in cands if not c.gradient_checkpointing and c.bucketing]
+    assert line == [1, 2, 4, 8]
+
+
+def test_fastest_ignores_candidates_that_do_not_fit():
+    c = [tune.Candidate(b, 1, False, True) for b in (8, 16, 32)]
+    results = [tune.Result(c[0], "ok", samples_per_s=10.0), tune.Result(c[1], "ok", samples_per_s=20.0),
+               tune.Result(c[2], "does not fit")]
+    assert tune.fastest(results).candidate.batch_size == 16
+    assert tune.fastest([results[2]]) is None
+
+
+@pytest.mark.parametrize("text,expected", [("48GB", 48 * 10**9), ("45GiB", 45 * 2**30), ("48000 MB", 48 * 10**9),
+                                           ("80", 80 * 10**9)])
+def test_memory_budget_reads_decimal_and_binary_units(text, expected):
+    assert tune.parse_bytes(text) == expected
+
+
+def test_unreadable_memory_budget_is_one_line_exit_2(capsys):
+    assert tune.main(["--preset", "tiny", "--memory-budget", "lots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--memory-budget" in err and "lots" in err
+
+
+def test_out_must_be_yaml(capsys, tmp_path):
+    assert tune.main(["--preset", "tiny", "--out", str(tmp_path / "tuned.txt")]) == 2
+    assert "--out" in capsys.readouterr().err
+
+
+def test_budget_is_not_enforced_on_cpu():
+    import torch
+    assert "not enforced" in tune.enforce_budget(48 * 10**9, torch.device("cpu"))
+    with pytest.raises(UserError):
+        tune.parse_bytes("-3GB")

@@ -1,0 +1,85 @@
+"""The event log: run start and end, warnings, checkpoints, resumes, skipped steps, bad lines."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import RichLog
+
+from tui import fmt
+from tui.state import Event, RunSnapshot
+
+LEVEL_STYLE = {"info": "", "good": "green", "warning": "yellow", "error": "bold red"}
+
+
+class EventLog(RichLog):
+    DEFAULT_CSS = """
+    EventLog {
+        border: round $panel-lighten-2;
+        border-title-color: $text;
+        border-subtitle-color: $text-muted;
+        height: 1fr;
+        min-height: 5;
+        background: $surface;
+        scrollbar-size-vertical: 1;
+        overflow-x: hidden;
+        overflow-y: auto;
+        &:focus { border: round $accent; }
+    }
+    """
+
+    def __init__(self, **kw) -> None:
+        super().__init__(wrap=True, markup=False, highlight=False, auto_scroll=True, min_width=20, **kw)
+        self.border_title = "events"
+        self._written: list[tuple[Event, str]] = []
+        self._runs: list[tuple[RunSnapshot, str]] = []
+
+    def on_resize(self) -> None:
+        """Lines are wrapped when written: write them again at the new width."""
+        if self._runs:
+            self.clear()
+            self._written = []
+            self.show_events(self._runs)
+
+    def show(self, snap: RunSnapshot, prefix: str = "") -> None:
+        self.show_events([(snap, prefix)])
+
+    def show_events(self, runs: list[tuple[RunSnapshot, str]]) -> None:
+        """The events of one run, or of several (compare view: by wall time, each line prefixed
+        with its run's name). Only new lines are written; when the file started over, all."""
+        self._runs = runs
+        width = max(len(prefix) for _, prefix in runs) if runs else 0
+        merged = [(event, prefix.ljust(width)) for snap, prefix in runs for event in snap.events]
+        if len(runs) > 1:  # file order within a run; wall time across runs
+            merged.sort(key=lambda item: float("inf") if item[0].time is None else item[0].time)
+        if merged[:len(self._written)] != self._written:
+            self.clear()
+            self._written = []
+        for event, prefix in merged[len(self._written):]:
+            self.write(self._line(event, prefix), expand=True)
+        self._written = merged
+        self.border_subtitle = _file_notes(runs)
+
+    @staticmethod
+    def _line(event: Event, prefix: str) -> Table:
+        """Time in its own column, so a wrapped line hangs under its text."""
+        grid = Table.grid(padding=(0, 1), expand=True)
+        grid.add_column(width=7, justify="right", style="dim")
+        grid.add_column(ratio=1)
+        text = Text()
+        if prefix:
+            text.append(f"{prefix}  ", style="bold")
+        text.append(event.text, style=LEVEL_STYLE.get(event.level, ""))
+        grid.add_row(fmt.duration(event.elapsed) if event.elapsed is not None else "", text)
+        return grid
+
+
+def _file_notes(runs: list[tuple[RunSnapshot, str]]) -> str:
+    malformed = sum(s.malformed for s, _ in runs)
+    pending = sum(1 for s, _ in runs if s.pending_bytes and s.caught_up)
+    notes = []
+    if malformed:
+        notes.append(f"{malformed} malformed line{'s' if malformed != 1 else ''} skipped")
+    if pending:
+        notes.append("last line incomplete, waiting for its end")
+    return " · ".join(notes)

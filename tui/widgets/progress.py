@@ -1,0 +1,48 @@
+"""Where the run is: an epoch bar and a step bar against the planned totals."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Label, ProgressBar
+
+from tui.state import RunSnapshot
+
+
+class RunProgress(Horizontal):
+    DEFAULT_CSS = """
+    RunProgress {
+        height: 1;
+        padding: 0 1;
+        Label { width: 22; color: $text-muted; }
+        ProgressBar { width: 1fr; margin-right: 3; }
+        ProgressBar Bar { width: 1fr; }
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        # a total is always set: an indeterminate bar animates, which is neither calm nor testable
+        yield Label("epoch —", id="epoch-label")
+        yield ProgressBar(total=1, show_eta=False, id="epoch-bar")
+        yield Label("step —", id="step-label")
+        yield ProgressBar(total=1, show_eta=False, id="step-bar")
+
+    _key: tuple | None = None
+
+    def show(self, snap: RunSnapshot | None) -> None:
+        key = None if snap is None else (snap.epoch, snap.epochs, snap.step, snap.total_steps, snap.steps_per_epoch)
+        if key == self._key and key is not None:
+            return  # this runs every second: skip the relayout when nothing moved
+        self._key = key
+        epochs = snap.epochs if snap and snap.epochs else None
+        total = snap.total_steps if snap and snap.total_steps else None
+        done_epochs = 0.0
+        if snap and snap.steps_per_epoch and snap.step:
+            done_epochs = snap.step / snap.steps_per_epoch
+        epoch = snap.epoch if snap else 0
+        self.query_one("#epoch-label", Label).update(f"epoch {epoch} / {epochs or '?'}", layout=False)
+        self.query_one("#epoch-bar", ProgressBar).update(total=epochs or 1, progress=min(done_epochs, epochs or 0))
+        step = snap.step if snap else 0
+        self.query_one("#step-label", Label).update(f"step {step:,} / {f'{total:,}' if total else '?'}",
+                                                    layout=False)  # fixed width: no relayout
+        self.query_one("#step-bar", ProgressBar).update(total=total or 1, progress=min(step, total or 0))

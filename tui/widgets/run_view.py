@@ -1,0 +1,111 @@
+"""The single-run dashboard: header and progress on top, plots left, evaluations and events right."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable
+
+from tui import fmt
+from tui.series import ENVELOPE, MEAN
+from tui.state import RunSnapshot
+from tui.widgets.evals import ConfusionView, EvalTable
+from tui.widgets.events import EventLog
+from tui.widgets.header import RunHeader
+from tui.widgets.plot import Line, MetricPlot
+from tui.widgets.progress import RunProgress
+
+GRAY, ORANGE, BLUE = (120, 120, 120), (245, 160, 60), (95, 160, 230)
+GREEN, PURPLE, TEAL, RED = (115, 190, 115), (185, 140, 220), (80, 190, 190), (225, 95, 95)
+
+
+def _swatch(color: tuple[int, int, int], label: str) -> str:
+    """A legend entry for a border title: a colored bar and the series name."""
+    return "[rgb({},{},{})]━[/] {}".format(*color, label)
+
+
+def _line(snap: RunSnapshot, name: str, label: str, color, side: str = "left", mode: str = MEAN) -> Line:
+    xs, ys = snap.series.get(name, ([], []))
+    return Line(label, xs, ys, color, side, mode)
+
+
+class RunView(Vertical):
+    DEFAULT_CSS = """
+    RunView {
+        #body { height: 1fr; }
+        #plots { width: 1fr; }
+        #plot-loss { height: 1fr; }
+        .plot-row { height: 1fr; }
+        #side { width: 54; }
+    }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        yield RunProgress(id="progress")
+        with Horizontal(id="body"):
+            with Vertical(id="plots"):
+                yield MetricPlot("training loss", id="plot-loss")
+                with Horizontal(classes="plot-row"):
+                    yield MetricPlot("learning rate", id="plot-lr")
+                    yield MetricPlot("throughput", id="plot-throughput")
+                with Horizontal(classes="plot-row"):
+                    yield MetricPlot("step time", id="plot-step-time")
+                    yield MetricPlot("memory", id="plot-memory", empty="no memory figures yet")
+            with Vertical(id="side"):
+                yield EvalTable(id="evals")
+                yield ConfusionView(id="confusion")
+                yield EventLog(id="events")
+
+    def on_mount(self) -> None:
+        self.query_one("#plot-loss", MetricPlot).border_title = (
+            f"training loss  {_swatch(GRAY, 'raw')}  {_swatch(ORANGE, 'smoothed')}")
+        self.query_one("#plot-throughput", MetricPlot).border_title = (
+            f"{_swatch(GREEN, 'samples/s')}  {_swatch(PURPLE, 'tokens/s (right)')}")
+        self.query_one("#plot-step-time", MetricPlot).border_title = "step time (s)"
+        self._memory_title(gpu=True)
+
+    def _memory_title(self, gpu: bool) -> None:
+        legend = f"{_swatch(BLUE, 'GPU')}  {_swatch(RED, 'GPU peak')}  " if gpu else ""
+        self.query_one("#plot-memory", MetricPlot).border_title = f"memory GB  {legend}{_swatch(TEAL, 'RSS')}"
+
+    # --- always live ---------------------------------------------------------------------------
+    def show_status(self, snap: RunSnapshot | None, now: float, stall_after: float) -> None:
+        self.query_one(RunHeader).show(snap, now, stall_after)
+        self.query_one(RunProgress).show(snap)
+
+    # --- frozen while not following -------------------------------------------------------------
+    def show_data(self, snap: RunSnapshot, follow: bool) -> None:
+        self._plots(snap)
+        table = self.query_one(EvalTable)
+        table.show(snap.evals, follow=follow)
+        self.query_one(ConfusionView).show(table.eval_at_cursor())
+        self.query_one(EventLog).show(snap)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.query_one(ConfusionView).show(self.query_one(EvalTable).eval_at_cursor())
+
+    def _plots(self, snap: RunSnapshot) -> None:
+        last = snap.last
+        self.query_one("#plot-loss", MetricPlot).show(
+            [_line(snap, "loss", "raw", GRAY, mode=ENVELOPE), _line(snap, "loss_ema", "smoothed", ORANGE)],
+            note=f"step {snap.step:,} · loss {fmt.number(last.get('loss'))} · "
+                 f"smoothed {fmt.number(last.get('loss_ema'))}"
+                 + (f" · {snap.skipped_steps} skipped" if snap.skipped_steps else ""))
+        self.query_one("#plot-lr", MetricPlot).show(
+            [_line(snap, "lr", "lr", BLUE)],
+            note=f"now {fmt.number(last.get('lr'))} · peak {fmt.number(snap.info.config.get('learning_rate'))}"
+            if snap.info else "")
+        self.query_one("#plot-throughput", MetricPlot).show(
+            [_line(snap, "samples_per_s", "samples/s", GREEN), _line(snap, "tokens_per_s", "tokens/s", PURPLE, "right")],
+            note=f"{fmt.number(last.get('samples_per_s'))} samples/s · {fmt.number(last.get('tokens_per_s'))} tokens/s")
+        self.query_one("#plot-step-time", MetricPlot).show(
+            [_line(snap, "step_time_s", "step time", TEAL)], note=f"last {fmt.number(last.get('step_time_s'))} s")
+        gpu = last.get("gpu_mem_allocated_gb")
+        self._memory_title(gpu=gpu is not None)
+        gpu_note = ("GPU n/a (CPU run)" if gpu is None else
+                    f"GPU {fmt.number(gpu)} now · {fmt.number(last.get('gpu_mem_peak_gb'))} peak")
+        self.query_one("#plot-memory", MetricPlot).show(
+            [_line(snap, "gpu_mem_allocated_gb", "GPU allocated", BLUE),
+             _line(snap, "gpu_mem_peak_gb", "GPU peak", RED), _line(snap, "rss_gb", "RSS", TEAL)],
+            note=f"{gpu_note} · RSS {fmt.number(last.get('rss_gb'))}")
