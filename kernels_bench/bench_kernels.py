@@ -165,7 +165,8 @@ def bench_head(benchmark, bt, loss, device, case_memory):
     case_memory.reset()
     seconds = timed(benchmark, op, device)
     benchmark.extra_info.update({"kind": "head", "loss": loss, "rows": rows, "width": width, "hidden": hidden,
-                                 "vocab": vocab, "op_ms": round(1e3 * seconds, 4), "peak_gpu_gb": case_memory.peak_gb()})
+                                 "vocab": vocab, "op_ms": round(1e3 * seconds, 4),
+                                 "peak_gpu_gb": case_memory.peak_gb()})
 
 
 def lora_parameters(device: torch.device) -> list[torch.nn.Parameter]:

@@ -74,7 +74,7 @@ def write_run(path: Path, lines: int) -> None:
             lr=5e-4 * 0.5 * (1 + math.cos(math.pi * step / steps)), grad_norm=abs(rng.gauss(1, 0.3)), samples=8,
             tokens=tokens, padded_tokens=tokens + 400, padding_fraction=400 / (tokens + 400), step_time_s=0.1,
             samples_per_s=80.0 + rng.uniform(-5, 5), tokens_per_s=tokens * 10.0, gpu_mem_allocated_gb=1.6,
-            gpu_mem_reserved_gb=2.2, gpu_mem_peak_gb=2.5, rss_gb=3.1, skipped=False))
+            gpu_mem_reserved_gb=2.2, gpu_mem_peak_gb=2.5, rss_gb=3.1, skipped=False, captured=False))
         if step % STEPS_PER_EPOCH == 0 and len(out) + 4 <= lines:
             epoch = step // STEPS_PER_EPOCH
             out.append(_eval(t + 1.0, step, epoch, "validation", rng))
@@ -106,7 +106,7 @@ async def _open_and_draw(path: Path):
     app = DashboardApp([path], clock=lambda: 1_764_300_000.0, poll_interval=0.01)
     async with app.run_test(size=(140, 45)) as pilot:
         while app.shown[0] is None or not app.shown[0].caught_up:
-            await pilot.pause(0.01)
+            await asyncio.sleep(0.01)  # not pilot.pause(): it visits every widget, and would steal the GIL
         await pilot.pause()  # the refresh that draws the plots and tables
         return app.shown[0]
 

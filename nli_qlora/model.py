@@ -146,10 +146,23 @@ def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, d
         model = from_pretrained(cfg, source, dict(source.kwargs(), dtype=dtype, device_map={"": device},
                                                   attn_implementation=cfg.attn_implementation))
         quantize_linears_(model, cfg, dtype)
+        drop_gguf_quantizer(model)
         return model
     kw = dict(source.kwargs(), dtype=dtype, attn_implementation=cfg.attn_implementation,
               quantization_config=quantization_config(cfg, dtype), device_map={"": device})
     return from_pretrained(cfg, source, kw)
+
+
+def drop_gguf_quantizer(model) -> None:
+    """The GGUF quantizer transformers leaves attached describes weights that are gone (now
+    bitsandbytes 4-bit), and makes transformers.Trainer refuse to train the model."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(model)
+    else:
+        model.hf_quantizer, model.is_quantized = None, False
 
 
 def from_pretrained(cfg: RunConfig, source: ModelSource, kw: dict):

@@ -111,7 +111,6 @@ class Trainer:
     max_grad_norm: float = 1.0
     flat: FlatParams | None = None
     graphed: GraphedForwardBackward | None = None
-    grad_sync: object = None  # data parallel: (trainer, local loss) -> global loss, gradients summed in place
 
     def zero_grad(self) -> None:
         if self.flat is not None:
@@ -130,13 +129,12 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_step(t: Trainer, micro_batches: list[dict], total_rows: int | None = None) -> dict:
+def train_step(t: Trainer, micro_batches: list[dict]) -> dict:
     """One optimizer step over `micro_batches` (gradient accumulation when more than one).
 
-    `total_rows` is the global batch when ranks share it (each rank's losses are scaled by its rows
-    over it, so the summed gradient is the global mean's). Returns {"loss", "grad_norm", "skipped",
-    "captured"}. A non-finite loss skips the update so one bad batch cannot poison the adapter."""
-    rows = total_rows or sum(int(b["labels"].shape[0]) for b in micro_batches)
+    Returns {"loss", "grad_norm", "skipped", "captured"}. A non-finite loss skips the update
+    (gradients dropped) so one bad batch cannot poison the adapter weights."""
+    rows = sum(int(b["labels"].shape[0]) for b in micro_batches)
     t.zero_grad()
     total, captured = None, False
     for batch in micro_batches:
@@ -150,10 +148,6 @@ def train_step(t: Trainer, micro_batches: list[dict], total_rows: int | None = N
             loss.backward()
             loss = loss.detach()
         total = loss.clone() if total is None else total + loss
-    if total is None:  # a rank with no rows in a short last batch still joins the gradient sum
-        total = torch.zeros((), device=t.params[0].device)
-    if t.grad_sync is not None:
-        total = t.grad_sync(t, total)
     grad_norm = t.clip()
     loss_value, norm_value = torch.stack([total.float(), grad_norm.float()]).tolist()  # the one host sync
     if not (torch.isfinite(torch.tensor(loss_value)) and torch.isfinite(torch.tensor(norm_value))):

@@ -135,8 +135,17 @@ def fixed_rows(seq_len: int, count: int, vocab_size: int, seed: int = 0) -> list
     return [Encoded(tuple(row), label, i) for i, (row, label) in enumerate(zip(ids, labels))]
 
 
+def answer_ids(cfg: RunConfig, tokenizer) -> list[list[int]] | None:
+    """The label words' tokens plus eos, appended to each row for the `lm` loss (as the loop does)."""
+    if cfg.loss != "lm":
+        return None
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [tokenizer.encode(w, add_special_tokens=False) + eos for w in cfg.label_words]
+
+
 def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketing: bool, count: int, pad_id: int,
-                 pad_multiple: int, seed: int = 0, pin: bool = False) -> list[list[dict]]:
+                 pad_multiple: int, seed: int = 0, pin: bool = False, answer: list[list[int]] | None = None
+                 ) -> list[list[dict]]:
     """`count` steps' host micro-batches, sampled as the loop samples an epoch (full batches only).
 
     Each step is `batch_size` rows sorted by length and cut into `grad_accum` micro-batches, as
@@ -150,7 +159,7 @@ def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketin
                 continue
             chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
             micro = -(-len(chosen) // grad_accum)
-            steps.append([collate(chosen[i:i + micro], pad_id, pad_multiple, pin=pin)
+            steps.append([collate(chosen[i:i + micro], pad_id, pad_multiple, answer, pin=pin)
                           for i in range(0, len(chosen), micro)])
             if len(steps) == count:
                 break
@@ -265,7 +274,7 @@ def measure(rig: Rig, cfg: RunConfig, cand: Candidate, rows: list[Encoded], step
                                   gradient_checkpointing=cand.gradient_checkpointing, bucketing=cand.bucketing)
     cuda = rig.device.type == "cuda"
     measured = draw_batches(rows, cand.batch_size, cand.grad_accum, cand.bucketing, steps, rig.tokenizer.pad_token_id,
-                            cfg.pad_to_multiple, cfg.seed, pin=cuda)
+                            cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=answer_ids(cfg, rig.tokenizer))
     plan = with_warmup(measured, warmup)
     trainer, times, oom = None, [], False
     try:
@@ -280,6 +289,10 @@ def measure(rig: Rig, cfg: RunConfig, cand: Candidate, rows: list[Encoded], step
             times.append(time.perf_counter() - t0)
     except torch.OutOfMemoryError:
         oom = True  # leaving the except block frees the traceback's activations
+    except RuntimeError as err:  # e.g. an allocation failing inside a CUDA graph capture
+        if "out of memory" not in str(err):
+            raise
+        oom = True
     peak = round(torch.cuda.max_memory_reserved(rig.device) / 1e9, 3) if cuda else None
     trainer = None
     release(rig)
@@ -348,7 +361,8 @@ def table_rows(results: list[Result], best: Result | None) -> list[list[str]]:
     rows = []
     for r in results:
         c = r.candidate
-        rows.append([str(c.batch_size), str(c.grad_accum), str(c.micro_batch), "on" if c.gradient_checkpointing else "off",
+        rows.append([str(c.batch_size), str(c.grad_accum), str(c.micro_batch),
+                     "on" if c.gradient_checkpointing else "off",
                      "on" if c.bucketing else "off", r.status, _fmt(r.step_s and r.step_s * 1e3, ".1f"),
                      _fmt(r.samples_per_s, ".1f"), _fmt(r.tokens_per_s, ".0f"),
                      _fmt(r.padding_fraction and 100 * r.padding_fraction, ".1f"), _fmt(r.peak_gb, ".2f"),

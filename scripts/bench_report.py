@@ -3,6 +3,7 @@
     python -m pytest -c kernels_bench/pytest.ini kernels_bench --benchmark-json=bench.json
     python scripts/bench_report.py bench.json                      # bench.md, bench-step_time.png, ...
     python scripts/bench_report.py bench.json --into docs/benchmarks.md --marker gpu-results
+    python scripts/bench_report.py part1.json part2.json           # a grid run in parts, one machine
 
 Writes a markdown report (device, date, versions; per step case: median ms, samples/s, real
 tokens/s, padding %, peak GB, utilization %, the A40 estimate, and the peer's throughput beside it;
@@ -26,6 +27,10 @@ def _num(value, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
 
 
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value >= 1 else f"{value:.3g}"
+
+
 def short_model(name: str) -> str:
     return {"random:phi-2": "Phi-2 (random weights)", "SmolLM2-135M-Instruct.Q4_1.gguf": "SmolLM2-135M",
             "builtin:tiny-phi": "tiny-phi"}.get(name, name)
@@ -43,14 +48,26 @@ def setting(info: dict) -> str:
     return ", ".join(parts)
 
 
-def load(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"{PROG}: error: cannot read {path}: {err}")
-    if "benchmarks" not in data:
-        raise SystemExit(f"{PROG}: error: {path} is not a pytest-benchmark JSON (no 'benchmarks')")
-    return data
+def load(paths: list[Path]) -> dict:
+    """One result set from one or more JSONs of the same machine (a grid run in parts): the first
+    file's machine and date, every file's cases and out-of-memory records."""
+    merged = None
+    for path in paths:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as err:
+            raise SystemExit(f"{PROG}: error: cannot read {path}: {err}")
+        if "benchmarks" not in data:
+            raise SystemExit(f"{PROG}: error: {path} is not a pytest-benchmark JSON (no 'benchmarks')")
+        if merged is None:
+            merged = {**data, "benchmarks": [], "nli_qlora_oom": []}
+        else:
+            device = data.get("machine_info", {}).get("nli_qlora", {}).get("device")
+            if device != merged.get("machine_info", {}).get("nli_qlora", {}).get("device"):
+                raise SystemExit(f"{PROG}: error: {path} was measured on {device!r}, not on the first file's device")
+        merged["benchmarks"] += data["benchmarks"]
+        merged["nli_qlora_oom"] += data.get("nli_qlora_oom") or []
+    return merged
 
 
 def header(data: dict, source: str) -> list[str]:
@@ -85,7 +102,7 @@ def step_table(benches: list[dict]) -> list[str]:
         e = b["extra_info"]
         base = peer.get(e["model"])
         ratio = (e["samples_per_s"] / base["samples_per_s"]) if base and e["kind"] != "peer" else None
-        a40 = "-" if e.get("a40_estimate_ms") is None else f"{e['a40_estimate_ms']:.1f} ({e.get('a40_bound', '?')})"
+        a40 = "-" if e.get("a40_estimate_ms") is None else f"{_ms(e['a40_estimate_ms'])} ({e.get('a40_bound', '?')})"
         out.append(f"| {short_model(e['model'])} | {setting(e)} | {e['batch']} | {_num(e['median_step_ms'], '.1f')} | "
                    f"{_num(e['samples_per_s'], '.1f')} | {_num(e['real_tokens_per_s'], ',.0f')} | "
                    f"{_num(e['padding_fraction'], '.1f', 100)} | {_num(e.get('peak_gpu_gb'), '.2f')} | "
@@ -107,8 +124,9 @@ def kernel_table(benches: list[dict]) -> list[str]:
                                   f"{e['out_features']}",
                 "lora_linear": lambda: f"NF4 + LoRA r={e['rank']} forward+backward, {e['tokens']} tokens x "
                                        f"{e['in_features']}->{e['out_features']}",
-                "head": lambda: f"{'3 label logits at the answer' if e['loss'] == 'label' else 'full vocabulary, every position'}"
-                                f" ({e['rows']}x{e['width']}, vocabulary {e['vocab']:,})",
+                "head": lambda: ("3 label logits at the answer" if e["loss"] == "label" else
+                                 "full vocabulary, every position")
+                                + f" ({e['rows']}x{e['width']}, vocabulary {e['vocab']:,})",
                 "optimizer": lambda: f"{e['optimizer']}{' (fused)' if e.get('fused') else ''}, {e['params']:,} "
                                      f"parameters in {e['tensors']} tensors"}[e["kind"]]()
         out.append(f"| {b['name']} | {what} | {_num(e['op_ms'], '.3f')} | {_num(e.get('tflops_per_s'), '.1f')} | "
@@ -128,7 +146,8 @@ def other_table(benches: list[dict]) -> list[str]:
     return out + [""]
 
 
-def render(data: dict, source: str, images: list[str]) -> str:
+def render(data: dict, source: str, images: list[str], level: int = 2) -> str:
+    """The report; `level` is its sections' heading level (3 when it goes under a heading of a doc)."""
     benches = data["benchmarks"]
     lines = header(data, source) + [""]
     lines += step_table(benches) + kernel_table(benches) + other_table(benches)
@@ -138,7 +157,7 @@ def render(data: dict, source: str, images: list[str]) -> str:
         lines.append("")
     for image in images:
         lines += [f"![{Path(image).stem}]({image})", ""]
-    return "\n".join(lines)
+    return "\n".join("#" * (level - 2) + line if line.startswith("## ") else line for line in lines)
 
 
 def plot(data: dict, out_prefix: Path) -> list[Path]:
@@ -162,7 +181,8 @@ def plot(data: dict, out_prefix: Path) -> list[Path]:
                     lines.setdefault(setting(e), []).append((e["batch"], e[metric]))
             for key, points in sorted(lines.items()):
                 points.sort()
-                style = dict(marker="*", markersize=12, linestyle="none") if key.startswith("peer") else dict(marker="o")
+                peer = key.startswith("peer")
+                style = dict(marker="*", markersize=12, linestyle="none") if peer else dict(marker="o")
                 ax.plot([p[0] for p in points], [p[1] for p in points], label=key, **style)
             ax.set_xscale("log", base=2)
             batches = sorted({p[0] for points in lines.values() for p in points})
@@ -191,21 +211,22 @@ def replace_section(path: Path, marker: str, text: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description="Markdown table and PNG plots from a kernels_bench JSON.")
-    parser.add_argument("json", type=Path, help="pytest-benchmark --benchmark-json output")
+    parser.add_argument("json", type=Path, nargs="+", help="pytest-benchmark --benchmark-json output(s) of one machine")
     parser.add_argument("--out", type=Path, help="markdown file to write (default: beside the JSON, .md)")
     parser.add_argument("--into", type=Path, help="also put the table into this markdown file, between markers")
     parser.add_argument("--marker", default="gpu-results", help="section marker name for --into")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     data = load(args.json)
-    out = args.out or args.json.with_suffix(".md")
+    source = ", ".join(p.name for p in args.json)
+    out = args.out or args.json[0].with_suffix(".md")
     out.parent.mkdir(parents=True, exist_ok=True)
     images = [] if args.no_plots else plot(data, out.with_suffix(""))
-    out.write_text(render(data, args.json.name, [p.name for p in images]), encoding="utf-8")
+    out.write_text(render(data, source, [p.name for p in images]), encoding="utf-8")
     if args.into:
-        rel = [str(p.resolve().relative_to(args.into.resolve().parent)) if p.resolve().is_relative_to(
-            args.into.resolve().parent) else str(p) for p in images]
-        replace_section(args.into, args.marker, render(data, args.json.name, rel))
+        home = args.into.resolve().parent  # images are linked only where the doc can reach them (--out beside it)
+        rel = [str(p.resolve().relative_to(home)) for p in images if p.resolve().is_relative_to(home)]
+        replace_section(args.into, args.marker, render(data, source, rel, level=3))
     for path in [out, *images]:
         print(path)
     return 0

@@ -326,16 +326,19 @@ class PeerRun:
     def train(self) -> None:
         if self.cfg.zero_shot_eval:
             self.evaluate("validation", 0)
-            self.evaluate("test", 0)
+            if self.cfg.test_eval:
+                self.evaluate("test", 0)
         self.trainer.train()
-        self.evaluate("test", max(1, self.epoch))
+        if self.cfg.test_eval:
+            self.evaluate("test", max(1, self.epoch))
 
     def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
         if self.metrics is None:
             return
         from nli_qlora.loop import peak_rss_gb
+        cuda = torch.cuda.is_available()
         self.metrics.write("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
-                           gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None,
+                           gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
                            peak_rss_gb=peak_rss_gb(), skipped_steps=0)
         self.metrics.close()
 

@@ -240,6 +240,16 @@ def test_line_numbers_count_blank_lines_and_quoted_line_breaks_in_csv(tmp_path):
     assert [(e.line, e.premise) for e in examples] == [(2, "two\nlines"), (5, "x")]
 
 
+def test_reading_goes_on_after_a_row_the_csv_module_rejects(tmp_path):
+    """A field over csv's size limit raises csv.Error mid-file: that row is bad, the rows after it still count."""
+    path = tmp_path / "d.csv"
+    path.write_text("premise,hypothesis,label\na,b,0\n" + "x" * 200_000 + ",y,1\nc,d,2\ne,f,0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"{path}: line 3: broken CSV: field larger than field limit"):
+        load(path)
+    examples, stats = load(path, skip_bad=True)
+    assert rows_of(examples) == [("a", "b", 0), ("c", "d", 2), ("e", "f", 0)] and stats.bad_skipped == 1
+
+
 def test_a_byte_order_mark_is_not_part_of_the_first_field_name(tmp_path):
     """One public copy of the SNLI test split is a CSV with a UTF-8 BOM and the official names."""
     path = tmp_path / "bom.csv"

@@ -42,12 +42,18 @@ def step(n: int, t: float, loss=1.0, **extra) -> str:
     fields = dict(step=n, epoch=1 + (n - 1) // 50, epoch_step=1 + (n - 1) % 50, steps_per_epoch=50, loss=loss,
                   lr=1e-4, grad_norm=1.0, samples=8, tokens=400, padded_tokens=450, padding_fraction=0.1,
                   step_time_s=1.0, samples_per_s=8.0, tokens_per_s=400.0, gpu_mem_allocated_gb=None,
-                  gpu_mem_reserved_gb=None, gpu_mem_peak_gb=None, rss_gb=1.5, skipped=False)
+                  gpu_mem_reserved_gb=None, gpu_mem_peak_gb=None, rss_gb=1.5, skipped=False, captured=False)
     fields.update(extra)
     return rec("step", t, **fields)
 
 
 # --- a recorded run, folded whole ------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
+def test_the_fixtures_follow_the_schema(path):
+    from metrics_schema import problems  # tests/metrics_schema.py: docs/metrics.md as data
+    assert [(i + 1, p) for i, r in enumerate(records(path)) for p in problems(r)] == []
+
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name)
 def test_a_recorded_run_folds_to_the_numbers_in_its_file(path):
@@ -138,6 +144,16 @@ def test_null_and_non_finite_values_are_not_points():
     assert snap.series["loss"] == ([3.0], [0.7])
     assert snap.skipped_steps == 1
     assert any("update skipped" in e.text for e in snap.events)
+
+
+def test_a_step_that_captured_a_cuda_graph_is_left_out_of_the_throughput_views():
+    state = RunState()
+    state.feed([start(), step(1, 1.0, captured=True, step_time_s=9.0, samples_per_s=0.9),
+                step(2, 2.0, captured=False)])
+    snap = state.snapshot()
+    for name in ("step_time_s", "samples_per_s", "tokens_per_s"):
+        assert snap.series[name][0] == [2.0]
+    assert snap.series["loss"][0] == [1.0, 2.0]
 
 
 # --- time: status, elapsed, ETA ----------------------------------------------------------------------

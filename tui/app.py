@@ -107,13 +107,15 @@ class DashboardApp(App[None]):
             shown = self.shown[i]
             if self.follow or shown is None or not shown.caught_up or shown.info is None:
                 self.shown[i] = snap  # not following: freeze once there is a run to look at
+        self._draw_title()
+        if all(shown is None for shown in self.shown):
+            return  # reading a long file: the title says how far; the rest waits (and costs nothing)
         view = self._view
         if self.comparing:
             view.show_data(self.shown, self._names())
-        elif self.shown[0] is not None:
+        else:
             view.show_data(self.shown[0], self.follow)
         self._tick()
-        self._draw_title()
 
     def _tick(self) -> None:
         """Redraw what depends on the clock (and on the newest lines, even when paused)."""

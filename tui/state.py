@@ -28,6 +28,8 @@ STEP_FIELDS = (
     "gpu_mem_allocated_gb", "gpu_mem_reserved_gb", "gpu_mem_peak_gb", "rss_gb",
 )
 STEP_COUNTS = ("epoch", "epoch_step", "steps_per_epoch")
+# a step that captured a CUDA graph took one-off extra time: left out of the throughput views
+TIMING = tuple(i for i, name in enumerate(STEP_FIELDS) if name in ("samples_per_s", "tokens_per_s", "step_time_s"))
 SERIES_NAMES = STEP_FIELDS + ("loss_ema",)
 ENVELOPED = ("loss", "grad_norm")  # drawn as their spread; the per-step rates and times as bucket means
 RATE_WINDOW = 50  # recent steps that the step rate (and so the ETA) is measured over
@@ -234,7 +236,7 @@ class RunState:
         got = False
         for line in lines:
             self.lines += 1
-            if not line.strip():
+            if not line or line.isspace():  # not strip(): that copies every line
                 continue
             got = True
             try:
@@ -331,6 +333,9 @@ class RunState:
         epoch, epoch_step, steps_per_epoch = [
             None if v is None else int(v) for v in map(get, STEP_COUNTS)]
         time = get("time")
+        if get("captured") is True:
+            for i in TIMING:
+                values[i] = None
         # everything parsed: now change state
         Series.append_row(self._step_series, step, values)
         loss = values[0]

@@ -112,16 +112,25 @@ class CompareView(Vertical):
     }
     """
 
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        # held, not queried: updates stay harmless while the app tears the screen down
+        self._runs = RunsTable(id="runs")
+        self._loss = MetricPlot("training loss (smoothed) by epoch", id="compare-loss", integer_x=False)
+        self._bal = MetricPlot("validation balanced accuracy by epoch", id="compare-bal", empty="no validation yet")
+        self._legend = Legend(id="legend")
+        self._events = EventLog(id="compare-events")
+
     def compose(self) -> ComposeResult:
-        yield RunsTable(id="runs")
+        yield self._runs
         with Horizontal(id="curves"):
-            yield MetricPlot("training loss (smoothed) by epoch", id="compare-loss", integer_x=False)
-            yield MetricPlot("validation balanced accuracy by epoch", id="compare-bal", empty="no validation yet")
-        yield Legend(id="legend")
-        yield EventLog(id="compare-events")
+            yield self._loss
+            yield self._bal
+        yield self._legend
+        yield self._events
 
     def show_status(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float) -> None:
-        self.query_one(RunsTable).show(snaps, names, now, stall_after)
+        self._runs.show(snaps, names, now, stall_after)
 
     def show_data(self, snaps: list[RunSnapshot | None], names: list[str]) -> None:
         loss, bal = [], []
@@ -134,8 +143,8 @@ class CompareView(Vertical):
             val = [e for e in snap.evals if e.split == "validation" and e.balanced_accuracy is not None]
             if val:
                 bal.append(Line(name, [float(e.epoch) for e in val], [e.balanced_accuracy for e in val], run_color(i)))
-        self.query_one(Legend).show(names, [run_color(i) for i in range(len(names))])
-        self.query_one("#compare-loss", MetricPlot).show(loss)
-        self.query_one("#compare-bal", MetricPlot).show(bal)
-        self.query_one(EventLog).show_events(
+        self._legend.show(names, [run_color(i) for i in range(len(names))])
+        self._loss.show(loss)
+        self._bal.show(bal)
+        self._events.show_events(
             [(snap, name) for snap, name in zip(snaps, names) if snap is not None])

@@ -20,14 +20,18 @@ class RunProgress(Horizontal):
     }
     """
 
-    def compose(self) -> ComposeResult:
-        # a total is always set: an indeterminate bar animates, which is neither calm nor testable
-        yield Label("epoch —", id="epoch-label")
-        yield ProgressBar(total=1, show_eta=False, id="epoch-bar")
-        yield Label("step —", id="step-label")
-        yield ProgressBar(total=1, show_eta=False, id="step-bar")
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._key: tuple | None = None
+        # held, not queried: updates stay harmless while the app tears the screen down.
+        # A total is always set: an indeterminate bar animates, which is neither calm nor testable.
+        self._epoch_label = Label("epoch —", id="epoch-label")
+        self._epoch_bar = ProgressBar(total=1, show_eta=False, id="epoch-bar")
+        self._step_label = Label("step —", id="step-label")
+        self._step_bar = ProgressBar(total=1, show_eta=False, id="step-bar")
 
-    _key: tuple | None = None
+    def compose(self) -> ComposeResult:
+        yield from (self._epoch_label, self._epoch_bar, self._step_label, self._step_bar)
 
     def show(self, snap: RunSnapshot | None) -> None:
         key = None if snap is None else (snap.epoch, snap.epochs, snap.step, snap.total_steps, snap.steps_per_epoch)
@@ -40,9 +44,8 @@ class RunProgress(Horizontal):
         if snap and snap.steps_per_epoch and snap.step:
             done_epochs = snap.step / snap.steps_per_epoch
         epoch = snap.epoch if snap else 0
-        self.query_one("#epoch-label", Label).update(f"epoch {epoch} / {epochs or '?'}", layout=False)
-        self.query_one("#epoch-bar", ProgressBar).update(total=epochs or 1, progress=min(done_epochs, epochs or 0))
+        self._epoch_label.update(f"epoch {epoch} / {epochs or '?'}", layout=False)
+        self._epoch_bar.update(total=epochs or 1, progress=min(done_epochs, epochs or 0))
         step = snap.step if snap else 0
-        self.query_one("#step-label", Label).update(f"step {step:,} / {f'{total:,}' if total else '?'}",
-                                                    layout=False)  # fixed width: no relayout
-        self.query_one("#step-bar", ProgressBar).update(total=total or 1, progress=min(step, total or 0))
+        self._step_label.update(f"step {step:,} / {f'{total:,}' if total else '?'}", layout=False)  # fixed width
+        self._step_bar.update(total=total or 1, progress=min(step, total or 0))

@@ -40,72 +40,79 @@ class RunView(Vertical):
     }
     """
 
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        # held, not queried: updates stay harmless while the app tears the screen down
+        self._header, self._progress = RunHeader(id="header"), RunProgress(id="progress")
+        self._loss = MetricPlot(f"training loss  {_swatch(GRAY, 'raw')}  {_swatch(ORANGE, 'smoothed')}",
+                                id="plot-loss")
+        self._lr = MetricPlot("learning rate", id="plot-lr")
+        self._throughput = MetricPlot(f"{_swatch(GREEN, 'samples/s')}  {_swatch(PURPLE, 'tokens/s (right)')}",
+                                      id="plot-throughput")
+        self._step_time = MetricPlot("step time (s)", id="plot-step-time")
+        self._memory = MetricPlot("memory GB", id="plot-memory", empty="no memory figures yet")
+        self._evals = EvalTable(id="evals")
+        self._confusion = ConfusionView(id="confusion")
+        self._events = EventLog(id="events")
+        self._memory_title(gpu=True)
+
     def compose(self) -> ComposeResult:
-        yield RunHeader(id="header")
-        yield RunProgress(id="progress")
+        yield self._header
+        yield self._progress
         with Horizontal(id="body"):
             with Vertical(id="plots"):
-                yield MetricPlot("training loss", id="plot-loss")
+                yield self._loss
                 with Horizontal(classes="plot-row"):
-                    yield MetricPlot("learning rate", id="plot-lr")
-                    yield MetricPlot("throughput", id="plot-throughput")
+                    yield self._lr
+                    yield self._throughput
                 with Horizontal(classes="plot-row"):
-                    yield MetricPlot("step time", id="plot-step-time")
-                    yield MetricPlot("memory", id="plot-memory", empty="no memory figures yet")
+                    yield self._step_time
+                    yield self._memory
             with Vertical(id="side"):
-                yield EvalTable(id="evals")
-                yield ConfusionView(id="confusion")
-                yield EventLog(id="events")
-
-    def on_mount(self) -> None:
-        self.query_one("#plot-loss", MetricPlot).border_title = (
-            f"training loss  {_swatch(GRAY, 'raw')}  {_swatch(ORANGE, 'smoothed')}")
-        self.query_one("#plot-throughput", MetricPlot).border_title = (
-            f"{_swatch(GREEN, 'samples/s')}  {_swatch(PURPLE, 'tokens/s (right)')}")
-        self.query_one("#plot-step-time", MetricPlot).border_title = "step time (s)"
-        self._memory_title(gpu=True)
+                yield self._evals
+                yield self._confusion
+                yield self._events
 
     def _memory_title(self, gpu: bool) -> None:
         legend = f"{_swatch(BLUE, 'GPU')}  {_swatch(RED, 'GPU peak')}  " if gpu else ""
-        self.query_one("#plot-memory", MetricPlot).border_title = f"memory GB  {legend}{_swatch(TEAL, 'RSS')}"
+        self._memory.border_title = f"memory GB  {legend}{_swatch(TEAL, 'RSS')}"
 
     # --- always live ---------------------------------------------------------------------------
     def show_status(self, snap: RunSnapshot | None, now: float, stall_after: float) -> None:
-        self.query_one(RunHeader).show(snap, now, stall_after)
-        self.query_one(RunProgress).show(snap)
+        self._header.show(snap, now, stall_after)
+        self._progress.show(snap)
 
     # --- frozen while not following -------------------------------------------------------------
     def show_data(self, snap: RunSnapshot, follow: bool) -> None:
         self._plots(snap)
-        table = self.query_one(EvalTable)
-        table.show(snap.evals, follow=follow)
-        self.query_one(ConfusionView).show(table.eval_at_cursor())
-        self.query_one(EventLog).show(snap)
+        self._evals.show(snap.evals, follow=follow)
+        self._confusion.show(self._evals.eval_at_cursor())
+        self._events.show(snap)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.query_one(ConfusionView).show(self.query_one(EvalTable).eval_at_cursor())
+        self._confusion.show(self._evals.eval_at_cursor())
 
     def _plots(self, snap: RunSnapshot) -> None:
         last = snap.last
-        self.query_one("#plot-loss", MetricPlot).show(
+        self._loss.show(
             [_line(snap, "loss", "raw", GRAY, mode=ENVELOPE), _line(snap, "loss_ema", "smoothed", ORANGE)],
             note=f"step {snap.step:,} · loss {fmt.number(last.get('loss'))} · "
                  f"smoothed {fmt.number(last.get('loss_ema'))}"
                  + (f" · {snap.skipped_steps} skipped" if snap.skipped_steps else ""))
-        self.query_one("#plot-lr", MetricPlot).show(
+        self._lr.show(
             [_line(snap, "lr", "lr", BLUE)],
             note=f"now {fmt.number(last.get('lr'))} · peak {fmt.number(snap.info.config.get('learning_rate'))}"
             if snap.info else "")
-        self.query_one("#plot-throughput", MetricPlot).show(
+        self._throughput.show(
             [_line(snap, "samples_per_s", "samples/s", GREEN), _line(snap, "tokens_per_s", "tokens/s", PURPLE, "right")],
             note=f"{fmt.number(last.get('samples_per_s'))} samples/s · {fmt.number(last.get('tokens_per_s'))} tokens/s")
-        self.query_one("#plot-step-time", MetricPlot).show(
+        self._step_time.show(
             [_line(snap, "step_time_s", "step time", TEAL)], note=f"last {fmt.number(last.get('step_time_s'))} s")
         gpu = last.get("gpu_mem_allocated_gb")
         self._memory_title(gpu=gpu is not None)
         gpu_note = ("GPU n/a (CPU run)" if gpu is None else
                     f"GPU {fmt.number(gpu)} now · {fmt.number(last.get('gpu_mem_peak_gb'))} peak")
-        self.query_one("#plot-memory", MetricPlot).show(
+        self._memory.show(
             [_line(snap, "gpu_mem_allocated_gb", "GPU allocated", BLUE),
              _line(snap, "gpu_mem_peak_gb", "GPU peak", RED), _line(snap, "rss_gb", "RSS", TEAL)],
             note=f"{gpu_note} · RSS {fmt.number(last.get('rss_gb'))}")
