@@ -22,7 +22,7 @@ import os
 import resource
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,18 +31,18 @@ import torch
 from nli_qlora import checkpoint as ckpt
 from nli_qlora import oom
 from nli_qlora.atomic import open_atomic, remove_leftovers
-from nli_qlora.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode
+from nli_qlora.batches import Encoded, batch_token_counts, bucketed_batches, collate
 from nli_qlora.config import LABELS, RunConfig
 from nli_qlora.console import ProgressView
 from nli_qlora.data import Example, SplitStats, load_split
 from nli_qlora.errors import UserError
 from nli_qlora.evaluate import evaluate
 from nli_qlora.interrupt import Interrupted, StopFlag
-from nli_qlora.metrics import MetricsWriter, NullMetrics, read_metrics
+from nli_qlora.metrics import MetricsWriter, NullMetrics
 from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
                              parameter_counts, resolve_source, tokenizer_source)
 from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
-from nli_qlora.prompt import label_token_ids
+from nli_qlora.prompt import answer_token_ids, label_token_ids
 from nli_qlora.scoring import LabelScorer
 from nli_qlora.step import Trainer, build_trainer, to_device, train_step
 from nli_qlora.storage import writing
@@ -334,7 +334,7 @@ class FineTune:
 
     def _micro_batches(self, chosen: list[Encoded]) -> list[dict]:
         micro = -(-len(chosen) // self.cfg.grad_accum)
-        answer = self._answer_ids() if self.cfg.loss == "lm" else None
+        answer = answer_token_ids(self.tokenizer, self.cfg.label_words) if self.cfg.loss == "lm" else None
         return [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, answer,
                         pin=self.device.type == "cuda") for i in range(0, len(chosen), micro)]
 
@@ -419,10 +419,6 @@ class FineTune:
             return (f"float16 overflows (Phi-2's attention does): use --compute-dtype bfloat16, or float32 "
                     f"on a GPU without bfloat16; or {lr}")
         return lr
-
-    def _answer_ids(self) -> list[list[int]]:
-        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
-        return [self.tokenizer.encode(w, add_special_tokens=False) + eos for w in self.cfg.label_words]
 
     def _evaluate(self, split: str, epoch: int) -> dict:
         s = self.splits[split]

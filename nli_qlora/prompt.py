@@ -57,3 +57,9 @@ def _hint(tokenizer) -> str:
         if len(set(alt_ids)) == 3 and (tokenizer.unk_token_id is None or tokenizer.unk_token_id not in alt_ids):
             return f"; try --label-words {' '.join(repr(w) for w in alt)}"
     return ""
+
+
+def answer_token_ids(tokenizer, label_words) -> list[list[int]]:
+    """Each label word's tokens plus eos: the answer a whole-sequence (lm) loss trains to generate."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    return [tokenizer.encode(w, add_special_tokens=False) + eos for w in label_words]

@@ -60,17 +60,10 @@ def default_device() -> torch.device:
 
 def load_rig(cfg: RunConfig, device: torch.device) -> Rig:
     from nli_qlora.loop import quiet_libraries
-    from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
-                                 parameter_counts, resolve_source, tokenizer_source)
-    from nli_qlora.prompt import label_token_ids
+    from nli_qlora.model import attach_lora, load_model, match_targets, parameter_counts
 
     quiet_libraries()
-    torch.manual_seed(cfg.seed)
-    source = resolve_source(cfg)
-    tokenizer = load_tokenizer(tokenizer_source(cfg, source))
-    label_ids = label_token_ids(tokenizer, cfg.label_words)
-    dtype = compute_dtype(cfg, device)
-    model = load_base_model(cfg, source, device, dtype)
+    tokenizer, label_ids, dtype, model = load_model(cfg, device)
     matched, _ = match_targets(model, cfg.target_modules)
     model = attach_lora(model, cfg, matched)
     model.train()

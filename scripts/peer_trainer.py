@@ -88,28 +88,16 @@ class Peer:
     unmatched: list[str]
 
 
-def answer_token_ids(tokenizer, label_words) -> list[list[int]]:
-    """Each label word's tokens plus eos: what the peer is trained to generate after the prompt."""
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return [tokenizer.encode(w, add_special_tokens=False) + eos for w in label_words]
-
-
 def load_peer(cfg: RunConfig, device: torch.device) -> Peer:
     """4-bit base loaded as from_pretrained loads it, prepare_model_for_kbit_training, then LoRA."""
     from peft import prepare_model_for_kbit_training
 
     from nli_qlora.loop import quiet_libraries
-    from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
-                                 parameter_counts, resolve_source, tokenizer_source)
-    from nli_qlora.prompt import label_token_ids
+    from nli_qlora.prompt import answer_token_ids
+    from nli_qlora.model import attach_lora, load_model, match_targets, parameter_counts
 
     quiet_libraries()
-    torch.manual_seed(cfg.seed)
-    source = resolve_source(cfg)
-    tokenizer = load_tokenizer(tokenizer_source(cfg, source))
-    label_ids = label_token_ids(tokenizer, cfg.label_words)
-    dtype = compute_dtype(cfg, device)
-    model = load_base_model(cfg, source, device, dtype)
+    tokenizer, label_ids, dtype, model = load_model(cfg, device)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
     matched, unmatched = match_targets(model, cfg.target_modules)
