@@ -95,6 +95,17 @@ def collate(rows: list[Encoded], pad_id: int, pad_multiple: int = 8, answer_ids:
     return batch
 
 
+def token_counts(micro_batches: list[list[int]], pad_multiple: int) -> tuple[int, int]:
+    """(real tokens, tokens including padding) of micro-batches given as sequence lengths: what
+    collate would pad them to, without building them (a rank counts the whole global batch)."""
+    tokens = padded = 0
+    for lengths in micro_batches:
+        if lengths:
+            tokens += sum(lengths)
+            padded += len(lengths) * padded_length(max(lengths), pad_multiple)
+    return tokens, padded
+
+
 def batch_token_counts(batch: dict) -> tuple[int, int]:
     """(real tokens, tokens including padding) — computed on the host copy, no device sync."""
     mask = batch["attention_mask"]

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from nli_qlora.batches import Encoded, collate, eval_batches
 from nli_qlora.classification import summarize
+from nli_qlora.distributed import World
 from nli_qlora.scoring import LabelScorer
 from nli_qlora.step import to_device
 
@@ -35,10 +36,14 @@ def predict(scorer: LabelScorer, rows: list[Encoded], batch_size: int, pad_id: i
     return out
 
 
-def evaluate(scorer: LabelScorer, rows: list[Encoded], batch_size: int, pad_id: int, pad_multiple: int = 8) -> tuple[dict, np.ndarray]:
-    """(metrics, logits): loss is the cross-entropy over the three label logits."""
+def evaluate(scorer: LabelScorer, rows: list[Encoded], batch_size: int, pad_id: int, pad_multiple: int = 8,
+             world: World | None = None) -> tuple[dict, np.ndarray]:
+    """(metrics, logits): loss is the cross-entropy over the three label logits. Under data
+    parallelism each rank scores its shard and every rank gets all rows' logits: each row once."""
     start = time.perf_counter()
-    logits = predict(scorer, rows, batch_size, pad_id, pad_multiple)
+    world = world or World()
+    part = predict(scorer, world.shard(rows), batch_size, pad_id, pad_multiple)
+    logits = world.gather_rows(part, len(rows))
     gold = np.array([r.label for r in rows])
     pred = logits.argmax(axis=1)
     metrics = summarize(gold, pred)

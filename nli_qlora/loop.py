@@ -9,6 +9,10 @@
 Side effects are all here and all explicit: the metrics file (rank 0 only), checkpoints,
 prediction files and the report in the run directory; the terminal view.
 
+Data parallel (torchrun, nli_qlora.distributed): every rank runs this same recipe on its share of
+each global batch and of each evaluation; train_step sums the gradients; rank 0 alone writes, and
+the others wait for its checkpoints so that all stop or go on together.
+
 Surviving interruptions (docs/reliability.md): a stop request (Ctrl-C, SIGTERM, SIGHUP) is honoured
 at the next step boundary with a checkpoint; a resume restores the newest complete checkpoint and
 cuts the metrics file back to what it held then, so redone steps appear once; disk failures become
@@ -31,10 +35,11 @@ import torch
 from nli_qlora import checkpoint as ckpt
 from nli_qlora import oom
 from nli_qlora.atomic import open_atomic, remove_leftovers
-from nli_qlora.batches import Encoded, batch_token_counts, bucketed_batches, collate
+from nli_qlora.batches import Encoded, bucketed_batches, collate, token_counts
 from nli_qlora.config import LABELS, RunConfig
 from nli_qlora.console import ProgressView
 from nli_qlora.data import Example, SplitStats, load_split
+from nli_qlora.distributed import World
 from nli_qlora.errors import UserError
 from nli_qlora.evaluate import evaluate
 from nli_qlora.interrupt import Interrupted, StopFlag
@@ -110,12 +115,13 @@ def _records(data: bytes) -> list[dict]:
 
 class FineTune:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None,
-                 changed: dict | None = None):
+                 changed: dict | None = None, world: World | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.changed = changed or {}  # settings a resume changed (train.RESUME_SETTINGS): {name: (old, new)}
-        self.rank = int(os.environ.get("RANK", "0"))
+        self.world = world or World()
+        self.rank = self.world.rank
         self.view = progress or ProgressView(enabled=self.rank == 0)
         self.stop = StopFlag(announce=None if self.view.enabled else (lambda message: None))
         self.pos = ckpt.Position()
@@ -138,17 +144,19 @@ class FineTune:
         self.model, self.matched, self.unmatched = self._setup_model()
         self.trainer = self._setup_optimizer()
         self.restored = self._setup_resume()
+        self.world.broadcast_([self.trainer.flat.param] if self.trainer.flat is not None else self.trainer.params)
         self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
         self.metrics = self._setup_metrics(self.restored)
         if self.device.type == "cuda":  # peaks from here on are training's, not loading's
             torch.cuda.reset_peak_memory_stats(self.device)
 
     def _setup_device(self) -> torch.device:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else torch.device("cpu")
+        device = torch.device("cuda", self.world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.dtype = compute_dtype(self.cfg, device)
-        self.view.log(f"device {device_info(device)['name']} ({device.type}), compute {str(self.dtype)[6:]}")
+        self.view.log(f"device {device_info(device)['name']} ({device.type}), compute {str(self.dtype)[6:]}"
+                      + (f", {self.world.size} processes ({self.world.backend})" if self.world.enabled else ""))
         return device
 
     def _setup_tokenizer(self):
@@ -206,6 +214,7 @@ class FineTune:
         trainer = build_trainer(LabelScorer(self.model, self.label_ids), params, make_optimizer,
                                 lambda opt: build_scheduler(cfg, opt, self.total_steps), cfg.loss,
                                 cfg.max_grad_norm, cfg.step_mode, cfg.gradient_checkpointing)
+        trainer.world = self.world
         mode = "eager" if trainer.flat is None else ("flat optimizer + CUDA graphs" if trainer.graphed
                                                      else "flat optimizer")
         self.view.log(f"step: {mode}; {cfg.optimizer} over {len(params)} LoRA tensors")
@@ -220,6 +229,7 @@ class FineTune:
                 with writing(folder, "clean up"):
                     for name in remove_leftovers(folder):
                         self.view.log(f"resume: removed {folder / name}, left by an interrupted write")
+        self.world.barrier()  # rank 0 cleaned up: every rank now finds the same newest checkpoint
         path = ckpt.latest(self.run_dir)
         if path is None:
             self.view.log("resume: no complete checkpoint yet, starting from the beginning")
@@ -271,7 +281,7 @@ class FineTune:
             "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
                    "dtype": str(self.dtype)[6:], "quantization": self.cfg.quantization},
-            device=device_info(self.device), world_size=int(os.environ.get("WORLD_SIZE", "1")), params=self.counts,
+            device=device_info(self.device), world_size=self.world.size, params=self.counts,
             lora_targets={"matched": self.matched, "unmatched": self.unmatched},
             data={name: s.stats.as_dict() for name, s in self.splits.items()},
             planned={"epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
@@ -324,7 +334,10 @@ class FineTune:
 
     def _boundary(self, due: bool = False) -> None:
         """A point where training can stop and resume exactly: checkpoint when `due` or a stop was
-        asked for (unless the newest checkpoint is of this very point), then stop if asked."""
+        asked for (unless the newest checkpoint is of this very point), then stop if asked. Under
+        data parallelism the ranks agree first: a signal one rank saw stops them all here."""
+        if self.world.any(self.stop.requested is not None) and self.stop.requested is None:
+            self.stop.requested = "a stop request to another process of this run"
         if (due or self.stop.requested) and self._saved_at != self._here():
             self._checkpoint(f"step-{self.pos.step}", "interrupt" if self.stop.requested else "steps")
         if self.stop.requested:
@@ -332,19 +345,33 @@ class FineTune:
                               f"checkpoint {self.last_checkpoint}; continue with: python -m nli_qlora.train "
                               f"--resume {self.run_dir}")
 
-    def _micro_batches(self, chosen: list[Encoded]) -> list[dict]:
-        micro = -(-len(chosen) // self.cfg.grad_accum)
-        answer = answer_token_ids(self.tokenizer, self.cfg.label_words) if self.cfg.loss == "lm" else None
-        return [collate(chosen[i:i + micro], self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, answer,
-                        pin=self.device.type == "cuda") for i in range(0, len(chosen), micro)]
+    def _chunks(self, rows: list[Encoded]) -> list[list[Encoded]]:
+        micro = max(1, -(-len(rows) // self.cfg.grad_accum))
+        return [rows[i:i + micro] for i in range(0, len(rows), micro)]
 
-    def _step(self, chosen: list[Encoded]) -> tuple[dict, list[dict]]:
-        """train_step on the batch; on CUDA out of memory nli_qlora.oom decides: retry with smaller
-        micro-batches (--auto-batch) or stop with the settings that would fit."""
+    def _answer_ids(self) -> list[list[int]] | None:
+        return answer_token_ids(self.tokenizer, self.cfg.label_words) if self.cfg.loss == "lm" else None
+
+    def _micro_batches(self, mine: list[Encoded]) -> list[dict]:
+        return [collate(chunk, self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self._answer_ids(),
+                        pin=self.device.type == "cuda") for chunk in self._chunks(mine)]
+
+    def _token_counts(self, chosen: list[Encoded]) -> tuple[int, int]:
+        """Real and padded tokens of the whole global batch, as every rank's micro-batches hold them."""
+        answer = self._answer_ids()
+        extra = (lambda r: len(answer[r.label])) if answer is not None else (lambda r: 0)
+        groups = [[len(r.prompt_ids) + extra(r) for r in chunk]
+                  for rank in range(self.world.size) for chunk in self._chunks(chosen[rank::self.world.size])]
+        return token_counts(groups, self.cfg.pad_to_multiple)
+
+    def _step(self, chosen: list[Encoded]) -> dict:
+        """train_step on this rank's share of the batch; on CUDA out of memory nli_qlora.oom decides:
+        retry with smaller micro-batches (--auto-batch) or stop with the settings that would fit."""
+        mine = self.world.shard(chosen)
         while True:
-            host = self._micro_batches(chosen)
+            host = self._micro_batches(mine)
             try:
-                return train_step(self.trainer, [to_device(b, self.device) for b in host]), host
+                return train_step(self.trainer, [to_device(b, self.device) for b in host], global_rows=len(chosen))
             except torch.OutOfMemoryError:
                 pass  # handled below, outside the except block: its traceback holds the activations
             self._free_after_oom()
@@ -375,7 +402,7 @@ class FineTune:
         if self.pos.step == 0 or self._saved_at == self._here() or isinstance(self.metrics, NullMetrics):
             return
         try:
-            self._checkpoint(f"step-{self.pos.step}", "interrupt")
+            self._checkpoint(f"step-{self.pos.step}", "interrupt", wait=False)  # other ranks may be gone
         except Exception:  # the disk may be the problem; the original error is what to report
             pass
 
@@ -383,13 +410,10 @@ class FineTune:
         cfg, pos = self.cfg, self.pos
         t0 = time.perf_counter()
         chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
-        stats, host = self._step(chosen)
+        stats = self._step(chosen)
         cfg = self.cfg  # an out-of-memory retry may have changed the micro-batch
         dt = time.perf_counter() - t0  # honest: train_step ends on a host sync
-        tokens = padded = 0
-        for b in host:
-            t, p = batch_token_counts(b)
-            tokens, padded = tokens + t, padded + p
+        tokens, padded = self._token_counts(chosen)  # the global batch: samples/s and tokens/s are global
         pos.step += 1
         pos.epoch_step += 1
         if stats["skipped"]:
@@ -425,7 +449,7 @@ class FineTune:
         while True:
             try:
                 result, logits = evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size,
-                                          self.tokenizer.pad_token_id, self.cfg.pad_to_multiple)
+                                          self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.world)
                 break
             except torch.OutOfMemoryError:
                 pass  # handled outside the except block, as in _step
@@ -454,18 +478,21 @@ class FineTune:
                                     "probabilities": dict(zip(LABELS, map(lambda v: round(float(v), 5), p)))}) + "\n")
         return rel
 
-    def _checkpoint(self, name: str, kind: str) -> None:
-        if self.rank != 0:
-            return
-        # the metrics file as it is now, without this checkpoint's own record: a resume from this
-        # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
-        self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
-        target = self.run_dir / "checkpoints" / name
-        with writing(target, "write checkpoint"):
-            path = ckpt.save(target, self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
+    def _checkpoint(self, name: str, kind: str, wait: bool = True) -> None:
+        """Rank 0 writes; every rank records it, and (`wait`) all wait until it is on disk, so none
+        goes on, or exits, while the checkpoint is half written."""
+        path = self.run_dir / "checkpoints" / name
+        if self.rank == 0:
+            # the metrics file as it is now, without this checkpoint's own record: a resume from this
+            # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
+            self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
+            with writing(path, "write checkpoint"):
+                path = ckpt.save(path, self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
+            epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
+            self._log("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
+        if wait:
+            self.world.barrier()
         self.last_checkpoint, self._saved_at = path, self._here()
-        epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
-        self._log("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
 
     # --- the end ---------------------------------------------------------------------------------
 

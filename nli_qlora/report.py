@@ -83,7 +83,7 @@ def summarize_run(run_dir: Path) -> dict:
         "time": {"wall_s": round(end["time"] - start["time"], 3) if end else None,
                  "train_steps_s": round(sum(s["step_time_s"] for s in steps), 3), "steps": len(steps),
                  "mean_samples_per_s": round(sum(s["samples"] for s in steps) / max(1e-9, sum(s["step_time_s"] for s in steps)), 2) if steps else None},
-        "resources": {"device": start["device"]["name"], "gpu_mem_peak_gb": peak_gpu,
+        "resources": {"device": start["device"]["name"], "processes": start.get("world_size", 1), "gpu_mem_peak_gb": peak_gpu,
                       "peak_rss_gb": end.get("peak_rss_gb") if end else None},
         "failure_cases": {k: {"count": len(v), "examples": v[:EXAMPLES_PER_CASE]} for k, v in cases.items()},
     }
@@ -131,7 +131,9 @@ def render_markdown(s: dict) -> str:
               f"| matched nothing | {', '.join(lora['unmatched']) or '-'} |", "",
               "## Hyperparameters", "", "| setting | value |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in s["hyperparameters"].items()]
-    lines += ["", "## Resources", "", f"- Device: {res['device']}",
+    procs = res.get("processes", 1)
+    lines += ["", "## Resources", "", f"- Device: {res['device']}" + (
+                  f", {procs} data-parallel processes (one device each; memory figures are rank 0's)" if procs > 1 else ""),
               "- Peak GPU memory (allocated): " + (f"{res['gpu_mem_peak_gb']} GB" if res["gpu_mem_peak_gb"] is not None
                                                  else "n/a (CPU run)"),
               f"- Peak system memory (process RSS): {res['peak_rss_gb']} GB", "",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from nli_qlora.distributed import World
 from nli_qlora.scoring import LabelScorer
 
 ALIGN = 2048  # flat segments start on 8-bit optimizer block boundaries: blocks never straddle two weights
@@ -111,12 +112,26 @@ class Trainer:
     max_grad_norm: float = 1.0
     flat: FlatParams | None = None
     graphed: GraphedForwardBackward | None = None
+    world: World = field(default_factory=World)  # data parallel: gradients summed across ranks
 
     def zero_grad(self) -> None:
         if self.flat is not None:
             self.flat.grad.zero_()  # the views stay seated; one memset
         else:
             self.optimizer.zero_grad(set_to_none=True)
+
+    def all_reduce(self, total: torch.Tensor) -> None:
+        """Sum the (already 1/global-rows scaled) gradients and loss across ranks: the global mean."""
+        if not self.world.enabled:
+            return
+        if self.flat is not None:
+            grads = [self.flat.grad]
+        else:
+            for p in self.params:
+                if p.grad is None:  # a rank with no rows in this batch still takes part
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in self.params]
+        self.world.all_reduce_(grads + [total])
 
     def clip(self) -> torch.Tensor:
         grads = [self.flat.param] if self.flat is not None else self.params
@@ -129,12 +144,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def train_step(t: Trainer, micro_batches: list[dict]) -> dict:
+def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = None) -> dict:
     """One optimizer step over `micro_batches` (gradient accumulation when more than one).
+
+    Under data parallelism `micro_batches` are this rank's share of a batch of `global_rows` rows
+    (none, when the batch has fewer rows than ranks); each loss is weighted by its rows over the
+    global rows, so the summed gradient is the mean over the whole batch, however it was split.
 
     Returns {"loss", "grad_norm", "skipped", "captured"}. A non-finite loss skips the update
     (gradients dropped) so one bad batch cannot poison the adapter weights."""
-    rows = sum(int(b["labels"].shape[0]) for b in micro_batches)
+    rows = global_rows or sum(int(b["labels"].shape[0]) for b in micro_batches)
     t.zero_grad()
     total, captured = None, False
     for batch in micro_batches:
@@ -148,6 +167,9 @@ def train_step(t: Trainer, micro_batches: list[dict]) -> dict:
             loss.backward()
             loss = loss.detach()
         total = loss.clone() if total is None else total + loss
+    if total is None:
+        total = torch.zeros((), device=t.params[0].device)
+    t.all_reduce(total)
     grad_norm = t.clip()
     loss_value, norm_value = torch.stack([total.float(), grad_norm.float()]).tolist()  # the one host sync
     if not (torch.isfinite(torch.tensor(loss_value)) and torch.isfinite(torch.tensor(norm_value))):

@@ -3,7 +3,10 @@
 Exit status (docs/reliability.md): 0 completed (also: --resume of a run that already completed),
 2 a user or environment error (one line naming the flag, file, path or setting: bad input, full or
 read-only disk, CUDA out of memory, too many non-finite losses), 130 interrupted (Ctrl-C, SIGTERM,
-SIGHUP; a checkpoint is saved unless Ctrl-C came twice), 1 a bug (traceback in RUN_DIR/error.log)."""
+SIGHUP; a checkpoint is saved unless Ctrl-C came twice), 1 a bug (traceback in RUN_DIR/error.log).
+
+Under torchrun every process runs this; rank 0 alone prepares the run directory and tells the
+others, and each process's error lines name its rank."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from nli_qlora.runlock import lock_run_dir, unlock_run_dir
 from nli_qlora.storage import DiskError, disk_error, writing
 
 PROG = "python -m nli_qlora.train"
+_who = ""  # "[rank N] " under torchrun with several processes
 
 
 def build_parser() -> OneLineParser:
@@ -108,6 +112,32 @@ def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:
     return cfg, run_dir, False, {}
 
 
+def prepare_everywhere(args, parser, world) -> tuple[RunConfig, Path, bool, dict]:
+    """prepare_run_dir on rank 0 (it locks the directory and names it: a timestamp could differ
+    between processes); the others take what it decided, or stop when it could not."""
+    if not world.enabled:
+        return prepare_run_dir(args, parser)
+    prepared = error = None
+    if world.writer:
+        try:
+            prepared = prepare_run_dir(args, parser)
+        except UserError as err:
+            error = err
+    prepared, error = world.broadcast_object((prepared, error))
+    if error is not None:
+        if world.writer:
+            raise error
+        raise QuietExit(error.exit_code)
+    return prepared
+
+
+class QuietExit(Exception):
+    """Another process already said why (rank 0's error about the run directory)."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
 def completed_run(run_dir: Path) -> dict | None:
     """The final run_end record when the run already completed, else None."""
     from nli_qlora.metrics import read_metrics
@@ -121,7 +151,7 @@ def completed_run(run_dir: Path) -> dict | None:
 
 def _say(message: str) -> None:
     """One line on stderr, never wrapped (rich wraps at 80 columns when piped)."""
-    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+    print(f"{PROG}: {_who}{message}", file=sys.stderr, flush=True)
 
 
 def _already_completed(run_dir: Path) -> int:
@@ -171,19 +201,24 @@ def main(argv=None) -> int:
         from nli_qlora.preflight import main as preflight
         return preflight(args)
     from nli_qlora.console import ProgressView
+    from nli_qlora.distributed import PeerFailed, World, init_world
     from nli_qlora.interrupt import Interrupted
     from nli_qlora.loop import FineTune
     from nli_qlora.oom import OutOfMemory
     from nli_qlora.report import write_report
 
-    view = ProgressView(enabled=not args.quiet)
+    global _who
     recipe = run_dir = None
+    world = World()
     try:
-        cfg, run_dir, resume, changed = prepare_run_dir(args, parser)
+        world = init_world()
+        _who = f"[rank {world.rank}] " if world.enabled else ""
+        view = ProgressView(enabled=not args.quiet and world.writer)
+        cfg, run_dir, resume, changed = prepare_everywhere(args, parser, world)
         if resume and completed_run(run_dir):
-            return _already_completed(run_dir)
+            return _already_completed(run_dir) if world.writer else 0
         view.log(f"run directory {run_dir}")
-        recipe = FineTune(cfg, run_dir, resume=resume, progress=view, changed=changed)
+        recipe = FineTune(cfg, run_dir, resume=resume, progress=view, changed=changed, world=world)
         recipe.setup()
         recipe.train()
         recipe.finish("completed")
@@ -195,11 +230,11 @@ def main(argv=None) -> int:
     except UserError as err:  # bad input, a full or read-only disk, settings that do not fit the GPU
         if recipe is not None:
             recipe.stop.mode = "noted"
-            if isinstance(err, OutOfMemory):
+            if isinstance(err, (OutOfMemory, PeerFailed)):  # the weights are those of the last step boundary
                 recipe.save_before_failing()
             recipe.finish("failed", error=str(err))
-        _say(f"error: {err}" + (_last_checkpoint_note(run_dir) if isinstance(err, DiskError)
-                                and recipe is not None else ""))
+        _say(f"error: {err}" + (_last_checkpoint_note(run_dir) if isinstance(err, (DiskError, PeerFailed))
+                                and recipe is not None and world.writer else ""))
         return err.exit_code
     except (Interrupted, KeyboardInterrupt) as err:
         message = str(err) or "interrupted"
@@ -208,8 +243,11 @@ def main(argv=None) -> int:
             recipe.finish("interrupted", error=message)
         if not isinstance(err, Interrupted):
             message += _last_checkpoint_note(run_dir if recipe is not None else None)
-        _say(message)
+        if world.writer:  # every process stops at the same boundary: one of them says so
+            _say(message)
         return 130
+    except QuietExit as err:
+        return err.code
     except Exception as err:
         if recipe is not None:
             recipe.stop.mode = "noted"
@@ -225,6 +263,7 @@ def main(argv=None) -> int:
             recipe.cleanup()
         if run_dir is not None:
             unlock_run_dir(run_dir)
+        world.close()
 
 
 if __name__ == "__main__":

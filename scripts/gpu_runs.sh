@@ -56,6 +56,16 @@ for part in "$@"; do
       grep -A4 "before and after" "$OUT/smol-tuned/report.md"
       T python3 -m nli_qlora.train $V $BEST --test-size 2000 --train-size 0 --epochs 1 --output-dir "$OUT/smol-all" --quiet
       grep -A4 "before and after" "$OUT/smol-all/report.md" ;;
+    dp-scaling) # data parallel on a 2-GPU machine: samples/s at 1 and 2 GPUs, Phi-2 shapes, batch 8 and 64 (global)
+      export NCCL_NVLS_ENABLE=0  # NVLink multicast off, as the lent 2-GPU machines require
+      for b in 8 64; do
+        for n in 1 2; do
+          T python3 -m torch.distributed.run --standalone --nproc_per_node $n -m nli_qlora.train --model random:phi-2 \
+            --tokenizer /tmp/smollm2-tokenizer $DATA --train-size 4000 --epochs 1 --batch-size $b --validation-size 100 \
+            --no-zero-shot-eval --no-test-eval --output-dir "$OUT/dp-b$b-n$n" --quiet
+        done
+        python3 scripts/steps_summary.py "$OUT/dp-b$b-n1" "$OUT/dp-b$b-n2"
+      done ;;
     *) echo "unknown part $part" ;;
   esac
 done

@@ -19,7 +19,6 @@ from tui.widgets.events import EventLog
 from tui.widgets.header import RunHeader
 from tui.widgets.help import HelpScreen
 from tui.widgets.plot import MetricPlot
-from tui.widgets.progress import RunProgress
 from tui.widgets.titlebar import TitleBar
 
 DATA = Path(__file__).parent / "data"
