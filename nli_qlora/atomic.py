@@ -83,10 +83,12 @@ def _fsync_file(path: Path) -> None:
 
 
 @contextmanager
-def staged_dir(path: str | Path):
+def staged_dir(path: str | Path, replace: bool = True):
     """A directory filled under a temporary name and renamed into place when the block succeeds.
 
-    A crash inside the block leaves only a `.tmp-*` directory, which readers ignore."""
+    A crash inside the block leaves only a `.tmp-*` directory, which readers ignore. With
+    `replace=False` a complete directory already in place wins (a cache two processes filled at
+    once): this one is discarded, and nobody reads a directory that is being swapped."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".tmp-{path.name}-"))
@@ -97,13 +99,20 @@ def staged_dir(path: str | Path):
             if f.is_file():
                 _fsync_file(f)
         write_text(tmp / "COMPLETE", "ok\n")
-        if path.exists():  # two renames: a crash between them is repaired by remove_leftovers
+        if not replace and (path / "COMPLETE").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif path.exists() and replace:  # two renames: a crash between them is repaired by remove_leftovers
             old = path.with_name(f".old-{path.name}-{os.getpid()}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
         else:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError:  # another process put its complete copy there first
+                if replace or not (path / "COMPLETE").is_file():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
         _fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

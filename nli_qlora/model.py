@@ -30,6 +30,18 @@ class ModelSource:
     revision: str | None = None
     random: bool = False
 
+    def gguf_path(self) -> Path | None:
+        return Path(self.path) / self.gguf_file if self.gguf_file else None
+
+    def readable(self, part: str) -> "ModelSource":
+        """A GGUF source as its converted checkpoint (nli_qlora.gguf: made once, then read fast);
+        any other source as it is."""
+        if not self.gguf_file:
+            return self
+        from nli_qlora.gguf import converted
+        folder = converted(self.gguf_path(), part)
+        return ModelSource(str(folder), revision=None, random=self.random) if folder else self
+
     def kwargs(self) -> dict:
         kw = {}
         if self.gguf_file:
@@ -96,6 +108,7 @@ def load_config(source: ModelSource):
             data = json.loads(Path(source.path).read_text())
             data = {k: v for k, v in data.items() if not k.startswith("_")}
             return AutoConfig.for_model(data.pop("model_type"), **data)
+        source = source.readable("meta")
         return AutoConfig.from_pretrained(source.path, **source.kwargs())
     except (OSError, ValueError) as err:
         raise UserError(f"--model: cannot load the configuration of {source.path!r}: {str(err).splitlines()[0]}") from None
@@ -119,6 +132,7 @@ def compute_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype:
 
 def load_tokenizer(source: ModelSource):
     from transformers import AutoTokenizer
+    source = source.readable("meta")
     try:
         tok = AutoTokenizer.from_pretrained(source.path, **source.kwargs())
     except (OSError, ValueError) as err:
@@ -140,8 +154,12 @@ def quantization_config(cfg: RunConfig, dtype: torch.dtype):
 def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype):
     if source.random:
         return random_model(cfg, load_config(source), device, dtype)
-    if source.gguf_file and cfg.quantization != "none":
-        # transformers will not quantize while it reads GGUF: read it dequantized, then quantize here
+    from_gguf = source.gguf_file is not None
+    if from_gguf:
+        source = source.readable("model")  # the converted checkpoint: made once, then read fast
+    if from_gguf and cfg.quantization != "none":
+        # transformers will not quantize while it reads GGUF: read it dequantized (from the GGUF or
+        # its conversion), then quantize here, one way for both, so both give the same model
         model = from_pretrained(cfg, source, dict(source.kwargs(), dtype=dtype, device_map={"": device},
                                                   attn_implementation=cfg.attn_implementation))
         quantize_linears_(model, cfg, dtype)
