@@ -144,7 +144,8 @@ class FineTune:
         self.model, self.matched, self.unmatched = self._setup_model()
         self.trainer = self._setup_optimizer()
         self.restored = self._setup_resume()
-        self.world.broadcast_([self.trainer.flat.param] if self.trainer.flat is not None else self.trainer.params)
+        self.world.broadcast_([self.trainer.flat.param.data] if self.trainer.flat is not None
+                              else [p.data for p in self.trainer.params])
         self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
         self.metrics = self._setup_metrics(self.restored)
         if self.device.type == "cuda":  # peaks from here on are training's, not loading's

@@ -193,3 +193,16 @@ def test_a_killed_rank_ends_the_run_with_a_loadable_checkpoint(tmp_path):
     assert latest is not None and int(latest.name.split("-")[1]) >= 3
     ok(Run.resume(run.run_dir, ALONE))  # and it continues from there to the end
     assert read_metrics(run.run_dir / "metrics.jsonl")[-1]["status"] == "completed"
+
+
+def test_a_batch_smaller_than_the_world_and_the_eager_step_with_micro_batches(tmp_path):
+    """49 rows in batches of 16: the last batch has one row, so rank 1 has none and still takes part;
+    the eager step with two micro-batches per rank; 21 evaluation rows split 11/10."""
+    args = ["--preset", "tiny", "--epochs", "1", "--train-size", "49", "--validation-size", "21", "--test-size", "21",
+            "--step-mode", "eager", "--grad-accum", "2", "--optimizer", "adamw"]
+    runs = [Run(tmp_path / name, launcher, args + ["--output-dir", str(tmp_path / name)])
+            for name, launcher in (("two", TORCHRUN), ("alone", ALONE))]
+    two, alone = (read_metrics(ok(run) / "metrics.jsonl") for run in runs)
+    assert [s[3] for s in steps(two)] == [16, 16, 16, 1]
+    assert steps(two) == steps(alone)
+    assert evals(two) == evals(alone) and all(e[2] == 21 for e in evals(two))
