@@ -25,6 +25,7 @@ from nli_qlora.storage import DiskError, disk_error, writing
 
 PROG = "python -m nli_qlora.train"
 _who = ""  # "[rank N] " under torchrun with several processes
+_error_log = "error.log"  # error-rankN.log for the other processes of a torchrun run
 
 
 def build_parser() -> OneLineParser:
@@ -182,8 +183,8 @@ def _bug(err: Exception, recipe, run_dir: Path | None) -> int:
     log = None
     if run_dir is not None and run_dir.is_dir():
         try:
-            write_text(run_dir / "error.log", text)
-            log = run_dir / "error.log"
+            write_text(run_dir / _error_log, text)
+            log = run_dir / _error_log
         except OSError:
             pass
     if recipe is not None:
@@ -207,12 +208,13 @@ def main(argv=None) -> int:
     from nli_qlora.oom import OutOfMemory
     from nli_qlora.report import write_report
 
-    global _who
+    global _who, _error_log
     recipe = run_dir = None
     world = World()
     try:
         world = init_world()
         _who = f"[rank {world.rank}] " if world.enabled else ""
+        _error_log = "error.log" if world.writer else f"error-rank{world.rank}.log"
         view = ProgressView(enabled=not args.quiet and world.writer)
         cfg, run_dir, resume, changed = prepare_everywhere(args, parser, world)
         if resume and completed_run(run_dir):
