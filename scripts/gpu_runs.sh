@@ -49,13 +49,21 @@ for part in "$@"; do
     smollm2-tune) # choose on 2,000 validation rows, no test numbers seen; then the chosen recipe on 2,000 test rows
       V="--model $SMOL $DATA --validation-size 2000 --lr-schedule cosine --warmup-steps 20"
       python3 scripts/sweep.py --out "$OUT/sweep" --base "$V --no-test-eval --no-zero-shot-eval" \
-        --variant lr2e-4="--learning-rate 2e-4" --variant lr5e-4="--learning-rate 5e-4"
+        --variant lr1e-4="--learning-rate 1e-4" --variant lr2e-4="--learning-rate 2e-4" \
+        --variant lr5e-4="--learning-rate 5e-4"
       BEST=$(python3 -c "import json; r=json.load(open('$OUT/sweep/sweep.json')); b=max(r, key=lambda x: x.get('val_last') or 0); print(b['flags'])")
       echo "chosen on validation: $BEST"
       T python3 -m nli_qlora.train $V $BEST --test-size 2000 --output-dir "$OUT/smol-tuned" --quiet
       grep -A4 "before and after" "$OUT/smol-tuned/report.md"
       T python3 -m nli_qlora.train $V $BEST --test-size 2000 --train-size 0 --epochs 1 --output-dir "$OUT/smol-all" --quiet
       grep -A4 "before and after" "$OUT/smol-all/report.md" ;;
+    score-bench) # rows/s of the label scorer against generate-and-parse on 2,000 SNLI validation rows, with a
+      # SmolLM2 adapter trained on the answer token (so that generation answers with label words and parses)
+      T python3 -m nli_qlora.train --model $SMOL $DATA --loss answer --learning-rate 2e-4 --epochs 2 \
+        --no-zero-shot-eval --no-test-eval --output-dir "$OUT/smol-answer" --quiet
+      NLI_BENCH_SIZE=full NLI_BENCH_CHECKPOINT="$OUT/smol-answer" python3 -m pytest -c kernels_bench/pytest.ini \
+        kernels_bench/bench_score.py -q --benchmark-json="$OUT/bench-score.json" 2>&1 | tail -8
+      python3 -c "import json; [print(b['extra_info']['method'], b['extra_info']['rows_per_s'], 'rows/s', b['extra_info'].get('scorer_speedup'), b['extra_info'].get('parsed_fraction')) for b in json.load(open('$OUT/bench-score.json'))['benchmarks']]" ;;
     dp-scaling) # data parallel on a 2-GPU machine: samples/s at 1 and 2 GPUs, Phi-2 shapes, batch 8 and 64 (global)
       export NCCL_NVLS_ENABLE=0  # NVLink multicast off, as the lent 2-GPU machines require
       for b in 8 64; do
