@@ -303,8 +303,17 @@ def padding_summary(lengths: list[int], cfg: RunConfig, bucketing: bool, multipl
             "distinct_widths": len(set(widths))}
 
 
+def processes() -> int:
+    """Under torchrun (WORLD_SIZE) each process holds its share of the global batch."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dtype: str, report: Report) -> None:
-    """The estimated peak for the widest micro-batch against the budget; a fix suggested when over."""
+    """The estimated peak for the widest micro-batch against the budget (per GPU: under torchrun a
+    process holds batch/N rows); a fix suggested when over."""
     from dataclasses import replace
 
     from nli_qlora.memory import estimate_peak_bytes, parse_budget
@@ -313,11 +322,12 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
     except ValueError as err:
         report.problem(f"--memory-budget: {err}")
         return
-    micro = -(-cfg.batch_size // cfg.grad_accum)
+    world = processes()
+    micro = -(-(-(-cfg.batch_size // world)) // cfg.grad_accum)
     gpu_cfg = replace(cfg, compute_dtype=gpu_dtype)
     terms = estimate_peak_bytes(model_config, gpu_cfg, micro, seq_len)
     fits = terms["total"] <= budget_bytes
-    report.data["memory"] = {"micro_batch": micro, "seq_len": seq_len, "gradient_checkpointing": cfg.gradient_checkpointing,
+    report.data["memory"] = {"micro_batch": micro, "processes": world, "seq_len": seq_len, "gradient_checkpointing": cfg.gradient_checkpointing,
                              "compute_dtype": gpu_dtype, "terms": terms, "total_bytes": terms["total"],
                              "total_gb": round(terms["total"] / GB, 3), "budget": budget_label,
                              "budget_bytes": budget_bytes, "fits": fits}
@@ -326,7 +336,7 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
         report.notes.append(f"memory estimate: model type {family!r} counted as a Llama-style decoder (approximate)")
     if fits:
         return
-    hint = _memory_hint(model_config, gpu_cfg, seq_len, budget_bytes)
+    hint = _memory_hint(model_config, gpu_cfg, seq_len, budget_bytes) if world == 1 else ""
     report.problem(f"--batch-size {cfg.batch_size}: estimated peak GPU memory {terms['total'] / GB:.1f} GB "
                    f"(micro-batch {micro} x {seq_len} tokens) is over --memory-budget {budget_label}{hint}")
 
@@ -393,6 +403,8 @@ def run_checks(args: argparse.Namespace) -> Report:
 
 def main(args: argparse.Namespace) -> int:
     """Run every check, show the report, write --dry-run-json; 0 when a real run would start, else 2."""
+    if processes() > 1 and os.environ.get("RANK", "0") != "0":
+        return 0  # under torchrun one process checks and reports (rank 0); the others have nothing to add
     _quiet_libraries()
     report = run_checks(args)
     if not args.quiet:
@@ -473,7 +485,8 @@ def render(report: Report) -> None:
     if "memory" in d:
         from nli_qlora.memory import TERMS
         m = d["memory"]
-        t = table(f"Estimated peak GPU memory: micro-batch {m['micro_batch']} x {m['seq_len']} tokens, "
+        per = f" per GPU ({m['processes']} processes)" if m.get("processes", 1) > 1 else ""
+        t = table(f"Estimated peak GPU memory{per}: micro-batch {m['micro_batch']} x {m['seq_len']} tokens, "
                   f"{m['compute_dtype']}, checkpointing {'on' if m['gradient_checkpointing'] else 'off'}",
                   "term", "GB", "what", left=(0, 2))
         for name, what in TERMS.items():

@@ -142,6 +142,20 @@ def test_memory_over_budget_suggests_a_fix(tmp_path, cache, capsys):
     assert "is over --memory-budget 1.3GB; --gradient-checkpointing would need 1.2 GB" in err
 
 
+
+def test_under_torchrun_the_estimate_is_per_gpu_and_one_process_reports(tmp_path, cache, capsys, monkeypatch):
+    """WORLD_SIZE=4: each GPU holds a quarter of the global batch; rank 1 leaves the report to rank 0."""
+    args = ["--preset", "tiny", "--batch-size", "2048", "--memory-budget", "1.3GB", "--output-dir", str(tmp_path / "run")]
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
+    status, report, err = dry_run(args, tmp_path / "report.json", capsys)
+    assert status == 0, err
+    assert report["memory"]["micro_batch"] == 512 and report["memory"]["processes"] == 4 and report["memory"]["fits"]
+    monkeypatch.setenv("RANK", "1")
+    (tmp_path / "quiet.json").unlink(missing_ok=True)
+    assert train_main([*args, "--dry-run", "--dry-run-json", str(tmp_path / "quiet.json")]) == 0
+    assert not (tmp_path / "quiet.json").exists() and capsys.readouterr().out == ""
+
 # --- the real Phi-2 configuration: the published parameter counts, offline ---------------------------
 
 def test_phi2_dry_run_reports_the_published_parameter_counts(tmp_path, cache, capsys):
