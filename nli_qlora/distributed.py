@@ -24,6 +24,7 @@ collective that fails because another rank died becomes a one-line PeerFailed.""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -66,7 +67,7 @@ class World:
         """Sum in place across ranks."""
         if not self.enabled:
             return
-        with _peer_errors(self):
+        with _peer_errors():
             for work in [dist.all_reduce(t, async_op=True) for t in tensors]:
                 work.wait()
 
@@ -74,7 +75,7 @@ class World:
         """Rank 0's values everywhere (the LoRA weights after setup: replicas start identical)."""
         if not self.enabled:
             return
-        with _peer_errors(self):
+        with _peer_errors():
             for t in tensors:
                 dist.broadcast(t, src=0)
 
@@ -91,7 +92,7 @@ class World:
         if not self.enabled:
             return part
         parts: list = [None] * self.size
-        with _peer_errors(self):
+        with _peer_errors():
             dist.all_gather_object(parts, part)
         out = np.zeros((total,) + part.shape[1:], dtype=part.dtype)
         for rank, p in enumerate(parts):
@@ -103,13 +104,13 @@ class World:
         if not self.enabled:
             return obj
         box = [obj]
-        with _peer_errors(self):
+        with _peer_errors():
             dist.broadcast_object_list(box, src=0)
         return box[0]
 
     def barrier(self) -> None:
         if self.enabled:
-            with _peer_errors(self):
+            with _peer_errors():
                 dist.barrier()
 
     def close(self) -> None:
@@ -120,34 +121,37 @@ class World:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
 
-class _peer_errors:
+@contextmanager
+def _peer_errors():
     """A collective that fails (a peer exited, a timeout) raises PeerFailed, one line."""
-
-    def __init__(self, world: World):
-        self.world = world
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, err, tb):
-        if err is None or not isinstance(err, RuntimeError):  # torch.distributed.DistError is one
-            return False
+    try:
+        yield
+    except RuntimeError as err:  # torch.distributed.DistError is one
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise PeerFailed(f"another process of this run ended, so this one stops too (its own error, or "
                          f"torchrun's report, says why; here: {first[:120]})") from None
 
 
-def init_world() -> World:
-    """The process group from torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR/PORT):
-    NCCL on GPUs, gloo on CPUs. One process (plain `python -m`): no group at all."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size <= 1:
-        return World()
+def launched() -> World:
+    """Who this process is, as torchrun's environment says (WORLD_SIZE, RANK, LOCAL_RANK); a plain
+    `python -m` process is rank 0 of 1. No process group is made here (see init_world)."""
     try:
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        if size <= 1:
+            return World()
+        return World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     except (KeyError, ValueError):
-        raise UserError(f"WORLD_SIZE={size} but RANK is missing or not a number: start several processes "
-                        f"with torchrun --nproc_per_node N -m nli_qlora.train ...") from None
+        raise UserError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} with RANK={os.environ.get('RANK')!r}: "
+                        f"start several processes with torchrun --nproc_per_node N -m nli_qlora.train ...") from None
+
+
+def init_world() -> World:
+    """The process group from torchrun's environment (and MASTER_ADDR/PORT): NCCL on GPUs, gloo on
+    CPUs. One process (plain `python -m`): no group at all."""
+    me = launched()
+    if not me.enabled:
+        return me
+    rank, size, local_rank = me.rank, me.size, me.local_rank
     cuda = torch.cuda.is_available()
     if cuda:
         if local_rank >= torch.cuda.device_count():

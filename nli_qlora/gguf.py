@@ -75,24 +75,16 @@ def convert(gguf_path: Path, part: str) -> Path | None:
                 AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
             else:
                 import torch
+
+                from nli_qlora.model import drop_gguf_quantizer
                 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-                _forget_gguf(model)
+                drop_gguf_quantizer(model)  # the cache holds a plain float checkpoint
                 model.save_pretrained(tmp)
     except OSError as err:
         warnings.warn(f"could not cache the conversion of {gguf_path} in {target} ({err.strerror or err}); "
                       f"reading the GGUF file directly, which is slower")
         return None
     return target
-
-
-def _forget_gguf(model) -> None:
-    """The conversion is a plain float checkpoint: no GGUF quantizer in it or in its config."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None and hasattr(quantizer, "remove_quantization_config"):
-        quantizer.remove_quantization_config(model)
-    model.hf_quantizer, model.is_quantized = None, False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 def converted(gguf_path: Path, part: str) -> Path | None:

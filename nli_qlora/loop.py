@@ -121,7 +121,6 @@ class FineTune:
         self.resume = resume
         self.changed = changed or {}  # settings a resume changed (train.RESUME_SETTINGS): {name: (old, new)}
         self.world = world or World()
-        self.rank = self.world.rank
         self.view = progress or ProgressView(enabled=self.rank == 0)
         self.stop = StopFlag(announce=None if self.view.enabled else (lambda message: None))
         self.pos = ckpt.Position()
@@ -131,6 +130,10 @@ class FineTune:
         self._saved_at: tuple | None = None  # the position of the newest checkpoint on disk
         self.ended = False
         self.t_start = time.time()
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
 
     # --- setup: each piece in dependency order ---------------------------------------------------
 
@@ -165,6 +168,8 @@ class FineTune:
         tok = load_tokenizer(tokenizer_source(self.cfg, self.source))
         ids = label_token_ids(tok, self.cfg.label_words)
         self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(LABELS, ids))}")
+        # the lm loss appends each row's answer tokens; the other losses read the prompt alone
+        self.answer_ids = answer_token_ids(tok, self.cfg.label_words) if self.cfg.loss == "lm" else None
         return tok, ids
 
     def _setup_data(self) -> dict[str, Split]:
@@ -350,16 +355,13 @@ class FineTune:
         micro = max(1, -(-len(rows) // self.cfg.grad_accum))
         return [rows[i:i + micro] for i in range(0, len(rows), micro)]
 
-    def _answer_ids(self) -> list[list[int]] | None:
-        return answer_token_ids(self.tokenizer, self.cfg.label_words) if self.cfg.loss == "lm" else None
-
     def _micro_batches(self, mine: list[Encoded]) -> list[dict]:
-        return [collate(chunk, self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self._answer_ids(),
+        return [collate(chunk, self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.answer_ids,
                         pin=self.device.type == "cuda") for chunk in self._chunks(mine)]
 
     def _token_counts(self, chosen: list[Encoded]) -> tuple[int, int]:
         """Real and padded tokens of the whole global batch, as every rank's micro-batches hold them."""
-        answer = self._answer_ids()
+        answer = self.answer_ids
         extra = (lambda r: len(answer[r.label])) if answer is not None else (lambda r: 0)
         groups = [[len(r.prompt_ids) + extra(r) for r in chunk]
                   for rank in range(self.world.size) for chunk in self._chunks(chosen[rank::self.world.size])]

@@ -172,7 +172,8 @@ def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, d
 
 def drop_gguf_quantizer(model) -> None:
     """The GGUF quantizer transformers leaves attached describes weights that are gone (now
-    bitsandbytes 4-bit), and makes transformers.Trainer refuse to train the model."""
+    bitsandbytes 4-bit, or plain floats in the GGUF cache's checkpoint), and makes
+    transformers.Trainer refuse to train the model: drop it and its config entry."""
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is None:
         return
@@ -180,6 +181,8 @@ def drop_gguf_quantizer(model) -> None:
         quantizer.remove_quantization_config(model)
     else:
         model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
 
 
 def from_pretrained(cfg: RunConfig, source: ModelSource, kw: dict):

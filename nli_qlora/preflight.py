@@ -303,27 +303,21 @@ def padding_summary(lengths: list[int], cfg: RunConfig, bucketing: bool, multipl
             "distinct_widths": len(set(widths))}
 
 
-def processes() -> int:
-    """Under torchrun (WORLD_SIZE) each process holds its share of the global batch."""
-    try:
-        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
-    except ValueError:
-        return 1
-
-
 def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dtype: str, report: Report) -> None:
     """The estimated peak for the widest micro-batch against the budget (per GPU: under torchrun a
     process holds batch/N rows); a fix suggested when over."""
     from dataclasses import replace
 
+    from nli_qlora.distributed import launched
     from nli_qlora.memory import estimate_peak_bytes, parse_budget
     try:
         budget_bytes, budget_label = parse_budget(budget)
     except ValueError as err:
         report.problem(f"--memory-budget: {err}")
         return
-    world = processes()
-    micro = -(-(-(-cfg.batch_size // world)) // cfg.grad_accum)
+    world = launched().size  # under torchrun each GPU holds its share of the global batch
+    per_gpu = -(-cfg.batch_size // world)
+    micro = -(-per_gpu // cfg.grad_accum)
     gpu_cfg = replace(cfg, compute_dtype=gpu_dtype)
     terms = estimate_peak_bytes(model_config, gpu_cfg, micro, seq_len)
     fits = terms["total"] <= budget_bytes
@@ -403,7 +397,13 @@ def run_checks(args: argparse.Namespace) -> Report:
 
 def main(args: argparse.Namespace) -> int:
     """Run every check, show the report, write --dry-run-json; 0 when a real run would start, else 2."""
-    if processes() > 1 and os.environ.get("RANK", "0") != "0":
+    from nli_qlora.distributed import launched
+    try:
+        me = launched()
+    except UserError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return err.exit_code
+    if not me.writer:
         return 0  # under torchrun one process checks and reports (rank 0); the others have nothing to add
     _quiet_libraries()
     report = run_checks(args)

@@ -24,8 +24,7 @@ from nli_qlora.runlock import lock_run_dir, unlock_run_dir
 from nli_qlora.storage import DiskError, disk_error, writing
 
 PROG = "python -m nli_qlora.train"
-_who = ""  # "[rank N] " under torchrun with several processes
-_error_log = "error.log"  # error-rankN.log for the other processes of a torchrun run
+_world = None  # this process's nli_qlora.distributed.World once known: names its rank in errors
 
 
 def build_parser() -> OneLineParser:
@@ -152,7 +151,8 @@ def completed_run(run_dir: Path) -> dict | None:
 
 def _say(message: str) -> None:
     """One line on stderr, never wrapped (rich wraps at 80 columns when piped)."""
-    print(f"{PROG}: {_who}{message}", file=sys.stderr, flush=True)
+    who = f"[rank {_world.rank}] " if _world is not None and _world.enabled else ""
+    print(f"{PROG}: {who}{message}", file=sys.stderr, flush=True)
 
 
 def _already_completed(run_dir: Path) -> int:
@@ -183,8 +183,9 @@ def _bug(err: Exception, recipe, run_dir: Path | None) -> int:
     log = None
     if run_dir is not None and run_dir.is_dir():
         try:
-            write_text(run_dir / _error_log, text)
-            log = run_dir / _error_log
+            name = "error.log" if _world is None or _world.writer else f"error-rank{_world.rank}.log"
+            write_text(run_dir / name, text)
+            log = run_dir / name
         except OSError:
             pass
     if recipe is not None:
@@ -208,13 +209,11 @@ def main(argv=None) -> int:
     from nli_qlora.oom import OutOfMemory
     from nli_qlora.report import write_report
 
-    global _who, _error_log
+    global _world
     recipe = run_dir = None
     world = World()
     try:
-        world = init_world()
-        _who = f"[rank {world.rank}] " if world.enabled else ""
-        _error_log = "error.log" if world.writer else f"error-rank{world.rank}.log"
+        world = _world = init_world()
         view = ProgressView(enabled=not args.quiet and world.writer)
         cfg, run_dir, resume, changed = prepare_everywhere(args, parser, world)
         if resume and completed_run(run_dir):

@@ -206,3 +206,15 @@ def test_a_batch_smaller_than_the_world_and_the_eager_step_with_micro_batches(tm
     assert [s[3] for s in steps(two)] == [16, 16, 16, 1]
     assert steps(two) == steps(alone)
     assert evals(two) == evals(alone) and all(e[2] == 21 for e in evals(two))
+
+
+def test_a_broken_torchrun_environment_is_one_line(monkeypatch, capsys):
+    """WORLD_SIZE without a RANK (a hand-made environment, not torchrun's): exit 2, one line, for the
+    run and for the dry run alike."""
+    from nli_qlora.train import main
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("RANK", raising=False)
+    for extra in ([], ["--dry-run"]):
+        assert main(["--preset", "tiny", "--quiet", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "WORLD_SIZE='2' with RANK=None" in err and "torchrun" in err, err

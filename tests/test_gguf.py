@@ -26,14 +26,11 @@ PAIRS = [("A man inspects the uniform of a figure in some East Asian country.", 
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
+    """An empty cache for this module's tests: the first load converts, later ones read it."""
     root = tmp_path_factory.mktemp("cache")
-    old = os.environ.get("NLI_QLORA_CACHE")
-    os.environ["NLI_QLORA_CACHE"] = str(root)
-    yield root
-    if old is None:
-        del os.environ["NLI_QLORA_CACHE"]
-    else:
-        os.environ["NLI_QLORA_CACHE"] = old
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("NLI_QLORA_CACHE", str(root))
+        yield root
 
 
 def test_the_tokenizer_from_the_cache_encodes_like_the_gguf(cache):

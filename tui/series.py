@@ -92,9 +92,7 @@ class Series:
             self.ys.extend(ys)
             return
         for x, y in zip(xs, ys):
-            if y is not None and y - y == 0.0:
-                self.xs.append(x)
-                self.ys.append(y)
+            self.append(x, y)
 
     def __len__(self) -> int:
         return len(self.xs)
