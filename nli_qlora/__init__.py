@@ -1,3 +1,19 @@
 """nli-qlora: fine-tune causal language models with QLoRA for natural language inference."""
 
+import logging
+
 __version__ = "0.1.0"
+
+
+class _NoHubKernelNotice(logging.Filter):
+    """bitsandbytes (0.50) logs a warning at import on every CPU with AVX512-BF16 when the optional
+    `kernels` package is missing: it would fetch a CPU 4-bit kernel from the Hugging Face hub at run
+    time. We do not want code fetched from the hub at import, and bitsandbytes falls back to its own
+    bundled AVX512-BF16 kernel, so the line tells a user nothing they can act on. Installed here,
+    before anything can import bitsandbytes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward from kernels-community")
+
+
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())

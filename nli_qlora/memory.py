@@ -16,8 +16,10 @@ inputs and output, the activation function's saved tensors and the norms' inputs
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
+from nli_qlora.errors import UserError
 from nli_qlora.config import RunConfig
 
 QUANT_BLOCK = 64  # bitsandbytes 4-bit: one absmax per 64 weights
@@ -345,25 +347,23 @@ def estimate_peak_bytes(model_config, run_config: RunConfig, batch_size: int, se
     return terms
 
 
-def parse_budget(text: str) -> tuple[int, str]:
-    """'48GB' (10^9), '40GiB' (2^30), '80' (GB), or a card's name ('A40', 'H100') -> (bytes, label)."""
-    cards = {"a40": 48, "a100": 80, "a100-40gb": 40, "h100": 80, "h200": 141, "l4": 24, "t4": 16,
+_CARDS_GB = {"a40": 48, "a100": 80, "a100-40gb": 40, "h100": 80, "h200": 141, "l4": 24, "t4": 16,
              "a10": 24, "a10g": 24, "l40s": 48, "rtx4090": 24, "4090": 24, "v100": 32}
-    raw = text.strip()
+_UNITS = {"": 10**9, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "g": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_budget(text: str, flag: str = "--memory-budget") -> tuple[int, str]:
+    """The one reader of a memory budget, for every command: '48GB' (10^9), '40GiB' (2^30),
+    '48000MB', '80' (GB), or a card's name ('A40', 'H100') -> (bytes, label)."""
+    raw = str(text).strip()
     key = raw.lower().replace(" ", "")
-    if key in cards:
-        return cards[key] * 10**9, f"{raw} ({cards[key]} GB)"
-    units = (("gib", 2**30), ("mib", 2**20), ("gb", 10**9), ("mb", 10**6), ("g", 10**9))
-    for suffix, scale in units:
-        if key.endswith(suffix):
-            number, unit = key[:-len(suffix)], scale
-            break
-    else:
-        number, unit = key, 10**9
-    try:
-        value = float(number)
-    except ValueError:
-        raise ValueError(f"not a size or a known card: {text!r} (e.g. 48GB, 40GiB, A40, H100)") from None
-    if value <= 0:
-        raise ValueError(f"must be positive, got {text!r}")
-    return int(value * unit), raw
+    if key in _CARDS_GB:
+        return _CARDS_GB[key] * 10**9, f"{raw} ({_CARDS_GB[key]} GB)"
+    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[0-9]+)?)([a-z]*)", key)
+    if not m or m.group(2) not in _UNITS:
+        raise UserError(f"{flag}: cannot read {raw!r} as a size or a card name (write e.g. 48GB, 40GiB, A40, H100)")
+    value = float(m.group(1))
+    if not 0 < value < float("inf"):
+        raise UserError(f"{flag}: must be a positive size, got {raw!r}")
+    return int(value * _UNITS[m.group(2)]), raw

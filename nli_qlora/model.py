@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,7 +152,31 @@ def quantization_config(cfg: RunConfig, dtype: torch.dtype):
                               bnb_4bit_use_double_quant=cfg.double_quant, bnb_4bit_compute_dtype=dtype)
 
 
-def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype):
+def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype,
+                    trains: bool = True):
+    """The 4-bit base. `trains`: the model will train (after evaluating, too), so its 4-bit weights
+    keep the layout training needs (keep_trainable_layout); a scoring-only model may take
+    bitsandbytes' faster CPU inference layout."""
+    model = _load_base_model(cfg, source, device, dtype)
+    if trains:
+        keep_trainable_layout(model)
+    return model
+
+
+def keep_trainable_layout(model) -> None:
+    """On a CPU with AVX512-BF16, bitsandbytes (0.49+) repacks a 4-bit weight into an inference
+    layout the first time its layer runs in eval mode without gradients, and never packs it back:
+    the next training forward then fails ("a view of a leaf Variable ... in-place operation"). Turn
+    that repacking off in every 4-bit layer of a model that will train."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if getattr(state, "packing_format_for_cpu", False):
+                raise RuntimeError(f"{type(module).__name__} was repacked for CPU inference before training")
+
+
+def _load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype):
     if source.random:
         return random_model(cfg, load_config(source), device, dtype)
     from_gguf = source.gguf_file is not None
@@ -199,13 +224,29 @@ def random_model(cfg: RunConfig, config, device: torch.device, dtype: torch.dtyp
     """A model of the configuration's shapes with seeded random weights, built on the device and
     quantized there exactly as from_pretrained would (every linear layer but the output head)."""
     from transformers import AutoModelForCausalLM
-    torch.manual_seed(cfg.seed)
     config.use_cache = False
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    seeded_init_(model, cfg.seed, getattr(config, "initializer_range", 0.02))
     if cfg.quantization != "none":
         quantize_linears_(model, cfg, dtype)
     return model
+
+
+def seeded_init_(model, seed: int, std: float) -> None:
+    """Every weight from its own generator, seeded by (seed, parameter name), on the model's device:
+    the same weights in every run and in every process of a torchrun job, whatever else drew random
+    numbers before, and however the library initialises. The usual scheme: matrices and embeddings
+    normal(0, initializer_range), norm scales 1, biases 0."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                g = torch.Generator(device=p.device).manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+                p.normal_(0.0, std, generator=g)
+            elif "norm" in name and name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
 
 
 def quantize_linears_(model, cfg: RunConfig, dtype: torch.dtype) -> None:

@@ -312,8 +312,8 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
     from nli_qlora.memory import estimate_peak_bytes, parse_budget
     try:
         budget_bytes, budget_label = parse_budget(budget)
-    except ValueError as err:
-        report.problem(f"--memory-budget: {err}")
+    except UserError as err:
+        report.problem(str(err))
         return
     world = launched().size  # under torchrun each GPU holds its share of the global batch
     per_gpu = -(-cfg.batch_size // world)

@@ -191,7 +191,7 @@ def load(target: Target, dev: torch.device | None = None) -> Loaded:
     source = resolve_source(cfg)
     tokenizer = load_tokenizer(tokenizer_source(cfg, source))
     label_ids = label_token_ids(tokenizer, cfg.label_words)
-    model = load_base_model(cfg, source, dev, compute_dtype(cfg, dev))
+    model = load_base_model(cfg, source, dev, compute_dtype(cfg, dev), trains=False)  # scoring never trains
     if target.checkpoint is not None:
         model = load_adapter(model, target)
     model.eval()

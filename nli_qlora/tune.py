@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import re
 import statistics
 import sys
 import time
@@ -30,14 +29,13 @@ import torch
 from nli_qlora.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode
 from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
 from nli_qlora.errors import UserError
+from nli_qlora.memory import parse_budget
 from nli_qlora.step import Trainer, to_device, train_step
 
 PROG = "python -m nli_qlora.tune"
 DEFAULT_BUDGET = "48GB"  # an A40
 DEFAULT_BATCH_SIZES = (4, 8, 16, 32, 64, 128)
 CLEARLY_TOO_BIG = 1.25  # skip unmeasured only when the memory estimate exceeds the budget by this factor
-_UNITS = {"": 1e9, "b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 # --- what a timed step needs: a model, its tokenizer, a Trainer, batches ------------------------
@@ -55,7 +53,7 @@ class Rig:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def load_rig(cfg: RunConfig, device: torch.device) -> Rig:
@@ -225,14 +223,6 @@ class Result:
     peak_gb: float | None = None
 
 
-def parse_bytes(text: str) -> int:
-    """'48GB' (decimal), '45GiB' (binary), '48000MB', or a bare number of GB."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([kmgt]i?b|b)?\s*", str(text), re.IGNORECASE)
-    if not m or float(m.group(1)) <= 0:
-        raise UserError(f"--memory-budget: cannot read {text!r} (write e.g. 48GB or 45GiB)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-
-
 def candidates(cfg: RunConfig, batch_sizes: list[int], keep_effective_batch: bool) -> list[Candidate]:
     """Ordered so that, per (checkpointing, bucketing), micro-batches grow: the first that does
     not fit ends that line (anything larger would not fit either)."""
@@ -311,7 +301,8 @@ def enforce_budget(budget: int, device: torch.device) -> str:
     if allowed <= 0:
         raise UserError(f"--memory-budget: {budget / 1e9:.1f} GB is less than the {outside / 1e9:.1f} GB "
                         f"already in use on this GPU")
-    torch.cuda.set_per_process_memory_fraction(allowed / total, device)
+    index = device.index if device.index is not None else torch.cuda.current_device()  # it takes no bare "cuda"
+    torch.cuda.set_per_process_memory_fraction(allowed / total, index)
     return (f"budget {budget / 1e9:.1f} GB enforced: allocator capped at {allowed / 1e9:.1f} GB of this card's "
             f"{total / 1e9:.1f} GB ({outside / 1e9:.2f} GB already in use outside it)")
 
@@ -440,7 +431,7 @@ def main(argv=None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(args)
-    budget = parse_bytes(args.memory_budget)
+    budget, _ = parse_budget(args.memory_budget)
     out = Path(args.out)
     if out.suffix not in (".yaml", ".yml"):
         raise UserError(f"--out: {out} must end in .yaml (python -m nli_qlora.train --config reads YAML)")

