@@ -5,6 +5,7 @@
         config.json                                     the RunConfig of the run
         trainer_state.pt                                optimizer, scheduler, RNG states, position
         state.json                                      step, epoch, epoch_step, metrics offset (readable)
+        checksums.json                                  SHA-256 of each file above, checked when loaded
         COMPLETE                                        written last; a directory without it is ignored
 
 Each is written under a temporary name and renamed into place (atomic.staged_dir), so a crash
@@ -13,6 +14,7 @@ mid-save leaves the previous checkpoint intact and never a half one that looks c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -62,7 +64,46 @@ def save(path: Path, model, cfg: RunConfig, optimizer, scheduler, pos: Position)
         with open(tmp / "trainer_state.pt", "wb") as f:  # a Python file: a full disk surfaces as OSError
             torch.save(state, f)
         (tmp / "state.json").write_text(json.dumps(asdict(pos)) + "\n")
+        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
     return path
+
+
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, flag: str) -> None:
+    """Every file the checkpoint's checksums.json names still has its SHA-256: a file changed after
+    it was written (a bad disk, a copy cut short, an edit) is named, never loaded. Checkpoints made
+    before checksums were written have none to check."""
+    listed = path / CHECKSUMS
+    if not listed.is_file():
+        return
+    try:
+        sums = json.loads(listed.read_text())
+    except ValueError as err:
+        raise UserError(f"{flag}: {listed} is damaged ({err}); move the checkpoint aside") from None
+    for name, expected in sums.items():
+        file = path / name
+        if not file.is_file() or _sha256(file) != expected:
+            raise UserError(f"{flag}: {file} is {'missing' if not file.is_file() else 'damaged'}: it does not "
+                            f"match the checksum written with the checkpoint; move it aside")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path, flag: str) -> None:
+    """Adapter weights with NaN or inf would score every row the same and train nothing: refuse them."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(f"{flag}: the adapter in {path} holds non-finite values (NaN or inf) in {name}; "
+                            f"it cannot be used")
 
 
 def is_complete(path: Path) -> bool:
@@ -88,7 +129,10 @@ def latest(run_dir: Path) -> Path | None:
         if path.name.startswith(".") or not is_complete(path):
             continue
         key = _order(path)
-        if key is not None and (best_key is None or key > best_key):
+        if key is None:  # skipping it would silently pick an older checkpoint
+            raise UserError(f"checkpoint {path} has a damaged state.json; move the checkpoint aside to use "
+                            f"the one before")
+        if best_key is None or key > best_key:
             best, best_key = path, key
     return best
 
@@ -117,10 +161,12 @@ def load_adapter_weights(model, path: Path) -> None:
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         raise UserError(f"{path}: no adapter_model.safetensors (not a checkpoint of this toolkit?)")
+    verify(path, "--resume")
     try:
         tensors = load_file(str(weights), device=str(next(model.parameters()).device))
     except Exception as err:  # safetensors raises its own error type for a broken file
         raise _damaged(weights, err) from None
+    check_finite(tensors, path, "--resume")
     result = set_peft_model_state_dict(model, tensors)
     if getattr(result, "unexpected_keys", None):
         raise UserError(f"{path}: adapter does not fit the base model (unexpected {result.unexpected_keys[0]})")
@@ -134,4 +180,4 @@ def config_of(path: str | Path) -> RunConfig:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise UserError(f"--checkpoint: {path} has no config.json (not a checkpoint of this toolkit?)")
-    return RunConfig.load(cfg_file)
+    return RunConfig.load(cfg_file, flag="--checkpoint")

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ class RunConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise bad(f.name, f"must be one of {', '.join(choices)}; got {getattr(self, f.name)!r}")
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # nan slips past every comparison below; inf fails steps later
+            value = getattr(self, f.name)
+            if _scalar_type(hints[f.name]) is float and value is not None and not math.isfinite(value):
+                raise bad(f.name, f"must be a finite number, got {value}")
         for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "eval_batch_size", "max_length",
                      "pad_to_multiple", "max_bad_steps"):
             if getattr(self, name) < 1:
@@ -155,11 +161,11 @@ class RunConfig:
 
     def save(self, path: Path) -> None:
         from nli_qlora.atomic import write_text
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")  # strict JSON: no NaN
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
-        return cls.from_dict(read_config_file(path), source=str(path))
+    def load(cls, path: str | Path, flag: str = "--config") -> "RunConfig":
+        return cls.from_dict(read_config_file(path, flag), source=str(path))
 
 
 def _coerce(name: str, value, tp, source: str):
@@ -205,11 +211,11 @@ def _coerce(name: str, value, tp, source: str):
     return value
 
 
-def read_config_file(path: str | Path) -> dict:
-    """Read a YAML or JSON settings file into a dict, one clear error when it cannot be read."""
+def read_config_file(path: str | Path, flag: str = "--config") -> dict:
+    """Read a YAML or JSON settings file into a dict, one clear error (naming `flag`) when it cannot be read."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--config: no such file {path}")
+        raise UserError(f"{flag}: no such file {path}")
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix in (".yaml", ".yml"):
@@ -218,9 +224,9 @@ def read_config_file(path: str | Path) -> dict:
         else:
             data = json.loads(text)
     except Exception as err:  # yaml and json raise different types; both mean a broken file
-        raise UserError(f"--config: cannot parse {path}: {str(err).splitlines()[0]}") from None
+        raise UserError(f"{flag}: cannot parse {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
-        raise UserError(f"--config: {path} must hold a mapping of setting names to values")
+        raise UserError(f"{flag}: {path} must hold a mapping of setting names to values")
     return {k.replace("-", "_"): v for k, v in data.items()}
 
 

@@ -6,6 +6,7 @@ and evaluation splits), or is a BadRow naming its line and reason."""
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
 import math
@@ -30,7 +31,7 @@ class Example:
     hypothesis: str
     label: int | None  # 0 entailment, 1 neutral, 2 contradiction; None = no gold label given
     line: int  # 1-based line (jsonl/csv/tsv) or record number (json/parquet/hub)
-    id: str | None = None
+    id: str | int | None = None
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,24 @@ class SplitStats:
     bad_skipped: int = 0
     selected: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
+    requested: int = 0  # the --*-size asked for (0 = all)
 
     def as_dict(self) -> dict:
         return {"file": self.source, "rows_read": self.rows_read, "unlabeled_dropped": self.unlabeled_dropped,
-                "bad_skipped": self.bad_skipped, "selected": self.selected}
+                "bad_skipped": self.bad_skipped, "selected": self.selected, "requested": self.requested}
+
+    def shortfall(self, split: str) -> str | None:
+        """A warning when fewer rows are used than --SPLIT-size asked for."""
+        if self.requested and self.selected < self.requested:
+            return (f"--{split}-size {self.requested:,}: {self.source} has {self.selected:,} usable rows; "
+                    f"using all {self.selected:,}")
+        return None
+
+
+def no_rows_left(split: str, source: str, too_long: int, max_length: int) -> str:
+    """Why a split has no row to train or evaluate on, after over-long rows were skipped."""
+    return (f"{source}: no {split} rows left: all {too_long:,} are longer than --max-length {max_length} "
+            f"(skipped by --skip-bad-rows); raise --max-length")
 
 
 # --- parsing one record ---------------------------------------------------------------------------
@@ -109,8 +124,10 @@ def parse_record(record, line: int) -> Example | BadRow | object:
         except ValueError as err:
             return BadRow(line, str(err))
     id_name = next((n for n in _ID_NAMES if n in record and record[n] not in (None, "")), None)
+    raw_id = record[id_name] if id_name else None
     example = Example(values["premise"], values["hypothesis"], None if label is UNLABELED else label, line,
-                      str(record[id_name]) if id_name else None)
+                      raw_id if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) or raw_id is None
+                      else str(raw_id))  # an id keeps its type: 17 comes back as 17, not "17"
     return (UNLABELED, example) if label is UNLABELED else example
 
 
@@ -119,23 +136,46 @@ def parse_record(record, line: int) -> Example | BadRow | object:
 def file_format(path: str, fmt: str | None = None) -> str:
     if fmt:
         return fmt if fmt.startswith(".") else "." + fmt
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise UserError(f"{path}: unknown file type {suffix or '(none)'!r}; use one of {' '.join(FORMATS)}")
+    name = Path(path).name.lower()
+    suffix = Path(name[:-3] if name.endswith(".gz") else name).suffix  # data.jsonl.gz reads as .jsonl
+    if suffix not in FORMATS or (name.endswith(".gz") and suffix == ".parquet"):
+        raise UserError(f"{path}: unknown file type {suffix or '(none)'!r}; use one of {' '.join(FORMATS)} "
+                        f"(text formats may be gzip-compressed: .jsonl.gz, .csv.gz, ...)")
     return suffix
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_gzip(path: str) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == GZIP_MAGIC
 
 
 def _text_stream(path: str) -> IO[str]:
     """UTF-8 (a leading byte-order mark is dropped, as some SNLI copies have one); undecodable
-    bytes become surrogates so the row that holds them is reported, not the whole file."""
+    bytes become surrogates so the row that holds them is reported, not the whole file. A gzip
+    file is read through gzip when its name says so, and refused otherwise: read as text, its
+    compressed bytes would count as rows."""
     if path == "-":
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape", newline="")
+    if path.lower().endswith(".gz") and not _is_gzip(path):
+        raise UserError(f"{path}: named .gz but not gzip-compressed")
+    if _is_gzip(path):
+        if not path.lower().endswith(".gz"):
+            raise UserError(f"{path}: a gzip-compressed file; name it {Path(path).name}.gz to read it compressed, "
+                            f"or decompress it")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="")
     return open(path, encoding="utf-8-sig", errors="surrogateescape", newline="")
 
 
 def _csv_records(f: IO[str], delimiter: str) -> Iterator[tuple[int, dict | BadRow]]:
     """Rows as dicts keyed by the header, each numbered by the line it starts on (blank lines and
-    quoted line breaks counted); a malformed row is a BadRow and reading goes on after it."""
+    quoted line breaks counted); a malformed row is a BadRow and reading goes on after it.
+
+    A quote opened and never closed swallows the rows after it into one field, and the csv module
+    says nothing: a field that runs over a line break into a line shaped like a whole row (as many
+    delimiters as the header) is a BadRow naming the lines it took."""
     reader = csv.reader(f, delimiter=delimiter)
     header, start = None, 1
     while True:
@@ -149,6 +189,9 @@ def _csv_records(f: IO[str], delimiter: str) -> Iterator[tuple[int, dict | BadRo
             continue
         if not row:  # a blank line
             pass
+        elif header is not None and _swallowed_rows(row, delimiter, len(header)):
+            yield start, BadRow(start, f"lines {start}-{reader.line_num} were read as one row: a quote (\") opened "
+                                       f"on line {start} is not closed where its field ends")
         elif header is None:
             header = row
         elif len(row) != len(header):
@@ -158,9 +201,41 @@ def _csv_records(f: IO[str], delimiter: str) -> Iterator[tuple[int, dict | BadRo
         start = reader.line_num + 1
 
 
+def _swallowed_rows(row: list[str], delimiter: str, columns: int) -> bool:
+    return any(line.count(delimiter) >= columns - 1 for value in row if "\n" in value
+               for line in value.splitlines()[1:])
+
+
+def _unquote(value: str) -> str:
+    """A whole field in CSV-style quotes (as pandas and the csv module write TSV) loses them."""
+    if len(value) >= 2 and value[0] == value[-1] == '"' and '"' not in value[1:-1].replace('""', ""):
+        return value[1:-1].replace('""', '"')
+    return value
+
+
+def _tsv_records(f: IO[str]) -> Iterator[tuple[int, dict | BadRow]]:
+    """One line, one row, split on tabs, as NLI data sets write TSV: SNLI's and MultiNLI's own
+    .txt files put bare quote marks in sentences, which a CSV reader would take as quoting and
+    use to merge the rows that follow. A field wholly in quotes (CSV-style) is unquoted."""
+    header = None
+    for line_no, line in enumerate(f, 1):
+        line = line.rstrip("\r\n")
+        if not line.strip():
+            continue
+        row = [_unquote(v) for v in line.split("\t")]
+        if header is None:
+            header = row
+        elif len(row) != len(header):
+            yield line_no, BadRow(line_no, f"{len(row)} fields, header has {len(header)}")
+        else:
+            yield line_no, dict(zip(header, row))
+
+
 def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict | BadRow]]:
     """(line, record-or-BadRow) for every row, streaming where the format allows it."""
     fmt = file_format(path, fmt)
+    if path != "-" and Path(path).is_dir():
+        raise UserError(f"{path}: is a directory, not a data file")
     if path != "-" and not Path(path).is_file():
         raise UserError(f"no such file: {path}")
     if fmt == ".jsonl":
@@ -171,16 +246,19 @@ def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict 
                 try:
                     yield line_no, json.loads(line)
                 except json.JSONDecodeError as err:
-                    yield line_no, BadRow(line_no, f"broken JSON: {err.msg} at column {err.colno}")
-    elif fmt in (".csv", ".tsv"):
+                    yield line_no, BadRow(line_no, f"broken JSON: {err.msg} (column {err.colno})")
+    elif fmt == ".csv":
         with _text_stream(path) as f:
-            yield from _csv_records(f, "\t" if fmt == ".tsv" else ",")
+            yield from _csv_records(f, ",")
+    elif fmt == ".tsv":
+        with _text_stream(path) as f:
+            yield from _tsv_records(f)
     elif fmt == ".json":
         try:
             with _text_stream(path) as f:
                 data = json.load(f)
         except json.JSONDecodeError as err:  # one document: no row to skip, so never skippable
-            raise DataError(f"{path}: line {err.lineno}: broken JSON: {err.msg} at column {err.colno}") from None
+            raise DataError(f"{path}: line {err.lineno}: broken JSON: {err.msg} (column {err.colno})") from None
         if isinstance(data, dict) and "data" in data:
             data = data["data"]
         if not isinstance(data, list):
@@ -198,12 +276,6 @@ def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict 
             for record in batch.to_pylist():
                 i += 1
                 yield i, record
-
-
-def iter_examples(path: str, fmt: str | None = None) -> Iterator[Example | BadRow | tuple]:
-    """Examples, BadRows and (UNLABELED, Example) pairs, in file order."""
-    for line, record in iter_records(path, fmt):
-        yield record if isinstance(record, BadRow) else parse_record(record, line)
 
 
 def iter_hub_records(dataset: str, split: str) -> Iterator[tuple[int, dict]]:
@@ -267,7 +339,7 @@ def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: 
     if not examples:
         raise UserError(f"{source}: no labelled rows")
     chosen = [examples[i] for i in evenly_spaced(len(examples), size)]
-    stats.selected = len(chosen)
+    stats.selected, stats.requested = len(chosen), size
     return chosen, stats
 
 

@@ -38,7 +38,7 @@ from nli_qlora.atomic import open_atomic, remove_leftovers
 from nli_qlora.batches import Encoded, bucketed_batches, collate, token_counts
 from nli_qlora.config import LABELS, RunConfig
 from nli_qlora.console import ProgressView
-from nli_qlora.data import Example, SplitStats, load_split
+from nli_qlora.data import Example, SplitStats, load_split, no_rows_left
 from nli_qlora.distributed import World
 from nli_qlora.errors import UserError
 from nli_qlora.evaluate import evaluate
@@ -184,9 +184,13 @@ class FineTune:
                                             write=self.rank == 0)
             stats.bad_skipped += too_long
             stats.selected = len(rows)
+            if not rows:  # nothing to train or evaluate on: never a run that "completes" having done nothing
+                raise UserError(no_rows_left(name, stats.source, too_long, self.cfg.max_length))
             splits[name] = Split(name, examples, rows, stats)
             self.view.log(f"data {name}: {stats.selected} rows selected of {stats.rows_read} read "
                           f"({stats.unlabeled_dropped} unlabelled dropped, {stats.bad_skipped} bad skipped)")
+            if stats.shortfall(name):
+                self.view.log(f"WARNING: {stats.shortfall(name)}")
         return splits
 
     def _setup_model(self):
@@ -298,6 +302,9 @@ class FineTune:
                           message=f"LoRA targets {self.unmatched} match no layer of this model and train nothing")
         for note in self.optimizer_notes:
             metrics.write("warning", kind="paged_fallback", message=note)
+        for name, split in self.splits.items():
+            if split.stats.shortfall(name):
+                metrics.write("warning", kind="data_shortfall", message=split.stats.shortfall(name))
         return metrics
 
     def _log(self, event: str, **fields) -> dict:

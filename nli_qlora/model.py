@@ -155,10 +155,11 @@ def quantization_config(cfg: RunConfig, dtype: torch.dtype):
 def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, dtype: torch.dtype,
                     trains: bool = True):
     """The 4-bit base. `trains`: the model will train (after evaluating, too), so its 4-bit weights
-    keep the layout training needs (keep_trainable_layout); a scoring-only model may take
-    bitsandbytes' faster CPU inference layout."""
+    keep the layout training needs (keep_trainable_layout). A scoring-only model takes bitsandbytes'
+    faster CPU inference layout only when it computes in bfloat16 anyway: that kernel computes in
+    bfloat16, and a float32 scorer must reproduce its training run's float32 predictions."""
     model = _load_base_model(cfg, source, device, dtype)
-    if trains:
+    if trains or dtype != torch.bfloat16:
         keep_trainable_layout(model)
     return model
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nli_qlora.config import LABELS, RunConfig
+from nli_qlora.data import no_rows_left
 from nli_qlora.errors import UserError
 
 PROG = "python -m nli_qlora.train"
@@ -207,7 +208,11 @@ def check_data(cfg: RunConfig, tok, report: Report) -> dict[str, list]:
         if examples is None or tok is None:
             continue
         rows, too_long = _encode_split(cfg, tok, examples, stats.source, entry, report)
-        entry["selected"] = len(rows)
+        entry["selected"] = stats.selected = len(rows)
+        if not rows and cfg.skip_bad_rows:  # without --skip-bad-rows each long row is a problem already
+            report.problem(no_rows_left(split, stats.source, too_long, cfg.max_length))
+        if stats.shortfall(split):
+            report.notes.append(stats.shortfall(split))
         out[split] = rows
     return out
 

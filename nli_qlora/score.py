@@ -30,6 +30,7 @@ from nli_qlora import checkpoint as ckpt
 from nli_qlora.config import LABELS, PRESETS, OneLineParser, RunConfig, preset
 from nli_qlora.data import BadRow, Example, file_format, iter_records, parse_record
 from nli_qlora.errors import UserError
+from nli_qlora.storage import writing
 
 PROG = "python -m nli_qlora.score"
 CHUNK_ROWS = 4096
@@ -121,6 +122,9 @@ def find_checkpoint(path: str, flag: str = "--checkpoint") -> Path:
     for name in ("config.json", "adapter_config.json", "adapter_model.safetensors"):
         if not (p / name).is_file():
             raise UserError(f"{flag}: {p} has no {name} (not a checkpoint of this toolkit?)")
+    if not (p / "COMPLETE").is_file():
+        raise UserError(f"{flag}: {p} is incomplete (no COMPLETE marker: it was being written when its run "
+                        f"stopped); give the run directory to use its newest complete checkpoint")
     return p
 
 
@@ -210,9 +214,17 @@ def load_adapter(base, target: Target):
     def unfit(why: str) -> UserError:
         return UserError(f"{target.flag}: the adapter in {path} does not fit base model {target.cfg.model}: {why}")
 
+    ckpt.verify(path, target.flag)
+    try:
+        json.loads((path / "adapter_config.json").read_text())
+    except ValueError as err:
+        raise UserError(f"{target.flag}: {path / 'adapter_config.json'} is damaged: not JSON ({err})") from None
     try:
         with safe_open(str(path / "adapter_model.safetensors"), "pt") as f:
             saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            ckpt.check_finite({k: f.get_tensor(k) for k in saved}, path, target.flag)
+    except UserError:
+        raise
     except Exception as err:  # safetensors' own error type: a truncated or foreign file
         raise UserError(f"{target.flag}: {path / 'adapter_model.safetensors'} is damaged: "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
@@ -267,6 +279,10 @@ def score_examples(models: list[Loaded], examples: list[Example],
     for k, (m, (kept, _)) in enumerate(zip(models, encoded)):
         logits = predict(m.scorer, [kept[i] for i in good], m.cfg.eval_batch_size, m.tokenizer.pad_token_id,
                          m.cfg.pad_to_multiple, progress=progress if k == 0 else None)
+        if not np.isfinite(logits).all():  # NaN probabilities must never be written as predictions
+            first = examples[good[int(np.flatnonzero(~np.isfinite(logits).all(axis=1))[0])]].line
+            raise UserError(f"{m.target.flag} {m.target.name}: the model gives non-finite label logits (NaN or "
+                            f"inf), first at input line {first}; its weights are damaged or diverged")
         probs.append(torch.softmax(torch.from_numpy(logits), dim=1).numpy())
     return good, probs, errors
 
@@ -417,16 +433,22 @@ def note(args, message: str) -> None:
 # --- the command ----------------------------------------------------------------------------------
 
 def run(args) -> int:
-    from nli_qlora.score_io import default_errors_path, open_errors, open_output, output_format
+    from nli_qlora.score_io import (check_paths, default_errors_path, open_errors, open_output, output_format,
+                                    remove_stale_temps)
 
     check_args(args)
     out_fmt = output_format(args.output, args.output_format)
     in_fmt = file_format(args.input, args.input_format or (".jsonl" if args.input == "-" else None))
     errors_path = (Path(args.errors) if args.errors
                    else None if args.output == "-" else default_errors_path(args.output))
+    check_paths({"--input": args.input}, {"--output": args.output, "--errors": errors_path and str(errors_path),
+                                          "--metrics-out": args.metrics_out, "--compare-out": args.compare_out})
     main = main_target(args)
     compare = compare_target(args.compare, main, args) if args.compare else None
     records = records_or_empty(args.input, in_fmt)
+    for path in (args.output, errors_path, args.metrics_out, args.compare_out):
+        for stale in remove_stale_temps(path and str(path)):
+            note(args, f"removed {stale}, left by an interrupted scorer")
 
     from nli_qlora.loop import quiet_libraries
     quiet_libraries()
@@ -438,7 +460,7 @@ def run(args) -> int:
     tally = Tally()
     source = "stdin" if args.input == "-" else args.input
     t0 = time.perf_counter()
-    with ExitStack() as stack:
+    with writing(args.output if args.output != "-" else "the score outputs", "write"), ExitStack() as stack:
         out = stack.enter_context(open_output(args.output, out_fmt))
         errors = stack.enter_context(open_errors(errors_path, source, PROG))
         compare_out = stack.enter_context(_open_text(args.compare_out))
@@ -457,7 +479,8 @@ def run(args) -> int:
                                  cases=dict(tally.cases))
     if args.metrics_out:
         from nli_qlora.atomic import write_text
-        write_text(args.metrics_out, json.dumps(result, indent=2) + "\n")
+        with writing(args.metrics_out):
+            write_text(args.metrics_out, json.dumps(result, indent=2) + "\n")
     _report(args, result)
     if errors.rows:
         where = errors_path if errors_path is not None else "stderr above"
@@ -496,19 +519,23 @@ def _report(args, result: dict) -> None:
 
 
 def _terminate(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM (e.g. from `timeout`) cleans up like Ctrl-C: no half output file
+    raise KeyboardInterrupt  # SIGTERM (`timeout`) or SIGHUP (a closed terminal) cleans up like Ctrl-C
 
 
-def _on_sigterm(handler):
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_stop_signals(handlers) -> dict | None:
     try:
-        return signal.signal(signal.SIGTERM, handler)
+        return {sig: signal.signal(sig, handlers[sig] if isinstance(handlers, dict) else handlers)
+                for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread: leave signals alone
         return None
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    previous = _on_sigterm(_terminate)
+    previous = _on_stop_signals(_terminate)
     try:
         return run(args)
     except UserError as err:
@@ -523,7 +550,7 @@ def main(argv=None) -> int:
         return 141
     finally:
         if previous is not None:
-            _on_sigterm(previous)
+            _on_stop_signals(previous)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -117,10 +118,40 @@ def open_errors(path: Path | None, source: str, prog: str):
         yield ErrorSink(f, source, prog)
 
 
-def write_jsonl(path: str | Path, rows) -> None:
-    with open_atomic(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+def check_paths(inputs: dict[str, str | None], outputs: dict[str, str | None]) -> None:
+    """Before any work: no two of the scorer's files may be one file (an output would replace the
+    input, or another output), and every output must be writable where it is to go."""
+    seen: dict[str, str] = {}
+    for flag, path in {**inputs, **outputs}.items():
+        if path in (None, "-"):
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise UserError(f"{flag} and {seen[real]} name the same file {path}; give each its own")
+        seen[real] = flag
+    for flag, path in outputs.items():
+        if path in (None, "-"):
+            continue
+        p = Path(path)
+        if p.is_dir():
+            raise UserError(f"{flag}: {p} is a directory; name a file")
+        existing = next(a for a in p.absolute().parents if a.exists())  # missing folders are made
+        if not existing.is_dir():
+            raise UserError(f"{flag}: {existing} is a file, not a directory")
+        if not os.access(existing, os.W_OK):
+            raise UserError(f"{flag}: cannot write into {existing} (read-only or no permission)")
+
+
+def remove_stale_temps(path: str | None) -> list[Path]:
+    """Temporary files an interrupted scorer left beside `path` (`.NAME.*.tmp`, open_atomic's
+    pattern: a hang-up or kill -9 leaves them, hidden, sometimes hundreds of MB)."""
+    if path in (None, "-"):
+        return []
+    p = Path(path)
+    stale = sorted(p.parent.glob(f".{p.name}.*.tmp")) if p.parent.is_dir() else []
+    for f in stale:
+        f.unlink(missing_ok=True)
+    return stale
 
 
 def pct(value) -> str:

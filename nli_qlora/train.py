@@ -101,6 +101,8 @@ def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:
         return cfg, run_dir, True, changed
     cfg = resolve(args)
     run_dir = run_dir_for(cfg)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--output-dir: {run_dir} is a file, not a directory")
     if (run_dir / "metrics.jsonl").exists():
         raise UserError(f"--output-dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
                         f"or choose another directory")

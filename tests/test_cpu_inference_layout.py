@@ -51,11 +51,14 @@ def test_training_after_evaluation_works_and_matches_where_bitsandbytes_would_re
     assert steps(tmp_path / "forced") == steps(tmp_path / "plain")
 
 
-@pytest.mark.parametrize("trains", [True, False], ids=["training-model", "scoring-model"])
-def test_only_a_scoring_model_keeps_the_fast_cpu_inference_layout(monkeypatch, trains):
+@pytest.mark.parametrize("trains,dtype,fast", [(True, torch.float32, False), (True, torch.bfloat16, False),
+                                                (False, torch.float32, False), (False, torch.bfloat16, True)],
+                         ids=["training-fp32", "training-bf16", "scoring-fp32", "scoring-bf16"])
+def test_only_a_bfloat16_scoring_model_takes_the_fast_cpu_inference_layout(monkeypatch, trains, dtype, fast):
+    """Its kernel computes in bfloat16: a float32 scorer keeps reproducing its run's predictions."""
     import bitsandbytes.nn.modules as bnb_modules
     monkeypatch.setattr(bnb_modules, "has_avx512bf16", lambda: True)
     cfg = preset("tiny")
-    model = load_base_model(cfg, resolve_source(cfg), torch.device("cpu"), torch.float32, trains=trains)
+    model = load_base_model(cfg, resolve_source(cfg), torch.device("cpu"), dtype, trains=trains)
     layers = [m for m in model.modules() if isinstance(m, bnb_modules.Linear4bit)]
-    assert layers and all(m.support_avx512bf16_for_cpu is (not trains) for m in layers)
+    assert layers and all(m.support_avx512bf16_for_cpu is fast for m in layers)

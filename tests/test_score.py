@@ -319,6 +319,7 @@ def test_an_adapter_that_does_not_fit_is_one_line_exit_2(run_dir, test_rows, tmp
     shutil.copytree(run_dir / "checkpoints" / "epoch-1", ckpt)
     adapter = json.loads((ckpt / "adapter_config.json").read_text())
     (ckpt / "adapter_config.json").write_text(json.dumps(dict(adapter, **change)))
+    (ckpt / "checksums.json").unlink()  # as a checkpoint assembled by hand: only the fit check can catch it
     data = write_rows(tmp_path / "in.jsonl", test_rows[:3])
     one_line_error(*score(capsys, "--checkpoint", ckpt, "--input", data), "does not fit", words)
 
