@@ -67,11 +67,11 @@ echo "gpu_smoke $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name --format=csv
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$LOG"
 
 check "gguf"                 python3 -m nli_qlora.gguf $SMOL
-check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHORT --checkpoint-every-steps 2 --train-size 400
+check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
 check "train phi-2+resume"   stop_then_resume "$W/phi2" $PHI2 $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
 check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \
-                               --steps 3 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \
+                               --steps 2 --warmup 1 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \
                                && grep -q 'enforced' $W/tune.txt && test -s $W/tuned.yaml"
 check "score file"           bash -c "python3 -m nli_qlora.score --checkpoint $W/smol --input $W/test.jsonl \
                                --output $W/pred.jsonl --quiet && test \$(wc -l < $W/pred.jsonl) -eq 200"
