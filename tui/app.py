@@ -37,6 +37,7 @@ class DashboardApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "quit"),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),  # a terminal user expects it to quit
         Binding("f", "toggle_follow", "follow on/off"),
         Binding("tab", "app.focus_next", "next panel", priority=True),
         Binding("question_mark", "help", "help", key_display="?"),

@@ -315,7 +315,7 @@ class RunState:
         self.steps_per_epoch = integer(planned.get("steps_per_epoch"))
         self._beta = ema_beta(self.total_steps)
         self._start_segment(r)
-        plan = (f"{self.total_steps:,} steps ({self.epochs} epochs × {self.steps_per_epoch})"
+        plan = (f"{self.total_steps:,} steps ({self.epochs} epoch{'' if self.epochs == 1 else 's'} × {self.steps_per_epoch})"
                 if self.total_steps else "no plan recorded")
         self._note(f"run started · {plan}", elapsed=0.0)
 

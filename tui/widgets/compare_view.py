@@ -57,13 +57,14 @@ class RunsTable(DataTable):
     }
     """
     # fixed widths: columns do not jump as runs start (nor depend on when the table measured them)
-    COLUMNS = (("", 2), ("run", 18), ("status", 11), ("batch", 5), ("max len", 7), ("lr", 7), ("step", 10),
-               ("loss", 6), ("best val", 12), ("test", 6), ("samples/s", 9), ("GPU peak", 8), ("elapsed", 7))
+    COLUMNS = (("", 2), ("run", 16), ("status", 11), ("batch", 5), ("procs", 5), ("max len", 7), ("lr", 7),
+               ("step", 11), ("loss", 6), ("best val", 12), ("test", 6), ("samples/s", 9), ("GPU GB", 6),
+               ("elapsed", 7))
 
     def __init__(self, **kw) -> None:
         super().__init__(cursor_type="none", zebra_stripes=True, **kw)  # nothing to pick: no loud cursor
         self.border_title = "runs"
-        self.border_subtitle = "loss: smoothed, last · val, test: balanced accuracy · GPU peak: GB"
+        self.border_subtitle = "procs: processes · loss: smoothed, last · val, test: balanced accuracy · GPU: peak"
         for label, width in self.COLUMNS:  # here, not on mount: rows may arrive first
             self.add_column(label, key=label, width=width)
 
@@ -93,7 +94,7 @@ class RunsTable(DataTable):
         peak = snap.series.get("gpu_mem_peak_gb", ([], []))[1]
         batch = f"{config.get('batch_size')}" + (f"×{config['grad_accum']}" if config.get("grad_accum", 1) != 1 else "")
         return [
-            batch, str(config.get("max_length", "—")), fmt.number(config.get("learning_rate")),
+            batch, str(snap.info.world_size or 1), str(config.get("max_length", "—")), fmt.number(config.get("learning_rate")),
             f"{fmt.count(snap.step)}/{fmt.count(snap.total_steps)}" if snap.total_steps else fmt.count(snap.step),
             fmt.number(snap.last.get("loss_ema")),
             f"{fmt.score(best.balanced_accuracy)} (ep {best.epoch})" if best else "—",

@@ -79,7 +79,7 @@ def _file_notes(runs: list[tuple[RunSnapshot, str]]) -> str:
     pending = sum(1 for s, _ in runs if s.pending_bytes and s.caught_up)
     notes = []
     if malformed:
-        notes.append(f"{malformed} malformed line{'s' if malformed != 1 else ''} skipped")
+        notes.append(f"{malformed:,} malformed line{'s' if malformed != 1 else ''} skipped")
     if pending:
         notes.append("last line incomplete, waiting for its end")
     return " · ".join(notes)

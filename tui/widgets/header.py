@@ -34,15 +34,18 @@ def _model(snap: RunSnapshot) -> str:
 
 
 def _device(snap: RunSnapshot) -> str:
+    """× the number of processes that trained (world_size), not the devices the machine has:
+    a single-process run on a 2-GPU machine used one."""
     device = snap.info.device
-    kind, name, count = device.get("type"), device.get("name"), device.get("count")
+    kind, name = device.get("type"), device.get("name")
+    processes = snap.info.world_size or 1
     parts = [str(kind or "?")]
     if name and name != kind:
-        parts.append(f"{name} × {count}" if count and count > 1 else str(name))
+        parts.append(f"{name} × {processes}" if processes > 1 else str(name))
+    elif processes > 1:
+        parts.append(f"{processes} processes")
     if device.get("total_memory_gb"):
         parts.append(f"{fmt.number(device['total_memory_gb'])} GB")
-    if snap.info.world_size and snap.info.world_size > 1:
-        parts.append(f"{snap.info.world_size} ranks")
     return " · ".join(parts)
 
 

@@ -51,7 +51,7 @@ class HelpScreen(ModalScreen[None]):
         }
     }
     """
-    BINDINGS = [Binding("escape,question_mark", "dismiss", "close help")]
+    BINDINGS = [Binding("escape,question_mark", "dismiss", "close help"), Binding("q", "app.quit", "quit")]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
