@@ -355,3 +355,30 @@ def test_one_epoch_is_singular():
     state = RunState()
     state.feed([json.dumps(first)])
     assert "(1 epoch ×" in state.snapshot().events[0].text
+
+
+@run_async
+async def test_a_file_of_other_lines_says_it_is_not_a_metrics_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.latest[0] is not None)
+        append(path, "root:x:0:0:root:/root:/bin/bash", "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin")
+        await until(pilot, lambda: app.latest[0] is not None and app.latest[0].lines == 2)
+        await pilot.pause(1.1)  # the header's tick
+        header = text_of(app.query_one(RunHeader))
+        assert "not a metrics file" in header and "waiting" not in header
+
+
+@run_async
+async def test_a_deleted_file_is_noticed(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    shutil.copy(TINY, path)
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, loaded(app))
+        path.unlink()
+        await until(pilot, lambda: not app.latest[0].exists)
+        await pilot.pause(1.1)
+        header = text_of(app.query_one(RunHeader))
+        assert "deleted" in header and records(TINY)[0]["run_name"] in header

@@ -106,7 +106,9 @@ class RunSnapshot:
     generation: int = 0  # bumped each time the file started over (truncated/replaced)
     lines: int = 0  # complete lines read
     malformed: int = 0
+    records: int = 0  # lines folded as metrics records
     exists: bool = False
+    deleted: bool = False  # the file was read, and is gone now (the reader saw it go)
     caught_up: bool = False  # everything in the file when it was polled has been folded
     read_fraction: float = 0.0  # of the file's bytes, while catching up
     pending_bytes: int = 0  # a last line still waiting for its newline
@@ -134,6 +136,12 @@ class RunSnapshot:
     events: tuple[Event, ...] = ()
 
     @property
+    def not_metrics(self) -> bool:
+        """Lines came, and not one of them was a metrics record: /etc/passwd, a predictions file."""
+        return self.malformed > 0 and self.records == 0
+
+
+    @property
     def name(self) -> str:
         if self.info and self.info.run_name:
             return self.info.run_name
@@ -146,6 +154,10 @@ class RunSnapshot:
         return max(0.0, now - max(marks)) if marks else None
 
     def status(self, now: float, stall_after: float) -> str:
+        if self.not_metrics:
+            return "not metrics"
+        if self.deleted:
+            return "deleted"
         if self.recorded_status == "running":
             idle = self.idle_for(now)
             if idle is not None and idle > stall_after:
@@ -182,6 +194,7 @@ class RunState:
         self.max_points = max_points
         self.generation = 0
         self.exists = False
+        self.deleted = False
         self.caught_up = False
         self.read_fraction = 0.0
         self.pending_bytes = 0
@@ -205,6 +218,7 @@ class RunState:
     def _clear_lines(self) -> None:
         self.lines = 0
         self.malformed = 0
+        self.records = 0
 
     def _clear_run(self) -> None:
         self.info: RunInfo | None = None
@@ -245,6 +259,7 @@ class RunState:
                 if not isinstance(record, dict) or not isinstance(record.get("event"), str):
                     raise Malformed("not a metrics record")
                 self.fold(record)
+                self.records += 1
             except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as err:
                 self._count_malformed(line, err)
         self._flush()
@@ -424,7 +439,8 @@ class RunState:
         self._flush()
         return RunSnapshot(
             source=self.source, generation=self.generation, lines=self.lines, malformed=self.malformed,
-            exists=self.exists, caught_up=self.caught_up, read_fraction=self.read_fraction,
+            records=self.records,
+            exists=self.exists, deleted=self.deleted, caught_up=self.caught_up, read_fraction=self.read_fraction,
             pending_bytes=self.pending_bytes,
             file_error=self.file_error, info=self.info, recorded_status=self.status, error=self.error,
             error_log=self.error_log, step=self.step, epoch=self.epoch, epoch_step=self.epoch_step,

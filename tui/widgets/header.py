@@ -17,6 +17,8 @@ STATUS_STYLE = {
     "failed": ("✗", "bold red"),
     "interrupted": ("■", "bold yellow"),
     "waiting": ("…", "dim"),
+    "not metrics": ("✗", "bold red"),
+    "deleted": ("✗", "bold red"),
 }
 
 
@@ -113,7 +115,7 @@ class RunHeader(Static):
         status = snap.status(now, stall_after)
         seconds = [snap.elapsed(now, stall_after), snap.eta(now, stall_after),
                    snap.idle_for(now) if status == "stalled" else None]
-        return (snap.source, snap.generation, snap.exists, snap.file_error, id(snap.info), status, snap.error,
+        return (snap.source, snap.generation, snap.exists, snap.not_metrics, snap.lines if snap.info is None else 0, snap.file_error, id(snap.info), status, snap.error,
                 snap.resumes, fmt.rate(snap.steps_per_s), *(fmt.duration(s) for s in seconds))
 
     @staticmethod
@@ -121,8 +123,12 @@ class RunHeader(Static):
         grid = Table.grid(padding=(0, 2), expand=True)
         grid.add_column(ratio=3)
         grid.add_column(ratio=2)
+        if snap is not None and snap.not_metrics:
+            grid.add_row(status_badge("not metrics"), "")
+            return Group(grid, Text(f"{snap.source} is not a metrics file: none of its {snap.lines:,} lines is a "
+                                    "metrics record (docs/metrics.md)", style="red"))
         if snap is None or snap.info is None:
-            grid.add_row(status_badge("waiting"), "")
+            grid.add_row(status_badge("deleted" if snap is not None and snap.deleted else "waiting"), "")
             waiting = ("for the file to appear" if snap is None or not snap.exists
                        else "for the run's first line")
             grid.add_row(Text(f"waiting {waiting}: {snap.source if snap else ''}", style="dim"), "")
@@ -150,6 +156,9 @@ class RunHeader(Static):
             line = Text.assemble(("config  ", "dim"), settings)
             line.no_wrap, line.overflow = True, "ellipsis"
             rows.append(line)
+        if snap.deleted:
+            rows.append(Text(f"the file was deleted: {snap.source} (showing what was read)", style="bold red",
+                             no_wrap=True, overflow="ellipsis"))
         if snap.error and status == "failed":  # one line here; the event log has all of it
             rows.append(Text(f"error   {snap.error}", style="bold red", no_wrap=True, overflow="ellipsis"))
         return Group(*rows)
