@@ -129,3 +129,11 @@ def test_integer_tick_labels_are_distinct_whole_numbers(lo, span, count):
 def test_a_step_axis_to_100k_says_so():
     ticks = axes.nice_ticks(0, 100_000, 8, integer=True)
     assert axes.tick_labels(ticks, integer=True)[-1] == "100k"
+
+
+@given(st.floats(-12, 12), st.floats(0.01, 20), st.integers(2, 8))
+def test_log_ticks_label_the_values_at_their_positions(lo, span, count):
+    positions, labels = axes.log_ticks(lo, lo + span, count)
+    assert len(positions) == len(labels) and len(set(labels)) == len(labels)
+    for position, label in zip(positions, labels):
+        assert within_rounding(parse(label), 10 ** position, 3, absolute=0.5 if 10 ** position >= 1e4 else 0), label

@@ -31,7 +31,9 @@ def _ticks(lo: float, hi: float, count: int, integer: bool = False) -> list[floa
     if integer:
         raw = max(raw, 1.0)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    # the round step nearest to the wanted one (in ratio): 0, 200, 400, 600 rather than 0, 500
+    step = min((m * power for m in (1, 2, 5, 10) if not integer or m * power >= 1),
+               key=lambda s: abs(math.log(s / raw)))
     first, last = math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9)
     return [float(f"{k * step:.12g}") for k in range(first, last + 1)]
 
@@ -52,11 +54,6 @@ def tick_labels(ticks: list[float], integer: bool = False) -> list[str]:
     return labels
 
 
-def log_tick_labels(exponents: list[float]) -> list[str]:
-    """Labels of ticks on a log10 axis: the value each exponent stands for."""
-    return tick_labels([10 ** e for e in exponents])
-
-
 def padded_range(values: list[float], pad: float = 0.05) -> tuple[float, float]:
     """The data range widened a little, so a flat line is not drawn on the frame."""
     lo, hi = min(values), max(values)
@@ -65,3 +62,21 @@ def padded_range(values: list[float], pad: float = 0.05) -> tuple[float, float]:
         return lo - margin, hi + margin
     margin = (hi - lo) * pad
     return lo - margin, hi + margin
+
+
+def thin(ticks: list[float], most: int) -> list[float]:
+    """Every k-th tick, so that at most ``most`` remain (labels need a row or a few columns each)."""
+    if most < 1 or len(ticks) <= most:
+        return ticks
+    k = math.ceil(len(ticks) / most)
+    return ticks[::k]
+
+
+def log_ticks(lo: float, hi: float, count: int) -> tuple[list[float], list[str]]:
+    """Ticks of a log10 axis from exponent lo to hi: (positions as exponents, labels as values).
+    Round values (0.2, 0.5, 1, 2) over less than two decades; powers of ten over more."""
+    if hi - lo >= 2:
+        exponents = nice_ticks(lo, hi, count, integer=True)
+        return exponents, tick_labels([10 ** e for e in exponents])
+    values = [t for t in nice_ticks(10 ** lo, 10 ** hi, count) if t > 0]
+    return [math.log10(t) for t in values], tick_labels(values)

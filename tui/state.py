@@ -25,12 +25,12 @@ from tui.series import ENVELOPE, MEAN, Series
 LABELS = ("entailment", "neutral", "contradiction")
 STEP_FIELDS = (
     "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "step_time_s",
-    "gpu_mem_allocated_gb", "gpu_mem_reserved_gb", "gpu_mem_peak_gb", "rss_gb",
+    "gpu_mem_allocated_gb", "gpu_mem_reserved_gb", "gpu_mem_peak_gb", "rss_gb", "padding_fraction",
 )
 STEP_COUNTS = ("epoch", "epoch_step", "steps_per_epoch")
 # a step that captured a CUDA graph took one-off extra time: left out of the throughput views
 TIMING = tuple(i for i, name in enumerate(STEP_FIELDS) if name in ("samples_per_s", "tokens_per_s", "step_time_s"))
-SERIES_NAMES = STEP_FIELDS + ("loss_ema",)
+SERIES_NAMES = STEP_FIELDS + ("loss_ema", "time")  # time: the record's wall time, for a wall-clock x axis
 ENVELOPED = ("loss", "grad_norm")  # drawn as their spread; the per-step rates and times as bucket means
 RATE_WINDOW = 50  # recent steps that the step rate (and so the ETA) is measured over
 MAX_NOTED = 5  # malformed lines / skipped steps quoted one by one in the event log; the rest are counted
@@ -98,6 +98,7 @@ class RunInfo:
     params: dict
     lora_targets: dict
     world_size: int | None
+    started_at: float | None = None  # the run_start record's time: zero of the wall-clock axis
 
 
 @dataclass(frozen=True)
@@ -321,6 +322,7 @@ class RunState:
             model=dict(r.get("model") or {}), device=dict(r.get("device") or {}), data=dict(r.get("data") or {}),
             planned=dict(planned), config=dict(r.get("config") or {}), params=dict(r.get("params") or {}),
             lora_targets=dict(r.get("lora_targets") or {}), world_size=integer(r.get("world_size")),
+            started_at=num(r.get("time")),
         )
         if self.info is not None:  # a second run in the same file: show the new one alone
             self._clear_run()
@@ -374,6 +376,7 @@ class RunState:
             smoothed = self._ema / self._ema_weight
         values.insert(0, step)
         values.append(smoothed)
+        values.append(None if time is None else float(time))
         self._rows.append(values)
         self.step = step
         if epoch is not None:

@@ -121,8 +121,8 @@ class RunHeader(Static):
     @staticmethod
     def render_snapshot(snap: RunSnapshot | None, now: float, stall_after: float) -> Group:
         grid = Table.grid(padding=(0, 2), expand=True)
-        grid.add_column(ratio=3)
-        grid.add_column(ratio=2)
+        grid.add_column(ratio=3, no_wrap=True, overflow="ellipsis")  # one line each: a short header keeps its rows
+        grid.add_column(ratio=2, no_wrap=True, overflow="ellipsis")
         if snap is not None and snap.not_metrics:
             grid.add_row(status_badge("not metrics"), "")
             return Group(grid, Text(f"{snap.source} is not a metrics file: none of its {snap.lines:,} lines is a "

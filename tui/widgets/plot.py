@@ -14,8 +14,10 @@ from rich.align import Align
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from tui.axes import nice_ticks, padded_range, tick_labels
+from tui import fmt
+from tui.axes import log_ticks, nice_ticks, padded_range, thin, tick_labels
 from tui.series import ENVELOPE, MEAN, reduce_points
+from tui.transform import clip, log10_points
 
 Color = tuple[int, int, int]
 
@@ -28,6 +30,16 @@ class Line:
     color: Color
     side: str = "left"  # which y axis: "left" or "right"
     mode: str = MEAN  # how many points become few: bucket means, or ENVELOPE (lowest and highest)
+
+
+@dataclass(frozen=True)
+class PlotView:
+    """How to draw: the x range shown (None: all), log y, a cursor line, x in seconds."""
+
+    x_range: tuple[float, float] | None = None
+    log_y: bool = False
+    cursor: float | None = None
+    x_is_time: bool = False
 
 
 class MetricPlot(PlotextPlot, can_focus=True):
@@ -48,6 +60,8 @@ class MetricPlot(PlotextPlot, can_focus=True):
         self._empty = empty
         self._integer_x = integer_x
         self._lines: list[Line] = []
+        self._view = PlotView()
+        self.tick_labels: dict[str, list[str]] = {}  # as last drawn, per axis ("x", "left", "right")
         self._version = 0
         self._cache_key: tuple | None = None
         self._cache: Text | None = None
@@ -56,8 +70,13 @@ class MetricPlot(PlotextPlot, can_focus=True):
     def lines(self) -> list[Line]:
         return self._lines
 
-    def show(self, lines: list[Line], note: str = "", empty: str | None = None) -> None:
+    @property
+    def view(self) -> PlotView:
+        return self._view
+
+    def show(self, lines: list[Line], note: str = "", empty: str | None = None, view: PlotView | None = None) -> None:
         """Replace the plotted lines; ``note`` goes on the bottom border (latest values)."""
+        self._view = view or PlotView()
         self._lines = [line for line in lines if line.xs]
         if empty is not None:
             self._empty = empty
@@ -70,33 +89,67 @@ class MetricPlot(PlotextPlot, can_focus=True):
             return Align.center(Text(self._empty, style="dim"), vertical="middle")
         key = (self.size, self._version, self.app.theme)
         if key != self._cache_key:
-            self._draw()
-            self._cache = super().render()
+            drawn = self._draw()
+            self._cache = super().render() if drawn else Align.center(
+                Text("nothing to draw here (log scale: no positive values)" if self._view.log_y
+                     else "no points in this range", style="dim"), vertical="middle")
             self._cache_key = key
         return self._cache
 
-    def _draw(self) -> None:
+    def _draw(self) -> bool:
+        """Plot what the view shows, each line cut to the range and then to the width (more
+        points than dots cannot be seen, and each costs Plotext time). False: nothing to plot."""
         plt = self.plt
         plt.clear_figure()
+        view = self._view
         width = max(self.size.width, 16)
+        lo, hi = view.x_range if view.x_range else (None, None)
         all_x: list[float] = []
         sides: dict[str, list[float]] = {}
         for line in self._lines:
+            xs, ys = clip(line.xs, line.ys, lo, hi)
+            if view.log_y:
+                xs, ys = log10_points(xs, ys)
+            if not xs:
+                continue
             # an envelope keeps two points per dot column; a mean line one per cell, which calms
             # per-step noise (throughput) without hiding a trend
-            xs, ys = reduce_points(line.xs, line.ys, 4 * width if line.mode == ENVELOPE else width, line.mode)
+            xs, ys = reduce_points(xs, ys, 4 * width if line.mode == ENVELOPE else width, line.mode)
             plt.plot(xs, ys, marker="braille", color=line.color, yside=line.side)  # legends live in borders
             all_x += (xs[0], xs[-1])
             sides.setdefault(line.side, []).extend((min(ys), max(ys)))
-        x_lo, x_hi = min(all_x), max(all_x)
+        if not all_x:
+            return False
+        x_lo, x_hi = (lo, hi) if view.x_range else (min(all_x), max(all_x))
         if x_hi == x_lo:
             x_hi = x_lo + 1
-        x_ticks = nice_ticks(x_lo, x_hi, max(3, width // 12))
         plt.xlim(x_lo, x_hi)
-        plt.xticks(x_ticks, tick_labels(x_ticks, integer=self._integer_x))
-        height_ticks = max(3, min(6, (self.size.height - 3) // 2))
+        x_count = max(2, width // 10)
+        if view.x_is_time:
+            unit = 60.0 if x_hi - x_lo > 180 else 1.0  # round minutes, or seconds for short spans
+            x_ticks = [t * unit for t in nice_ticks(x_lo / unit, x_hi / unit, x_count, integer=True)]
+            x_labels = [fmt.duration(t) for t in x_ticks]
+        else:
+            x_ticks = nice_ticks(x_lo, x_hi, x_count, integer=self._integer_x)
+            x_labels = tick_labels(x_ticks, integer=self._integer_x)
+        plt.xticks(x_ticks, x_labels)
+        self.tick_labels = {"x": x_labels}
+        if view.cursor is not None and x_lo <= view.cursor <= x_hi:
+            plt.vline(view.cursor, color=(200, 200, 200))
+        # rows of dots: the x axis takes two of the content's rows; two rows a label, so no
+        # two labels land on one row (Plotext would print them out of order)
+        y_count = max(2, min(6, (self.size.height - 2) // 2))
         for side, values in sides.items():
-            lo, hi = padded_range(values)
-            y_ticks = nice_ticks(lo, hi, height_ticks)
-            plt.ylim(lo, hi, yside=side)
-            plt.yticks(y_ticks, tick_labels(y_ticks), yside=side)
+            y_lo, y_hi = padded_range(values)
+            if view.log_y:
+                y_ticks, labels = log_ticks(y_lo, y_hi, y_count)
+                keep = set(thin(y_ticks, y_count))
+                labels = [label for tick, label in zip(y_ticks, labels) if tick in keep]
+                y_ticks = [tick for tick in y_ticks if tick in keep]
+            else:
+                y_ticks = thin(nice_ticks(y_lo, y_hi, y_count), y_count)
+                labels = tick_labels(y_ticks)
+            plt.ylim(y_lo, y_hi, yside=side)
+            plt.yticks(y_ticks, labels, yside=side)
+            self.tick_labels[side] = labels
+        return True
