@@ -48,7 +48,7 @@ def parser() -> OneLineParser:
         prog="python -m tui",
         description="Live dashboard of nli-qlora training runs: reads RUN_DIR/metrics.jsonl as it grows. "
                     "One path shows that run in full; several compare their loss and validation curves.",
-        epilog="keys: q quit · f follow on/off · tab next panel · ? help",
+        epilog="keys: q quit · f follow · m metrics · s smoothing · l log · + - zoom · c cursor · w wall clock · e export · ? help",
     )
     p.add_argument("paths", nargs="+", type=run_paths, action=Flatten, metavar="PATH",
                    help="a run directory or its metrics.jsonl (it may not exist yet: the dashboard waits), "
