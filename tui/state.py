@@ -230,6 +230,7 @@ class RunState:
                        for name in SERIES_NAMES}
         self._step_series = [self.series[name] for name in SERIES_NAMES]  # the columns of a step row
         self._rows: list[list] = []  # step rows folded but not yet in the series (see _flush)
+        self._last_step: dict = {}  # the newest step record: its counters are read in _flush
         self.evals: list[Eval] = []
         self.events: list[Event] = []
         self.step = self.epoch = self.epoch_step = 0
@@ -257,9 +258,12 @@ class RunState:
             got = True
             try:
                 record = parse_json(line)
-                if not isinstance(record, dict) or not isinstance(record.get("event"), str):
-                    raise Malformed("not a metrics record")
-                self.fold(record)
+                if type(record) is dict and record.get("event") == "step":
+                    self._on_step(record)  # most lines of a long file: straight to their handler
+                else:
+                    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+                        raise Malformed("not a metrics record")
+                    self.fold(record)
                 self.records += 1
             except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as err:
                 self._count_malformed(line, err)
@@ -273,9 +277,23 @@ class RunState:
         rows, self._rows = self._rows, []
         if not rows:
             return
-        steps = [row[0] for row in rows]
+        columns = list(zip(*rows))  # transposed in C
+        steps = columns[0]
         for j, series in enumerate(self._step_series, 1):
-            series.extend(steps, [row[j] for row in rows])
+            series.extend(steps, columns[j])
+        for row in rows[-RATE_WINDOW:]:  # the step rate needs only the recent steps
+            if row[-1] is not None:
+                self._rate.append((row[-1], row[0]))
+        last = self._last_step
+        try:  # where the run is: the last step's counters (a bad one leaves the previous)
+            epoch, epoch_step, steps_per_epoch = [integer(last.get(name)) for name in STEP_COUNTS]
+        except Malformed:
+            return
+        if epoch is not None:
+            self.epoch = epoch
+        if epoch_step is not None:
+            self.epoch_step = epoch_step
+        self.steps_per_epoch = steps_per_epoch or self.steps_per_epoch
 
     def _count_malformed(self, line: str, err: Exception) -> None:
         self.malformed += 1
@@ -356,13 +374,14 @@ class RunState:
 
     def _on_step(self, r: dict) -> None:
         # The hot path: a long run is mostly step lines. float()/int() raise on what is not a
-        # number, before anything changes, and feed() counts the line as malformed.
+        # number, before anything changes, and feed() counts the line as malformed. The step
+        # counters and the rate are read once per batch, in _flush.
         step = int(r["step"])
         get = r.get
         values = [None if v is None else float(v) for v in map(get, STEP_FIELDS)]
-        epoch, epoch_step, steps_per_epoch = [
-            None if v is None else int(v) for v in map(get, STEP_COUNTS)]
-        time = get("time")
+        time, elapsed = get("time"), get("elapsed_s")
+        time = None if time is None else float(time)
+        elapsed = None if elapsed is None else float(elapsed)
         if get("captured") is True:
             for i in TIMING:
                 values[i] = None
@@ -376,20 +395,19 @@ class RunState:
             smoothed = self._ema / self._ema_weight
         values.insert(0, step)
         values.append(smoothed)
-        values.append(None if time is None else float(time))
+        values.append(time)
         self._rows.append(values)
+        self._last_step = r
         self.step = step
-        if epoch is not None:
-            self.epoch = epoch
-        if epoch_step is not None:
-            self.epoch_step = epoch_step
-        self.steps_per_epoch = steps_per_epoch or self.steps_per_epoch
-        if time is not None:
-            self._rate.append((float(time), step))
         if get("skipped") is True:
+            self._event_time = time if time is not None else self.last_time
             self.skipped_steps += 1
             if self.skipped_steps <= MAX_NOTED:
                 self._note(f"step {step}: non-finite loss, update skipped", "warning")
+        if time is not None:
+            self.last_time = time
+        if elapsed is not None:
+            self.last_elapsed = elapsed
 
     def _on_eval(self, r: dict) -> None:
         labels = tuple(r.get("labels") or LABELS)

@@ -52,7 +52,10 @@ class EventLog(RichLog):
         merged = [(event, prefix.ljust(width)) for snap, prefix in runs for event in snap.events]
         if len(runs) > 1:  # file order within a run; wall time across runs
             merged.sort(key=lambda item: float("inf") if item[0].time is None else item[0].time)
-        if merged[:len(self._written)] != self._written:
+        done = len(self._written)
+        if len(runs) == 1 and len(merged) >= done and (not done or merged[done - 1][0] is self._written[-1][0]):
+            pass  # one run's events only grow: the same objects, more of them (no O(history) compare)
+        elif merged[:done] != self._written:
             self.clear()
             self._written = []
         for event, prefix in merged[len(self._written):]:

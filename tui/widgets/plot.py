@@ -75,12 +75,17 @@ class MetricPlot(PlotextPlot, can_focus=True):
         return self._view
 
     def show(self, lines: list[Line], note: str = "", empty: str | None = None, view: PlotView | None = None) -> None:
-        """Replace the plotted lines; ``note`` goes on the bottom border (latest values)."""
-        self._view = view or PlotView()
-        self._lines = [line for line in lines if line.xs]
-        if empty is not None:
-            self._empty = empty
+        """Replace the plotted lines; ``note`` goes on the bottom border (latest values). The
+        same lines and view again (the validation curve between evals) cost nothing."""
+        view = view or PlotView()
+        lines = [line for line in lines if line.xs]
         self.border_subtitle = note
+        if empty is not None and empty != self._empty:
+            self._empty = empty
+            self.refresh()
+        if view == self._view and lines == self._lines:
+            return
+        self._view, self._lines = view, lines
         self._version += 1
         self.refresh()
 
@@ -112,9 +117,10 @@ class MetricPlot(PlotextPlot, can_focus=True):
                 xs, ys = log10_points(xs, ys)
             if not xs:
                 continue
-            # an envelope keeps two points per dot column; a mean line one per cell, which calms
-            # per-step noise (throughput) without hiding a trend
-            xs, ys = reduce_points(xs, ys, 4 * width if line.mode == ENVELOPE else width, line.mode)
+            # what the width can show, whatever the history: an envelope one low and one high point
+            # per two cells, a mean line one point per cell (which calms per-step noise without
+            # hiding a trend). Plotext's cost grows with the points, so this bounds a redraw's cost.
+            xs, ys = reduce_points(xs, ys, width, line.mode)
             plt.plot(xs, ys, marker="braille", color=line.color, yside=line.side)  # legends live in borders
             all_x += (xs[0], xs[-1])
             sides.setdefault(line.side, []).extend((min(ys), max(ys)))
