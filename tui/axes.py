@@ -47,7 +47,7 @@ def tick_labels(ticks: list[float], integer: bool = False) -> list[str]:
     spacing = min((b - a for a, b in zip(ticks, ticks[1:])), default=0.0)
     # the last digit printed is at the spacing's decimal place: 4.9214e+15 next to 4.9216e+15
     needed = math.floor(math.log10(top)) - math.floor(math.log10(spacing)) + 1 if top and spacing > 0 else 3
-    for digits in range(max(3, needed), 18):
+    for digits in range(min(max(3, needed), 17), 18):  # float holds 17 digits at most
         labels = [label(t, digits) for t in ticks]
         if len(set(labels)) == len(labels):
             break
