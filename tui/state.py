@@ -36,6 +36,9 @@ RATE_WINDOW = 50  # recent steps that the step rate (and so the ETA) is measured
 MAX_NOTED = 5  # malformed lines / skipped steps quoted one by one in the event log; the rest are counted
 
 
+NUMBER_TYPES = frozenset((float, int, type(None)))  # what a number field may be (not bool, not str)
+
+
 class Malformed(ValueError):
     """A record whose fields do not match the schema."""
 
@@ -373,12 +376,14 @@ class RunState:
         self._note(f"warning{f' ({kind})' if kind else ''}: {r.get('message')}", "warning")
 
     def _on_step(self, r: dict) -> None:
-        # The hot path: a long run is mostly step lines. float()/int() raise on what is not a
-        # number, before anything changes, and feed() counts the line as malformed. The step
+        # The hot path: a long run is mostly step lines. A field that is not a number raises
+        # before anything changes, and feed() counts the line as malformed. The step
         # counters and the rate are read once per batch, in _flush.
         step = int(r["step"])
         get = r.get
-        values = [None if v is None else float(v) for v in map(get, STEP_FIELDS)]
+        values = list(map(get, STEP_FIELDS))
+        if not all(map(NUMBER_TYPES.__contains__, map(type, values))):  # checked in C: no float() a value
+            raise Malformed("a step field is not a number")
         time, elapsed = get("time"), get("elapsed_s")
         time = None if time is None else float(time)
         elapsed = None if elapsed is None else float(elapsed)

@@ -33,10 +33,13 @@ class EventLog(RichLog):
         self.border_title = "events"
         self._written: list[tuple[Event, str]] = []
         self._runs: list[tuple[RunSnapshot, str]] = []
+        self._wrapped_at = 0  # the width the written lines were wrapped to
 
     def on_resize(self) -> None:
-        """Lines are wrapped when written: write them again at the new width."""
-        if self._runs:
+        """Lines are wrapped when written: write them again at a new width (only then: with a
+        long run's events, rewriting costs a tenth of a second)."""
+        if self._runs and self.size.width != self._wrapped_at:
+            self._wrapped_at = self.size.width
             self.clear()
             self._written = []
             self.show_events(self._runs)
@@ -58,6 +61,7 @@ class EventLog(RichLog):
         elif merged[:done] != self._written:
             self.clear()
             self._written = []
+        self._wrapped_at = self.size.width
         for event, prefix in merged[len(self._written):]:
             self.write(self._line(event, prefix), expand=True)
         self._written = merged
