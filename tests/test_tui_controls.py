@@ -214,3 +214,26 @@ async def test_y_labels_run_from_low_to_high(size):
             labels = plot(app, name.replace("_", "-")).tick_labels.get("left", [])
             values = [float(label.replace(",", "").rstrip("kMB")) for label in labels]
             assert values == sorted(values) and len(values) <= max(2, (plot(app, name.replace("_", "-")).size.height - 2) // 2)
+
+
+@run_async
+async def test_a_long_run_redraws_when_a_cell_moves_and_a_key_at_once(tmp_path):
+    """Ten new steps of a 625-step run on a ~80-cell plot move it by more than a cell: redrawn.
+    A key (smoothing) always redraws, even with no new points."""
+    path = tmp_path / "metrics.jsonl"
+    recs = records(GPU)
+    cut = len(recs) - 40
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs[:cut]), encoding="utf-8")
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, loaded(app, cut))
+        await pilot.pause()
+        loss = plot(app, "loss")
+        version = loss._version
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r) + "\n" for r in recs[cut:cut + 30]))
+        await until(pilot, loaded(app, cut + 30))
+        assert loss._version > version
+        version = loss._version
+        await pilot.press("s")
+        assert loss._version > version

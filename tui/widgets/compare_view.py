@@ -174,7 +174,7 @@ class CompareView(Vertical):
         self._snaps, self._names = snaps, names
         if options is not None:
             self._options = options
-        self._draw()
+        self._draw(live=True)
         self._events.show_events(
             [(snap, name) for snap, name in zip(snaps, names) if snap is not None])
 
@@ -225,7 +225,7 @@ class CompareView(Vertical):
         x_label = "seconds since the start" if self._options.wall_clock else "epoch"
         return plots if loss or bal else [], x_label, "compare", len(self._names)
 
-    def _draw(self) -> None:
+    def _draw(self, live: bool = False) -> None:
         options = self._options
         loss, bal = self.curves()
         view = PlotView(options.x_range, options.log_y, options.cursor, options.wall_clock)
@@ -238,7 +238,7 @@ class CompareView(Vertical):
             from tui.widgets.readout import values_at
             at = fmt.duration(options.cursor) if options.wall_clock else f"epoch {options.cursor:.2f}"
             notes = [at + ": " + " · ".join(values_at(options.cursor, [("", line) for line in loss]))]
-        self._loss.show(loss, note=notes[0] if notes else "", view=view)
-        self._bal.show(bal, view=view)
+        self._loss.show(loss, note=notes[0] if notes else "", view=view, live=live)
+        self._bal.show(bal, view=view, live=live)
         shown = [i for i in range(len(self._names)) if i not in options.hidden]
         self._legend.show([self._names[i] for i in shown], [run_color(i) for i in shown])

@@ -8,7 +8,8 @@ The drawing is cached and only rebuilt when the data, the size or the theme chan
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from rich.align import Align
 from rich.text import Text
@@ -20,6 +21,7 @@ from tui.series import ENVELOPE, MEAN, reduce_points
 from tui.transform import clip, log10_points
 
 Color = tuple[int, int, int]
+MAX_STALE = 5.0  # seconds a picture may lag new points that would move it by less than a cell
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class MetricPlot(PlotextPlot, can_focus=True):
         self._version = 0
         self._cache_key: tuple | None = None
         self._cache: Text | None = None
+        self._drawn: tuple[list[Line], PlotView] | None = None  # what the cached picture shows
+        self._drawn_at = 0.0
 
     @property
     def lines(self) -> list[Line]:
@@ -74,9 +78,12 @@ class MetricPlot(PlotextPlot, can_focus=True):
     def view(self) -> PlotView:
         return self._view
 
-    def show(self, lines: list[Line], note: str = "", empty: str | None = None, view: PlotView | None = None) -> None:
+    def show(self, lines: list[Line], note: str = "", empty: str | None = None, view: PlotView | None = None,
+             live: bool = False) -> None:
         """Replace the plotted lines; ``note`` goes on the bottom border (latest values). The
-        same lines and view again (the validation curve between evals) cost nothing."""
+        same lines and view again (the validation curve between evals) cost nothing. ``live``:
+        new points of a followed run, which may wait (see _within_a_cell); a change of the
+        view's settings is always drawn at once."""
         view = view or PlotView()
         lines = [line for line in lines if line.xs]
         self.border_subtitle = note
@@ -85,15 +92,44 @@ class MetricPlot(PlotextPlot, can_focus=True):
             self.refresh()
         if view == self._view and lines == self._lines:
             return
+        wait = live and self._within_a_cell(lines, view)
         self._view, self._lines = view, lines
+        if wait:
+            return  # the picture would move by less than a cell: kept (the border is current)
         self._version += 1
         self.refresh()
+
+    def _within_a_cell(self, lines: list[Line], view: PlotView) -> bool:
+        """New points of a long run that would not move the picture by a cell: with 100,000
+        steps on 80 cells, each cell is 1,250 steps, and redrawing for ten of them is wasted
+        CPU. At most MAX_STALE seconds, and never when what is shown changed otherwise."""
+        if self._drawn is None or time.monotonic() - self._drawn_at > MAX_STALE:
+            return False
+        drawn_lines, drawn_view = self._drawn
+        if replace(view, x_range=None) != replace(drawn_view, x_range=None) or len(lines) != len(drawn_lines):
+            return False
+        cells = max(self.size.width - 8, 1)
+        if (view.x_range is None) != (drawn_view.x_range is None):
+            return False
+        if view.x_range is not None:
+            (lo, hi), (d_lo, d_hi) = view.x_range, drawn_view.x_range
+            if lo != d_lo or hi - lo <= 0 or (hi - d_hi) * cells >= hi - lo:
+                return False
+        for new, old in zip(lines, drawn_lines):
+            if new.label != old.label or new.side != old.side or not new.xs or not old.xs:
+                return False
+            span = new.xs[-1] - new.xs[0]
+            grew = new.xs[-1] - old.xs[-1]
+            if new.xs[0] != old.xs[0] or span <= 0 or grew <= 0 or grew * cells >= span:
+                return False
+        return True
 
     def render(self):
         if not self._lines:
             return Align.center(Text(self._empty, style="dim"), vertical="middle")
         key = (self.size, self._version, self.app.theme)
         if key != self._cache_key:
+            self._drawn, self._drawn_at = (self._lines, self._view), time.monotonic()
             drawn = self._draw()
             self._cache = super().render() if drawn else Align.center(
                 Text("nothing to draw here (log scale: no positive values)" if self._view.log_y

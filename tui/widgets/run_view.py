@@ -125,7 +125,7 @@ class RunView(Vertical):
         self._snap = snap
         if options is not None:
             self._options = options
-        self._draw_plots()
+        self._draw_plots(live=True)
         self._evals.show(snap.evals, follow=follow)
         self._confusion.show(self._evals.eval_at_cursor())
         self._events.show(snap)
@@ -166,7 +166,7 @@ class RunView(Vertical):
     def x_extent(self) -> tuple[float, float] | None:
         return _extent([line for panel in self.panels().values() for line in panel.lines])
 
-    def _draw_plots(self) -> None:
+    def _draw_plots(self, live: bool = False) -> None:
         options = self._options
         panels = self.panels()
         # one x range for every plot (the whole run unless zoomed), so their steps line up
@@ -178,7 +178,7 @@ class RunView(Vertical):
                 continue
             plot = self._plots[name]
             plot.border_title = panel.title
-            plot.show(panel.lines, note=panel.note, empty=panel.empty, view=view)
+            plot.show(panel.lines, note=panel.note, empty=panel.empty, view=view, live=live)
         x_label = ""
         if options.cursor is not None:
             x_label = (f"at {fmt.duration(options.cursor)}" if options.wall_clock
