@@ -9,7 +9,11 @@ Two cases on the same generated file (a run_start, zero-shot evals, then steps w
 checkpoint every 1,000 steps, and a run_end, shaped as docs/metrics.md says):
 - read_and_fold: FileTail + RunState.snapshot() from byte 0, no Textual;
 - open_and_draw: DashboardApp headless (run_test, 140x45) until the whole file is folded and the
-  screen that shows it has been drawn.
+  screen that shows it has been drawn;
+- live_latency: the app following the file (default 0.25 s poll), one step line appended, the
+  seconds until the screen shows it (lines appended 0.6 s apart, so the redraw throttle is idle);
+- redraw_cpu: CPU seconds of one redraw after 10 step lines are appended to the file (its
+  history is the file's length): what tailing a live run costs per redraw, at most two a second.
 Each case records in extra_info the line count, the file size, the JSON parser (orjson when
 installed, else the standard library's json), the median process CPU seconds, and the machine's
 load average when it started (the wall time means little on a busy shared machine).
@@ -143,3 +147,57 @@ def bench_open_and_draw(benchmark, metrics_file):
     open_app = _with_cpu_time(lambda: asyncio.run(_open_and_draw(metrics_file)), benchmark)
     snap = benchmark.pedantic(open_app, rounds=ROUNDS, iterations=1)
     assert snap.lines == LINES and snap.recorded_status == "completed"
+
+
+def _step_line(step: int) -> str:
+    return _record("step", 1e5 + step, step=step, epoch=1, epoch_step=step, steps_per_epoch=10 ** 6, loss=0.5,
+                   lr=1e-4, grad_norm=1.0, samples=8, tokens=3000, padded_tokens=3400, padding_fraction=0.1,
+                   step_time_s=0.05, samples_per_s=80.0, tokens_per_s=30000.0, gpu_mem_allocated_gb=1.6,
+                   gpu_mem_reserved_gb=2.2, gpu_mem_peak_gb=2.5, rss_gb=3.1, skipped=False, captured=False)
+
+
+@pytest.fixture(scope="module")
+def live_file(metrics_file, tmp_path_factory) -> Path:
+    """The same run, still going: no run_end (nor the padding after it)."""
+    path = tmp_path_factory.mktemp("bench_tui_live") / "metrics.jsonl"
+    lines = [line for line in metrics_file.read_text(encoding="utf-8").splitlines()
+             if '"run_end"' not in line and '"bench_padding"' not in line]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def _follow(path: Path, rounds: int, lines_per_round: int, pause: float) -> list[tuple[float, float]]:
+    """(wall seconds, CPU seconds) from appending lines until the screen shows them, per round."""
+    step = max(json.loads(line).get("step") or 0 for line in path.read_text(encoding="utf-8").splitlines()[-20:])
+    app = DashboardApp([path], clock=lambda: 1_764_300_000.0)  # the default poll interval
+    out = []
+    async with app.run_test(size=(140, 45)) as pilot:
+        while app.shown[0] is None or not app.shown[0].caught_up:
+            await asyncio.sleep(0.01)
+        await pilot.pause()
+        for _ in range(rounds):
+            await asyncio.sleep(pause)
+            wall, cpu = time.perf_counter(), time.process_time()
+            with open(path, "a", encoding="utf-8") as f:
+                for _ in range(lines_per_round):
+                    step += 1
+                    f.write(_step_line(step) + "\n")
+            while app.shown[0].step != step:
+                await asyncio.sleep(0.005)
+            await pilot.pause()  # drawn
+            out.append((time.perf_counter() - wall, time.process_time() - cpu))
+    return out
+
+
+def bench_live_latency(benchmark, live_file):
+    _describe(benchmark, live_file)
+    rounds = asyncio.run(_follow(live_file, 10, 1, 0.6))
+    benchmark.extra_info["latency_s_median"] = round(statistics.median(w for w, _ in rounds), 3)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)
+
+
+def bench_redraw_cpu(benchmark, live_file):
+    _describe(benchmark, live_file)
+    rounds = asyncio.run(_follow(live_file, 20, 10, 0.6))
+    benchmark.extra_info["redraw_cpu_s_median"] = round(statistics.median(c for _, c in rounds), 4)
+    benchmark.pedantic(lambda: None, rounds=1, iterations=1)

@@ -93,7 +93,7 @@ async def test_a_finished_run_shows_its_numbers():
         assert table.row_count == len(evals)
         best = max((r for r in evals if r["split"] == "validation"), key=lambda r: r["balanced_accuracy"])
         cells = [str(c) for row in range(table.row_count) for c in table.get_row_at(row)]
-        assert any(c.startswith(f"{best['balanced_accuracy']:.3f}") and "★" in c for c in cells)
+        assert any(c.strip().startswith(f"{best['balanced_accuracy']:.3f}") and "★" in c for c in cells)
         assert f"best validation {best['balanced_accuracy']:.3f}" in table.border_subtitle
         confusion = text_of(app.query_one(ConfusionView))
         assert all(f"{n:,}" in confusion for n in evals[-1]["confusion"][0])
@@ -297,3 +297,88 @@ async def test_two_runs_are_compared(tmp_path):
         assert [line.label for line in loss.lines] == names == [line.label for line in bal.lines]
         val = [r["balanced_accuracy"] for r in records(paths[1]) if r["event"] == "eval" and r["split"] == "validation"]
         assert bal.lines[1].ys == val
+
+
+@pytest.mark.parametrize("keys", [("ctrl+c",), ("question_mark", "q")], ids=["ctrl+c", "q-in-help"])
+@run_async
+async def test_quit_keys(keys):
+    app = app_for(TINY)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, loaded(app))
+        await pilot.press(*keys)
+        await pilot.pause()
+        assert app.return_code == 0
+
+
+@run_async
+async def test_f_moves_the_evaluation_cursor_back_to_the_newest():
+    n = sum(r["event"] == "eval" for r in records(TINY))
+    app = app_for(TINY)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, loaded(app))
+        table = app.query_one(EvalTable)
+        table.focus()
+        await pilot.press("f", "up", "up", "f")
+        await pilot.pause()
+        assert table.cursor_row == n - 1
+
+
+def _header_for(first: dict) -> str:
+    from tui.state import RunState
+    state = RunState()
+    state.feed([json.dumps(first)])
+    return _plain(RunHeader.render_snapshot(state.snapshot(), first["time"], 60.0))
+
+
+def _plain(renderable) -> str:
+    console = Console(width=SIZE[0], file=io.StringIO(), record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_the_device_counts_processes_not_the_machine_s_gpus(world_size):
+    first = records(DATA / "tui_gpu_run_metrics.jsonl")[0]
+    first["device"]["count"] = 2
+    first["world_size"] = world_size
+    first["params"]["total"] = 2.8e9
+    header = _header_for(first)
+    name = first["device"]["name"]
+    assert (f"{name} × 2" in header) == (world_size == 2)
+    assert "2.8B" in header
+
+
+def test_one_epoch_is_singular():
+    from tui.state import RunState
+    first = records(TINY)[0]
+    first["planned"].update(epochs=1, total_steps=first["planned"]["steps_per_epoch"])
+    state = RunState()
+    state.feed([json.dumps(first)])
+    assert "(1 epoch ×" in state.snapshot().events[0].text
+
+
+@run_async
+async def test_a_file_of_other_lines_says_it_is_not_a_metrics_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: app.latest[0] is not None)
+        append(path, "root:x:0:0:root:/root:/bin/bash", "daemon:x:1:1::/usr/sbin:/usr/sbin/nologin")
+        await until(pilot, lambda: app.latest[0] is not None and app.latest[0].lines == 2)
+        await pilot.pause(1.1)  # the header's tick
+        header = text_of(app.query_one(RunHeader))
+        assert "not a metrics file" in header and "waiting" not in header
+
+
+@run_async
+async def test_a_deleted_file_is_noticed(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    shutil.copy(TINY, path)
+    app = app_for(path)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, loaded(app))
+        path.unlink()
+        await until(pilot, lambda: not app.latest[0].exists)
+        await pilot.pause(1.1)
+        header = text_of(app.query_one(RunHeader))
+        assert "deleted" in header and records(TINY)[0]["run_name"] in header

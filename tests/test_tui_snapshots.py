@@ -53,3 +53,21 @@ def test_three_runs_compared(snap_compare):
     app, ready = snapshot_app("tui_running_run_metrics.jsonl", "tui_gpu_run_metrics.jsonl",
                               "tui_failed_run_metrics.jsonl")
     assert snap_compare(app, terminal_size=SIZE, run_before=ready)
+
+
+def test_a_completed_run_at_80x24(snap_compare):
+    """The compact layout: a shorter header, the plots page, a footer of page keys."""
+    app, ready = snapshot_app("tui_gpu_run_metrics.jsonl")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=ready)
+
+
+def test_zoomed_log_scale_with_a_cursor(snap_compare):
+    """+ zooms to the later half, l a log y axis, c and . a cursor with its readout."""
+    app, ready = snapshot_app("tui_gpu_run_metrics.jsonl")
+
+    async def controls(pilot) -> None:
+        await ready(pilot)
+        await pilot.press("plus", "l", "c", "full_stop")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=controls)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-METRICS_FILE = "metrics.jsonl"
+from tui.paths import NotARun, resolve
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -28,17 +28,19 @@ def seconds(text: str) -> float:
     return value
 
 
-def metrics_path(text: str) -> Path:
-    """A run directory means DIR/metrics.jsonl. A path that does not exist yet is fine (the
-    dashboard waits for it): one ending in .jsonl is the file, anything else a run directory."""
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return path / METRICS_FILE
-    if path.exists():
-        if not path.is_file():
-            raise argparse.ArgumentTypeError(f"not a file or directory: {text}")
-        return path
-    return path if path.suffix == ".jsonl" else path / METRICS_FILE
+def run_paths(text: str) -> list[Path]:
+    """tui.paths.resolve, with a path that holds no run as an argument error (one line, status 2)."""
+    try:
+        return resolve(text)
+    except NotARun as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+class Flatten(argparse.Action):
+    """A folder of runs is several paths: one flat list of metrics files."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, [path for group in values for path in group])
 
 
 def parser() -> OneLineParser:
@@ -46,10 +48,11 @@ def parser() -> OneLineParser:
         prog="python -m tui",
         description="Live dashboard of nli-qlora training runs: reads RUN_DIR/metrics.jsonl as it grows. "
                     "One path shows that run in full; several compare their loss and validation curves.",
-        epilog="keys: q quit · f follow on/off · tab next panel · ? help",
+        epilog="keys: q quit · f follow · m metrics · s smoothing · l log · + - zoom · c cursor · w wall clock · e export · ? help",
     )
-    p.add_argument("paths", nargs="+", type=metrics_path, metavar="PATH",
-                   help="a run directory or its metrics.jsonl; it may not exist yet (the dashboard waits)")
+    p.add_argument("paths", nargs="+", type=run_paths, action=Flatten, metavar="PATH",
+                   help="a run directory or its metrics.jsonl (it may not exist yet: the dashboard waits), "
+                        "or a folder of runs (a sweep): the runs inside are compared")
     p.add_argument("--stall-after", type=seconds, default=60.0, metavar="SECONDS",
                    help="call a running run stalled when no line arrived for this long (default 60)")
     p.add_argument("--no-follow", dest="follow", action="store_false",

@@ -13,15 +13,19 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
+from tui import export, transform
+from tui.layout import MIN_HEIGHT, MIN_WIDTH, Layout, layout_for
 from tui.messages import RunUpdated
 from tui.state import RunSnapshot
+from tui.view_options import ViewOptions
 from tui.watch import RunWatcher
+from tui.widgets.chooser import MetricChooser
 from tui.widgets.compare_view import CompareView, unique_names
 from tui.widgets.help import HelpScreen
 from tui.widgets.run_view import RunView
@@ -29,6 +33,9 @@ from tui.widgets.titlebar import TitleBar
 
 DRAW_INTERVAL = 0.5  # seconds between redraws while lines stream in: plots cost CPU
 TICK_INTERVAL = 1.0  # the header's clock: elapsed, ETA, stalled
+ZOOM = 0.5  # + halves the x range shown, - doubles it
+PAN = 0.5  # [ and ] move it by half its width
+CURSOR_STEPS = 40  # , and . move the cursor by 1/40 of the range shown
 
 
 class DashboardApp(App[None]):
@@ -37,8 +44,27 @@ class DashboardApp(App[None]):
     ENABLE_COMMAND_PALETTE = False
     BINDINGS = [
         Binding("q", "quit", "quit"),
-        Binding("f", "toggle_follow", "follow on/off"),
-        Binding("tab", "app.focus_next", "next panel", priority=True),
+        Binding("ctrl+c", "quit", "quit", show=False, priority=True),  # a terminal user expects it to quit
+        Binding("f", "toggle_follow", "follow"),
+        Binding("tab", "app.focus_next", "next panel", show=False, priority=True),
+        Binding("m", "choose_metrics", "metrics"),
+        Binding("p", "next_plot", "more"),
+        Binding("1", "page(1)", "plots"),
+        Binding("2", "page(2)", "evals"),
+        Binding("3", "page(3)", "events"),
+        Binding("s", "smoothing", "smoothing", show=False),
+        Binding("l", "log_scale", "log y", show=False),
+        Binding("plus,equals_sign", "zoom(0.5)", "zoom in", show=False),
+        Binding("minus", "zoom(2)", "zoom out", show=False),
+        Binding("left_square_bracket", "pan(-1)", "earlier", show=False),
+        Binding("right_square_bracket", "pan(1)", "later", show=False),
+        Binding("0", "reset_range", "all steps", show=False),
+        Binding("c", "cursor", "cursor", show=False),
+        Binding("comma", "move_cursor(-1)", "cursor left", show=False),
+        Binding("full_stop", "move_cursor(1)", "cursor right", show=False),
+        Binding("w", "wall_clock", "wall clock", show=False),
+        Binding("space", "hide_run", "hide/show run", show=False),
+        Binding("e", "export", "export"),
         Binding("question_mark", "help", "help", key_display="?"),
     ]
 
@@ -57,6 +83,10 @@ class DashboardApp(App[None]):
         self._draw_timer = None
         self._last_draw = float("-inf")
         self._stop = threading.Event()
+        self.options = ViewOptions()
+        self.layout = Layout()
+        self.export_dir = Path(".")  # where e writes its PNG and CSV
+        self.exported: tuple[Path, Path] | None = None  # the files of the last export
 
     @property
     def comparing(self) -> bool:
@@ -66,12 +96,16 @@ class DashboardApp(App[None]):
         # kept, not queried: while the help screen is up, a query would search that screen instead
         self._title = TitleBar(id="title")
         self._view = CompareView(id="view") if self.comparing else RunView(id="view")
+        self._too_small = Static(id="too-small")
+        self._too_small.display = False
         yield self._title
         yield self._view
+        yield self._too_small
         yield Footer()
 
     def on_mount(self) -> None:
         self.theme = "textual-dark"
+        self._arrange()
         self._draw_title()
         self._tick()
         self.set_interval(TICK_INTERVAL, self._tick)
@@ -112,9 +146,9 @@ class DashboardApp(App[None]):
             return  # reading a long file: the title says how far; the rest waits (and costs nothing)
         view = self._view
         if self.comparing:
-            view.show_data(self.shown, self._names())
+            view.show_data(self.shown, self._names(), self.options)
         else:
-            view.show_data(self.shown[0], self.follow)
+            view.show_data(self.shown[0], self.follow, self.options)
         self._tick()
 
     def _tick(self) -> None:
@@ -152,3 +186,130 @@ class DashboardApp(App[None]):
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
+
+    # --- layout -------------------------------------------------------------------------------
+    def on_resize(self, event: events.Resize) -> None:
+        self._arrange(event.size)
+
+    def _arrange(self, size=None) -> None:
+        width, height = size or self.size
+        self.layout = layout = layout_for(width, height, readout=True)
+        self._too_small.display = layout.too_small
+        self._view.display = self._title.display = not layout.too_small
+        if layout.too_small:
+            self._too_small.update(f"terminal too small: {width}×{height}, the dashboard needs at least "
+                                   f"{MIN_WIDTH}×{MIN_HEIGHT} (q quits)")
+            return
+        self._view.apply_layout(layout, self.options)
+        self._view.redraw(self.options)
+        self.refresh_bindings()
+
+    def _set(self, options: ViewOptions, relayout: bool = False) -> None:
+        """New view choices: drawn at once, from what is shown (not following keeps it still)."""
+        self.options = options
+        if relayout:
+            self._arrange()
+        else:
+            self._view.redraw(options)
+
+    # --- view controls ------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Keys that do nothing in this view or at this size are left out of the footer."""
+        if action == "choose_metrics":
+            return not self.comparing
+        if action == "hide_run":
+            return self.comparing
+        if action == "page":
+            return not self.layout.wide and not self.layout.too_small
+        if action == "next_plot":
+            return self._view.more_plots()
+        return True
+
+    def action_choose_metrics(self) -> None:
+        def chosen(panels: tuple[str, ...] | None) -> None:
+            if panels:
+                self._set(self.options.with_(panels=panels, first_panel=0, page=1), relayout=True)
+        self.push_screen(MetricChooser(self.options.panels), chosen)
+
+    def action_next_plot(self) -> None:
+        self._set(self.options.with_(first_panel=self.options.first_panel + 1, page=1), relayout=True)
+
+    def action_page(self, page: int) -> None:
+        self._set(self.options.with_(page=page), relayout=True)
+
+    def action_smoothing(self) -> None:
+        self._set(self.options.next_smoothing())
+
+    def action_log_scale(self) -> None:
+        self._set(self.options.with_(log_y=not self.options.log_y))
+
+    def action_wall_clock(self) -> None:  # another x unit: range and cursor start over
+        self._set(self.options.with_(wall_clock=not self.options.wall_clock, x_range=None, cursor=None))
+
+    def _span(self) -> tuple[tuple[float, float], tuple[float, float]] | None:
+        full = self._view.x_extent()
+        if full is None or full[1] <= full[0]:
+            return None
+        return self.options.x_range or full, full
+
+    def action_zoom(self, factor: float) -> None:
+        spans = self._span()
+        if spans:
+            span, full = spans
+            self._set(self.options.with_(x_range=transform.zoom(span, full, factor, self.options.cursor)))
+
+    def action_pan(self, direction: int) -> None:
+        spans = self._span()
+        if spans and self.options.x_range:
+            span, full = spans
+            self._set(self.options.with_(x_range=transform.shift(span, full, direction * PAN * (span[1] - span[0]))))
+
+    def action_reset_range(self) -> None:
+        self._set(self.options.with_(x_range=None))
+
+    def action_cursor(self) -> None:
+        spans = self._span()
+        if self.options.cursor is not None or not spans:
+            self._set(self.options.with_(cursor=None))
+        else:
+            lo, hi = spans[0]
+            self._set(self.options.with_(cursor=round((lo + hi) / 2)))
+
+    def action_move_cursor(self, direction: int) -> None:
+        spans = self._span()
+        if not spans:
+            return
+        lo, hi = spans[0]
+        start = self.options.cursor if self.options.cursor is not None else (lo + hi) / 2
+        move = max((hi - lo) / CURSOR_STEPS, 1.0 if not self.comparing else 0.0)
+        self._set(self.options.with_(cursor=min(max(start + direction * move, lo), hi)))
+
+    def action_hide_run(self) -> None:
+        index = self._view.run_at_cursor()
+        if index is not None:
+            self._set(self.options.toggle_hidden(index))
+
+    # --- export -------------------------------------------------------------------------------
+    def action_export(self) -> None:
+        plots, x_label, name, step = self._view.export_view()
+        if not plots:
+            self.notify("nothing to export yet", severity="warning")
+            return
+        base = self.export_dir / f"dashboard-{export.safe_name(name)}-{step}"
+        runs = [(n, p) for i, (n, p) in enumerate(zip(self._names(), self.paths)) if i not in self.options.hidden]
+        self._export(base, plots, x_label, runs)
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export(self, base: Path, plots, x_label: str, runs) -> None:
+        """In a thread: matplotlib's import and the full re-read of the file take a second or two."""
+        options = self.options
+        try:
+            png = export.write_png(base.with_suffix(".png"), plots, x_label=x_label, log_y=options.log_y,
+                                   x_range=options.x_range, title=", ".join(n for n, _ in runs))
+            step_range = None if (options.wall_clock or self.comparing) else options.x_range
+            table = export.write_csv(base.with_suffix(".csv"), runs, step_range)
+        except (OSError, ImportError, ValueError) as err:
+            self.call_from_thread(self.notify, f"export failed: {err}", severity="error")
+            return
+        self.call_from_thread(self.notify, f"wrote {png} and {table}")
+        self.exported = (png, table)

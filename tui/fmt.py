@@ -23,13 +23,14 @@ def number(value: float | None, digits: int = 3) -> str:
     if magnitude == 0:
         return "0"
     if magnitude >= 10_000:
-        return count(value)
-    if magnitude >= 100:
+        return count(value, digits)
+    if magnitude >= 10 ** digits:
         return f"{value:,.0f}"
     if magnitude < 1e-3:
         mantissa, exponent = f"{value:.{max(digits - 1, 1)}e}".split("e")
         return f"{mantissa.rstrip('0').rstrip('.')}e{exponent}"
-    return f"{value:.{digits}g}"
+    text = f"{value:.{digits}g}"
+    return f"{value:,.0f}" if "e" in text else text  # 1234 at 3 digits is 1.23e+03: print it whole
 
 
 def score(value: float | None) -> str:
@@ -39,15 +40,23 @@ def score(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def count(value: float | None) -> str:
-    """An integer-like amount with a k/M/G suffix past 10,000."""
+SUFFIXES = ((1e3, "k"), (1e6, "M"), (1e9, "B"), (1e12, "T"))  # B: billions, as parameter counts are written
+
+
+def count(value: float | None, digits: int = 3) -> str:
+    """An amount: 9,999 in full, then ``digits`` significant digits and k/M/B/T (13.3k, 2.8B).
+
+    The suffix is picked after rounding, so 999,960 is 1M, not 1e+03k."""
     if value is None or not math.isfinite(value):
         return "—"
     magnitude = abs(value)
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if magnitude >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:,.0f}"
+    if magnitude < 10_000:
+        return f"{value:,.0f}"
+    for limit, suffix in SUFFIXES:
+        scaled = f"{value / limit:.{digits}g}"
+        if "e" not in scaled and abs(float(scaled)) < 1000:
+            return scaled + suffix
+    return f"{value:.{digits}g}"
 
 
 def percent(fraction: float | None, digits: int = 1) -> str:

@@ -25,15 +25,18 @@ from tui.series import ENVELOPE, MEAN, Series
 LABELS = ("entailment", "neutral", "contradiction")
 STEP_FIELDS = (
     "loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "step_time_s",
-    "gpu_mem_allocated_gb", "gpu_mem_reserved_gb", "gpu_mem_peak_gb", "rss_gb",
+    "gpu_mem_allocated_gb", "gpu_mem_reserved_gb", "gpu_mem_peak_gb", "rss_gb", "padding_fraction",
 )
 STEP_COUNTS = ("epoch", "epoch_step", "steps_per_epoch")
 # a step that captured a CUDA graph took one-off extra time: left out of the throughput views
 TIMING = tuple(i for i, name in enumerate(STEP_FIELDS) if name in ("samples_per_s", "tokens_per_s", "step_time_s"))
-SERIES_NAMES = STEP_FIELDS + ("loss_ema",)
+SERIES_NAMES = STEP_FIELDS + ("loss_ema", "time")  # time: the record's wall time, for a wall-clock x axis
 ENVELOPED = ("loss", "grad_norm")  # drawn as their spread; the per-step rates and times as bucket means
 RATE_WINDOW = 50  # recent steps that the step rate (and so the ETA) is measured over
 MAX_NOTED = 5  # malformed lines / skipped steps quoted one by one in the event log; the rest are counted
+
+
+NUMBER_TYPES = frozenset((float, int, type(None)))  # what a number field may be (not bool, not str)
 
 
 class Malformed(ValueError):
@@ -98,6 +101,7 @@ class RunInfo:
     params: dict
     lora_targets: dict
     world_size: int | None
+    started_at: float | None = None  # the run_start record's time: zero of the wall-clock axis
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,9 @@ class RunSnapshot:
     generation: int = 0  # bumped each time the file started over (truncated/replaced)
     lines: int = 0  # complete lines read
     malformed: int = 0
+    records: int = 0  # lines folded as metrics records
     exists: bool = False
+    deleted: bool = False  # the file was read, and is gone now (the reader saw it go)
     caught_up: bool = False  # everything in the file when it was polled has been folded
     read_fraction: float = 0.0  # of the file's bytes, while catching up
     pending_bytes: int = 0  # a last line still waiting for its newline
@@ -134,6 +140,12 @@ class RunSnapshot:
     events: tuple[Event, ...] = ()
 
     @property
+    def not_metrics(self) -> bool:
+        """Lines came, and not one of them was a metrics record: /etc/passwd, a predictions file."""
+        return self.malformed > 0 and self.records == 0
+
+
+    @property
     def name(self) -> str:
         if self.info and self.info.run_name:
             return self.info.run_name
@@ -146,6 +158,10 @@ class RunSnapshot:
         return max(0.0, now - max(marks)) if marks else None
 
     def status(self, now: float, stall_after: float) -> str:
+        if self.not_metrics:
+            return "not metrics"
+        if self.deleted:
+            return "deleted"
         if self.recorded_status == "running":
             idle = self.idle_for(now)
             if idle is not None and idle > stall_after:
@@ -182,6 +198,7 @@ class RunState:
         self.max_points = max_points
         self.generation = 0
         self.exists = False
+        self.deleted = False
         self.caught_up = False
         self.read_fraction = 0.0
         self.pending_bytes = 0
@@ -205,6 +222,7 @@ class RunState:
     def _clear_lines(self) -> None:
         self.lines = 0
         self.malformed = 0
+        self.records = 0
 
     def _clear_run(self) -> None:
         self.info: RunInfo | None = None
@@ -215,6 +233,7 @@ class RunState:
                        for name in SERIES_NAMES}
         self._step_series = [self.series[name] for name in SERIES_NAMES]  # the columns of a step row
         self._rows: list[list] = []  # step rows folded but not yet in the series (see _flush)
+        self._last_step: dict = {}  # the newest step record: its counters are read in _flush
         self.evals: list[Eval] = []
         self.events: list[Event] = []
         self.step = self.epoch = self.epoch_step = 0
@@ -242,9 +261,13 @@ class RunState:
             got = True
             try:
                 record = parse_json(line)
-                if not isinstance(record, dict) or not isinstance(record.get("event"), str):
-                    raise Malformed("not a metrics record")
-                self.fold(record)
+                if type(record) is dict and record.get("event") == "step":
+                    self._on_step(record)  # most lines of a long file: straight to their handler
+                else:
+                    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+                        raise Malformed("not a metrics record")
+                    self.fold(record)
+                self.records += 1
             except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as err:
                 self._count_malformed(line, err)
         self._flush()
@@ -257,9 +280,23 @@ class RunState:
         rows, self._rows = self._rows, []
         if not rows:
             return
-        steps = [row[0] for row in rows]
+        columns = list(zip(*rows))  # transposed in C
+        steps = columns[0]
         for j, series in enumerate(self._step_series, 1):
-            series.extend(steps, [row[j] for row in rows])
+            series.extend(steps, columns[j])
+        for row in rows[-RATE_WINDOW:]:  # the step rate needs only the recent steps
+            if row[-1] is not None:
+                self._rate.append((row[-1], row[0]))
+        last = self._last_step
+        try:  # where the run is: the last step's counters (a bad one leaves the previous)
+            epoch, epoch_step, steps_per_epoch = [integer(last.get(name)) for name in STEP_COUNTS]
+        except Malformed:
+            return
+        if epoch is not None:
+            self.epoch = epoch
+        if epoch_step is not None:
+            self.epoch_step = epoch_step
+        self.steps_per_epoch = steps_per_epoch or self.steps_per_epoch
 
     def _count_malformed(self, line: str, err: Exception) -> None:
         self.malformed += 1
@@ -306,6 +343,7 @@ class RunState:
             model=dict(r.get("model") or {}), device=dict(r.get("device") or {}), data=dict(r.get("data") or {}),
             planned=dict(planned), config=dict(r.get("config") or {}), params=dict(r.get("params") or {}),
             lora_targets=dict(r.get("lora_targets") or {}), world_size=integer(r.get("world_size")),
+            started_at=num(r.get("time")),
         )
         if self.info is not None:  # a second run in the same file: show the new one alone
             self._clear_run()
@@ -315,7 +353,7 @@ class RunState:
         self.steps_per_epoch = integer(planned.get("steps_per_epoch"))
         self._beta = ema_beta(self.total_steps)
         self._start_segment(r)
-        plan = (f"{self.total_steps:,} steps ({self.epochs} epochs × {self.steps_per_epoch})"
+        plan = (f"{self.total_steps:,} steps ({self.epochs} epoch{'' if self.epochs == 1 else 's'} × {self.steps_per_epoch})"
                 if self.total_steps else "no plan recorded")
         self._note(f"run started · {plan}", elapsed=0.0)
 
@@ -338,14 +376,17 @@ class RunState:
         self._note(f"warning{f' ({kind})' if kind else ''}: {r.get('message')}", "warning")
 
     def _on_step(self, r: dict) -> None:
-        # The hot path: a long run is mostly step lines. float()/int() raise on what is not a
-        # number, before anything changes, and feed() counts the line as malformed.
+        # The hot path: a long run is mostly step lines. A field that is not a number raises
+        # before anything changes, and feed() counts the line as malformed. The step
+        # counters and the rate are read once per batch, in _flush.
         step = int(r["step"])
         get = r.get
-        values = [None if v is None else float(v) for v in map(get, STEP_FIELDS)]
-        epoch, epoch_step, steps_per_epoch = [
-            None if v is None else int(v) for v in map(get, STEP_COUNTS)]
-        time = get("time")
+        values = list(map(get, STEP_FIELDS))
+        if not all(map(NUMBER_TYPES.__contains__, map(type, values))):  # checked in C: no float() a value
+            raise Malformed("a step field is not a number")
+        time, elapsed = get("time"), get("elapsed_s")
+        time = None if time is None else float(time)
+        elapsed = None if elapsed is None else float(elapsed)
         if get("captured") is True:
             for i in TIMING:
                 values[i] = None
@@ -359,19 +400,19 @@ class RunState:
             smoothed = self._ema / self._ema_weight
         values.insert(0, step)
         values.append(smoothed)
+        values.append(time)
         self._rows.append(values)
+        self._last_step = r
         self.step = step
-        if epoch is not None:
-            self.epoch = epoch
-        if epoch_step is not None:
-            self.epoch_step = epoch_step
-        self.steps_per_epoch = steps_per_epoch or self.steps_per_epoch
-        if time is not None:
-            self._rate.append((float(time), step))
         if get("skipped") is True:
+            self._event_time = time if time is not None else self.last_time
             self.skipped_steps += 1
             if self.skipped_steps <= MAX_NOTED:
                 self._note(f"step {step}: non-finite loss, update skipped", "warning")
+        if time is not None:
+            self.last_time = time
+        if elapsed is not None:
+            self.last_elapsed = elapsed
 
     def _on_eval(self, r: dict) -> None:
         labels = tuple(r.get("labels") or LABELS)
@@ -424,7 +465,8 @@ class RunState:
         self._flush()
         return RunSnapshot(
             source=self.source, generation=self.generation, lines=self.lines, malformed=self.malformed,
-            exists=self.exists, caught_up=self.caught_up, read_fraction=self.read_fraction,
+            records=self.records,
+            exists=self.exists, deleted=self.deleted, caught_up=self.caught_up, read_fraction=self.read_fraction,
             pending_bytes=self.pending_bytes,
             file_error=self.file_error, info=self.info, recorded_status=self.status, error=self.error,
             error_log=self.error_log, step=self.step, epoch=self.epoch, epoch_step=self.epoch_step,

@@ -43,6 +43,7 @@ class RunWatcher:
                                                         state.file_error):
                 self._dirty[i] = True
             state.exists, state.caught_up, state.pending_bytes, state.file_error = file_view
+            state.deleted = not got.exists and state.lines > 0
             state.read_fraction = tail.offset / got.size if got.size else 1.0
             self._live[i] = self._live[i] or state.caught_up
             self.busy = self.busy or got.more

@@ -15,11 +15,14 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable
 
 from tui import fmt
+from tui.layout import Layout
 from tui.state import RunSnapshot
+from tui.transform import ema, to_wall_clock
+from tui.view_options import ViewOptions
 from tui.widgets.events import EventLog
 from tui.widgets.header import status_badge
 from tui.widgets.legend import Legend
-from tui.widgets.plot import Line, MetricPlot
+from tui.widgets.plot import Line, MetricPlot, PlotView
 
 PALETTE = [(95, 160, 230), (245, 160, 60), (115, 190, 115), (225, 95, 95), (185, 140, 220),
            (80, 190, 190), (220, 200, 90), (240, 130, 190), (160, 160, 160), (170, 120, 70)]
@@ -57,21 +60,23 @@ class RunsTable(DataTable):
     }
     """
     # fixed widths: columns do not jump as runs start (nor depend on when the table measured them)
-    COLUMNS = (("", 2), ("run", 18), ("status", 11), ("batch", 5), ("max len", 7), ("lr", 7), ("step", 10),
-               ("loss", 6), ("best val", 12), ("test", 6), ("samples/s", 9), ("GPU peak", 8), ("elapsed", 7))
+    COLUMNS = (("", 2), ("run", 16), ("status", 11), ("batch", 5), ("procs", 5), ("max len", 7), ("lr", 7),
+               ("step", 11), ("loss", 6), ("best val", 12), ("test", 6), ("samples/s", 9), ("GPU GB", 6),
+               ("elapsed", 7))
 
     def __init__(self, **kw) -> None:
-        super().__init__(cursor_type="none", zebra_stripes=True, **kw)  # nothing to pick: no loud cursor
+        super().__init__(cursor_type="row", zebra_stripes=True, **kw)  # space hides or shows the run under it
         self.border_title = "runs"
-        self.border_subtitle = "loss: smoothed, last · val, test: balanced accuracy · GPU peak: GB"
+        self.border_subtitle = "procs: processes · loss: smoothed, last · val, test: balanced accuracy · GPU: peak"
         for label, width in self.COLUMNS:  # here, not on mount: rows may arrive first
             self.add_column(label, key=label, width=width)
 
-    def show(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float) -> None:
-        """One row per run, updated in place (this runs every second)."""
+    def show(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float,
+             hidden: frozenset[int] = frozenset()) -> None:
+        """One row per run, updated in place (this runs every second); a hidden run is dimmed."""
         for i, (snap, name) in enumerate(zip(snaps, names)):
-            swatch = Text("━━", style="rgb({},{},{})".format(*run_color(i)))
-            label = Text(name, no_wrap=True, overflow="ellipsis")
+            swatch = Text("  " if i in hidden else "━━", style="rgb({},{},{})".format(*run_color(i)))
+            label = Text(name, no_wrap=True, overflow="ellipsis", style="dim strike" if i in hidden else "")
             if snap is None or snap.info is None:
                 cells = [swatch, label, status_badge("waiting")] + [""] * (len(self.COLUMNS) - 3)
             else:
@@ -93,7 +98,7 @@ class RunsTable(DataTable):
         peak = snap.series.get("gpu_mem_peak_gb", ([], []))[1]
         batch = f"{config.get('batch_size')}" + (f"×{config['grad_accum']}" if config.get("grad_accum", 1) != 1 else "")
         return [
-            batch, str(config.get("max_length", "—")), fmt.number(config.get("learning_rate")),
+            batch, str(snap.info.world_size or 1), str(config.get("max_length", "—")), fmt.number(config.get("learning_rate")),
             f"{fmt.count(snap.step)}/{fmt.count(snap.total_steps)}" if snap.total_steps else fmt.count(snap.step),
             fmt.number(snap.last.get("loss_ema")),
             f"{fmt.score(best.balanced_accuracy)} (ep {best.epoch})" if best else "—",
@@ -109,6 +114,12 @@ class CompareView(Vertical):
     CompareView {
         #curves { height: 1fr; }
         #compare-events { height: 9; }
+        &.short #compare-events { height: 5; }
+        &.compact #runs { max-height: 8; }
+        &.page-1 #compare-events { display: none; }
+        &.page-2 #curves { display: none; }
+        &.page-2 #legend { display: none; }
+        &.page-2 #compare-events { height: 1fr; }
     }
     """
 
@@ -117,9 +128,14 @@ class CompareView(Vertical):
         # held, not queried: updates stay harmless while the app tears the screen down
         self._runs = RunsTable(id="runs")
         self._loss = MetricPlot("training loss (smoothed) by epoch", id="compare-loss", integer_x=False)
-        self._bal = MetricPlot("validation balanced accuracy by epoch", id="compare-bal", empty="no validation yet")
+        self._bal = MetricPlot("validation balanced accuracy by epoch", id="compare-bal", integer_x=False,
+                               empty="no validation yet")
         self._legend = Legend(id="legend")
         self._events = EventLog(id="compare-events")
+        self._options = ViewOptions()
+        self._snaps: list[RunSnapshot | None] = []
+        self._names: list[str] = []
+        self._status: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield self._runs
@@ -129,22 +145,100 @@ class CompareView(Vertical):
         yield self._legend
         yield self._events
 
-    def show_status(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float) -> None:
-        self._runs.show(snaps, names, now, stall_after)
+    def plot(self, name: str) -> MetricPlot:
+        return {"loss": self._loss, "bal": self._bal}[name]
 
-    def show_data(self, snaps: list[RunSnapshot | None], names: list[str]) -> None:
-        loss, bal = [], []
-        for i, (snap, name) in enumerate(zip(snaps, names)):
-            if snap is None:
-                continue
-            xs, ys = snap.series.get("loss_ema", ([], []))
-            if snap.steps_per_epoch:
-                loss.append(Line(name, [x / snap.steps_per_epoch for x in xs], ys, run_color(i)))
-            val = [e for e in snap.evals if e.split == "validation" and e.balanced_accuracy is not None]
-            if val:
-                bal.append(Line(name, [float(e.epoch) for e in val], [e.balanced_accuracy for e in val], run_color(i)))
-        self._legend.show(names, [run_color(i) for i in range(len(names))])
-        self._loss.show(loss)
-        self._bal.show(bal)
+    def apply_layout(self, layout: Layout, options: ViewOptions) -> None:
+        """Small terminals: the events are page 2; on a narrow one, one plot at a time (p)."""
+        self._options = options
+        compact = not layout.wide
+        self.set_class(compact, "compact")
+        self.set_class(layout.header_rows < 5, "short")
+        self.set_class(compact and options.page == 1, "page-1")
+        self.set_class(compact and options.page >= 2, "page-2")
+        both = layout.plot_columns == 2
+        self._loss.display = both or options.first_panel % 2 == 0
+        self._bal.display = both or options.first_panel % 2 == 1
+
+    def more_plots(self) -> bool:
+        return not (self._loss.display and self._bal.display)
+
+    def show_status(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float) -> None:
+        self._status = (now, stall_after)
+        self._runs.show(snaps, names, now, stall_after, self._options.hidden)
+
+    def run_at_cursor(self) -> int | None:
+        return self._runs.cursor_row if self._runs.row_count else None
+
+    def show_data(self, snaps: list[RunSnapshot | None], names: list[str], options: ViewOptions | None = None) -> None:
+        self._snaps, self._names = snaps, names
+        if options is not None:
+            self._options = options
+        self._draw(live=True)
         self._events.show_events(
             [(snap, name) for snap, name in zip(snaps, names) if snap is not None])
+
+    def redraw(self, options: ViewOptions) -> None:
+        self._options = options
+        if self._status is not None:
+            self._runs.show(self._snaps or [None] * self._runs.row_count, self._names, *self._status, options.hidden)
+        if self._snaps:
+            self._draw()
+
+    def curves(self) -> tuple[list[Line], list[Line]]:
+        """Each shown run's smoothed loss and validation balanced accuracy, x = epoch (or seconds)."""
+        loss, bal = [], []
+        options = self._options
+        for i, (snap, name) in enumerate(zip(self._snaps, self._names)):
+            if snap is None or i in options.hidden:
+                continue
+            steps, times = snap.series.get("time", ([], []))
+            start = snap.info.started_at if snap.info and snap.info.started_at is not None else 0.0
+            seconds = [t - start for t in times]
+
+            def x_of(xs: list[float]) -> list[float]:
+                if options.wall_clock:
+                    return to_wall_clock(xs, steps, seconds) if steps else []
+                return [x / snap.steps_per_epoch for x in xs]
+            if options.smoothing in ("auto", "off"):
+                xs, ys = snap.series.get("loss_ema" if options.smoothing == "auto" else "loss", ([], []))
+            else:
+                xs, raw = snap.series.get("loss", ([], []))
+                ys = ema(xs, raw, float(options.smoothing))
+            if snap.steps_per_epoch and xs:
+                loss.append(Line(name, x_of(xs), ys, run_color(i)))
+            val = [e for e in snap.evals if e.split == "validation" and e.balanced_accuracy is not None]
+            if val and (snap.steps_per_epoch or options.wall_clock):
+                xs = ([float(e.step) for e in val] if options.wall_clock
+                      else [float(e.epoch) for e in val])
+                bal.append(Line(name, x_of(xs) if options.wall_clock else xs,
+                                [e.balanced_accuracy for e in val], run_color(i)))
+        return loss, bal
+
+    def x_extent(self) -> tuple[float, float] | None:
+        xs = [x for line in sum(self.curves(), []) for x in (line.xs[:1] + line.xs[-1:])]
+        return (min(xs), max(xs)) if xs else None
+
+    def export_view(self) -> tuple[list, str, str, int]:
+        loss, bal = self.curves()
+        plots = [(self._loss.border_title, loss), (self._bal.border_title, bal)]
+        x_label = "seconds since the start" if self._options.wall_clock else "epoch"
+        return plots if loss or bal else [], x_label, "compare", len(self._names)
+
+    def _draw(self, live: bool = False) -> None:
+        options = self._options
+        loss, bal = self.curves()
+        view = PlotView(options.x_range, options.log_y, options.cursor, options.wall_clock)
+        x_name = "time" if options.wall_clock else "epoch"
+        smoothing = {"auto": "smoothed", "off": "raw"}.get(options.smoothing, f"smoothed {options.smoothing_label}")
+        self._loss.border_title = f"training loss ({smoothing}) by {x_name}"
+        self._bal.border_title = f"validation balanced accuracy by {x_name}"
+        notes = []
+        if options.cursor is not None:
+            from tui.widgets.readout import values_at
+            at = fmt.duration(options.cursor) if options.wall_clock else f"epoch {options.cursor:.2f}"
+            notes = [at + ": " + " · ".join(values_at(options.cursor, [("", line) for line in loss]))]
+        self._loss.show(loss, note=notes[0] if notes else "", view=view, live=live)
+        self._bal.show(bal, view=view, live=live)
+        shown = [i for i in range(len(self._names)) if i not in options.hidden]
+        self._legend.show([self._names[i] for i in shown], [run_color(i) for i in shown])

@@ -33,13 +33,15 @@ class EvalTable(DataTable):
         self._shown: tuple[Eval, ...] = ()
         # fixed widths: columns do not jump as rows arrive (and snapshots do not depend on when
         # the table re-measured them); added here, not on mount, as rows may come first
-        for label, width in (("epoch", 5), ("split", 10), ("step", 5), ("loss", 5), ("acc", 5),
+        for label, width in (("epoch", 5), ("split", 10), ("step", 7), ("loss", 5), ("acc", 5),
                              ("bal. acc", 8)):
             self.add_column(Text(label, justify="right" if label != "split" else "left"), key=label, width=width)
 
     def show(self, evals: tuple[Eval, ...], follow: bool) -> None:
         """Rebuild when the evals changed; keep the cursor, or move it to the newest when following."""
         if evals == self._shown:
+            if follow and evals and self.cursor_row != len(evals) - 1:
+                self.move_cursor(row=len(evals) - 1, animate=False)  # f: back to the newest
             return
         row = self.cursor_row
         self._shown = evals
@@ -47,9 +49,10 @@ class EvalTable(DataTable):
                    key=lambda e: e.balanced_accuracy, default=None)
         self.clear()
         for e in evals:
-            bal = Text(fmt.score(e.balanced_accuracy), justify="right")
+            score = f"{fmt.score(e.balanced_accuracy):>6}"  # padded by hand: right-justifying drops the star's room
+            bal = Text(score + "  ")
             if e is best:
-                bal = Text.assemble((bal.plain, "bold green"), (" ★", "green"))
+                bal = Text.assemble((score, "bold green"), (" ★", "green"))
             self.add_row(Text(str(e.epoch), justify="right"), e.split, Text(f"{e.step:,}", justify="right"),
                          Text(fmt.score(e.loss), justify="right"), Text(fmt.score(e.accuracy), justify="right"),
                          bal)

@@ -33,10 +33,13 @@ class EventLog(RichLog):
         self.border_title = "events"
         self._written: list[tuple[Event, str]] = []
         self._runs: list[tuple[RunSnapshot, str]] = []
+        self._wrapped_at = 0  # the width the written lines were wrapped to
 
     def on_resize(self) -> None:
-        """Lines are wrapped when written: write them again at the new width."""
-        if self._runs:
+        """Lines are wrapped when written: write them again at a new width (only then: with a
+        long run's events, rewriting costs a tenth of a second)."""
+        if self._runs and self.size.width != self._wrapped_at:
+            self._wrapped_at = self.size.width
             self.clear()
             self._written = []
             self.show_events(self._runs)
@@ -52,9 +55,13 @@ class EventLog(RichLog):
         merged = [(event, prefix.ljust(width)) for snap, prefix in runs for event in snap.events]
         if len(runs) > 1:  # file order within a run; wall time across runs
             merged.sort(key=lambda item: float("inf") if item[0].time is None else item[0].time)
-        if merged[:len(self._written)] != self._written:
+        done = len(self._written)
+        if len(runs) == 1 and len(merged) >= done and (not done or merged[done - 1][0] is self._written[-1][0]):
+            pass  # one run's events only grow: the same objects, more of them (no O(history) compare)
+        elif merged[:done] != self._written:
             self.clear()
             self._written = []
+        self._wrapped_at = self.size.width
         for event, prefix in merged[len(self._written):]:
             self.write(self._line(event, prefix), expand=True)
         self._written = merged
@@ -79,7 +86,7 @@ def _file_notes(runs: list[tuple[RunSnapshot, str]]) -> str:
     pending = sum(1 for s, _ in runs if s.pending_bytes and s.caught_up)
     notes = []
     if malformed:
-        notes.append(f"{malformed} malformed line{'s' if malformed != 1 else ''} skipped")
+        notes.append(f"{malformed:,} malformed line{'s' if malformed != 1 else ''} skipped")
     if pending:
         notes.append("last line incomplete, waiting for its end")
     return " · ".join(notes)

@@ -17,6 +17,8 @@ STATUS_STYLE = {
     "failed": ("✗", "bold red"),
     "interrupted": ("■", "bold yellow"),
     "waiting": ("…", "dim"),
+    "not metrics": ("✗", "bold red"),
+    "deleted": ("✗", "bold red"),
 }
 
 
@@ -34,15 +36,18 @@ def _model(snap: RunSnapshot) -> str:
 
 
 def _device(snap: RunSnapshot) -> str:
+    """× the number of processes that trained (world_size), not the devices the machine has:
+    a single-process run on a 2-GPU machine used one."""
     device = snap.info.device
-    kind, name, count = device.get("type"), device.get("name"), device.get("count")
+    kind, name = device.get("type"), device.get("name")
+    processes = snap.info.world_size or 1
     parts = [str(kind or "?")]
     if name and name != kind:
-        parts.append(f"{name} × {count}" if count and count > 1 else str(name))
+        parts.append(f"{name} × {processes}" if processes > 1 else str(name))
+    elif processes > 1:
+        parts.append(f"{processes} processes")
     if device.get("total_memory_gb"):
         parts.append(f"{fmt.number(device['total_memory_gb'])} GB")
-    if snap.info.world_size and snap.info.world_size > 1:
-        parts.append(f"{snap.info.world_size} ranks")
     return " · ".join(parts)
 
 
@@ -110,16 +115,20 @@ class RunHeader(Static):
         status = snap.status(now, stall_after)
         seconds = [snap.elapsed(now, stall_after), snap.eta(now, stall_after),
                    snap.idle_for(now) if status == "stalled" else None]
-        return (snap.source, snap.generation, snap.exists, snap.file_error, id(snap.info), status, snap.error,
+        return (snap.source, snap.generation, snap.exists, snap.not_metrics, snap.lines if snap.info is None else 0, snap.file_error, id(snap.info), status, snap.error,
                 snap.resumes, fmt.rate(snap.steps_per_s), *(fmt.duration(s) for s in seconds))
 
     @staticmethod
     def render_snapshot(snap: RunSnapshot | None, now: float, stall_after: float) -> Group:
         grid = Table.grid(padding=(0, 2), expand=True)
-        grid.add_column(ratio=3)
-        grid.add_column(ratio=2)
+        grid.add_column(ratio=3, no_wrap=True, overflow="ellipsis")  # one line each: a short header keeps its rows
+        grid.add_column(ratio=2, no_wrap=True, overflow="ellipsis")
+        if snap is not None and snap.not_metrics:
+            grid.add_row(status_badge("not metrics"), "")
+            return Group(grid, Text(f"{snap.source} is not a metrics file: none of its {snap.lines:,} lines is a "
+                                    "metrics record (docs/metrics.md)", style="red"))
         if snap is None or snap.info is None:
-            grid.add_row(status_badge("waiting"), "")
+            grid.add_row(status_badge("deleted" if snap is not None and snap.deleted else "waiting"), "")
             waiting = ("for the file to appear" if snap is None or not snap.exists
                        else "for the run's first line")
             grid.add_row(Text(f"waiting {waiting}: {snap.source if snap else ''}", style="dim"), "")
@@ -147,6 +156,9 @@ class RunHeader(Static):
             line = Text.assemble(("config  ", "dim"), settings)
             line.no_wrap, line.overflow = True, "ellipsis"
             rows.append(line)
+        if snap.deleted:
+            rows.append(Text(f"the file was deleted: {snap.source} (showing what was read)", style="bold red",
+                             no_wrap=True, overflow="ellipsis"))
         if snap.error and status == "failed":  # one line here; the event log has all of it
             rows.append(Text(f"error   {snap.error}", style="bold red", no_wrap=True, overflow="ellipsis"))
         return Group(*rows)

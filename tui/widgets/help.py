@@ -13,21 +13,28 @@ HELP = """\
 
 | key | does |
 | --- | --- |
-| `q` | quit |
-| `f` | follow on/off: when off, plots and tables stay as they are (the header stays live) |
+| `q` / `ctrl+c` | quit (also from this help) |
+| `f` | follow on/off: off, plots and tables stay as they are (the header stays live); on, the newest |
 | `tab` / `shift+tab` | move between panels; arrows scroll the focused table or log |
+| `m` | choose the plotted metrics (loss, validation, lr, grad norm, throughput, step time, memory, padding) |
+| `p` | next plot, when not all chosen plots fit |
+| `1` `2` `3` | small terminal: plots, evaluations, events |
+| `s` | smoothing of the loss: auto, off, 10, 50, 200, 1000 steps |
+| `l` | log y axis on/off |
+| `+` `-` | zoom the step range in (around the cursor, else the newest) and out |
+| `[` `]` | move the zoomed range earlier, later; `0` all steps again |
+| `c` | cursor on/off; `,` `.` move it: the line above the plots reads the values there |
+| `w` | x axis: step or wall-clock time since the start |
+| `space` | compare view: hide or show the run under the table's cursor |
+| `e` | export: the plots as drawn to PNG, every step's metrics to CSV (current directory) |
 | `?` / `escape` | close this help |
 
-**Header**: status (running, stalled when no line came for a while, completed, failed,
-interrupted), elapsed time, ETA from the recent step rate and the planned steps, model, device,
-data and the settings that matter.
-
-**Plots** (x = optimizer step): training loss (raw and smoothed), learning rate, throughput
-(samples/s left axis, tokens/s right), step time, memory (GPU allocated and peak, process RSS).
+**Plots** (x = optimizer step): training loss (raw and smoothed), validation accuracy, learning
+rate, throughput (samples/s left axis, tokens/s right), step time, memory; gradient norm and
+padding fraction through `m`. Every plot shows the same step range.
 
 **Evaluations**: every eval (epoch 0 = before training); the best validation balanced accuracy
-is starred. The confusion matrix is the eval under the table's cursor (rows gold, columns
-predicted) with each class's recall.
+is starred. The confusion matrix is the eval under the table's cursor.
 
 **Events**: start, warnings, checkpoints, resumes, skipped steps, the end or the error, and
 lines of the file that could not be read.
@@ -42,8 +49,9 @@ class HelpScreen(ModalScreen[None]):
         align: center middle;
         background: $background 60%;
         VerticalScroll {
-            width: 90;
-            max-height: 34;
+            width: 100;
+            max-width: 100%;
+            max-height: 100%;
             height: auto;
             border: round $accent;
             background: $surface;
@@ -51,8 +59,11 @@ class HelpScreen(ModalScreen[None]):
         }
     }
     """
-    BINDINGS = [Binding("escape,question_mark", "dismiss", "close help")]
+    BINDINGS = [Binding("escape,question_mark", "dismiss", "close help"), Binding("q", "app.quit", "quit")]
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
             yield Markdown(HELP)
+
+    def on_mount(self) -> None:
+        self.query_one(VerticalScroll).focus()  # arrows and page keys scroll it on a small terminal

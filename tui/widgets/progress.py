@@ -14,7 +14,7 @@ class RunProgress(Horizontal):
     RunProgress {
         height: 1;
         padding: 0 1;
-        Label { width: 22; color: $text-muted; }
+        Label { width: auto; min-width: 13; margin-right: 1; color: $text-muted; }
         ProgressBar { width: 1fr; margin-right: 3; }
         ProgressBar Bar { width: 1fr; }
     }
@@ -44,8 +44,8 @@ class RunProgress(Horizontal):
         if snap and snap.steps_per_epoch and snap.step:
             done_epochs = snap.step / snap.steps_per_epoch
         epoch = snap.epoch if snap else 0
-        self._epoch_label.update(f"epoch {epoch} / {epochs or '?'}", layout=False)
+        self._epoch_label.update(f"epoch {epoch} / {epochs or '?'}")
         self._epoch_bar.update(total=epochs or 1, progress=min(done_epochs, epochs or 0))
         step = snap.step if snap else 0
-        self._step_label.update(f"step {step:,} / {f'{total:,}' if total else '?'}", layout=False)  # fixed width
+        self._step_label.update(f"step {step:,} / {f'{total:,}' if total else '?'}")  # grows with the numbers
         self._step_bar.update(total=total or 1, progress=min(step, total or 0))
