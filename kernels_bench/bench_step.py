@@ -17,8 +17,8 @@ import torch
 
 from kernels_bench import sizes
 from kernels_bench.conftest import round_times
-from nli_qlora.hardware import A40, lookup, roofline_seconds, utilization
-from nli_qlora.tune import (answer_ids, build_trainer, draw_batches, fixed_rows, release, run_step, set_checkpointing,
+from kernels_bench.hardware import A40, lookup, roofline_seconds, utilization
+from nli_qlora.tools.tune import (answer_ids, build_trainer, draw_batches, fixed_rows, release, run_step, set_checkpointing,
                             step_counts, with_warmup)
 
 

@@ -101,7 +101,7 @@ def model_cache(device):
 
 def build_or_skip(model_name: str, build):
     """Build, or skip the case with the one-line reason when the model cannot be had here."""
-    from nli_qlora.errors import UserError
+    from nli_qlora.infra.errors import UserError
     try:
         return build()
     except UserError as err:
@@ -112,7 +112,7 @@ def build_or_skip(model_name: str, build):
 
 @pytest.fixture(scope="session")
 def rig_for(model_cache, device):
-    from nli_qlora.tune import load_rig
+    from nli_qlora.tools.tune import load_rig
 
     def get(model_name: str):
         return model_cache.get(("rig", model_name),
@@ -123,7 +123,7 @@ def rig_for(model_cache, device):
 @pytest.fixture(scope="session")
 def snli_rows_for():
     """SNLI validation prompts through a rig's tokenizer and template, cached per model."""
-    from nli_qlora.tune import encoded_rows
+    from nli_qlora.tools.tune import encoded_rows
     cache: dict[str, list] = {}
 
     def get(rig):
@@ -198,8 +198,8 @@ def _git_commit() -> str | None:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from nli_qlora.hardware import lookup
-    from nli_qlora.loop import versions
+    from kernels_bench.hardware import lookup
+    from nli_qlora.training.recipe import versions
 
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name(0) if cuda else "cpu"

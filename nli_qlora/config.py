@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 PUBLISHED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
 PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
@@ -154,7 +154,7 @@ class RunConfig:
         return cls(**{k: _coerce(k, v, hints[k], source) for k, v in data.items()})
 
     def save(self, path: Path) -> None:
-        from nli_qlora.atomic import write_text
+        from nli_qlora.infra.atomic import write_text
         write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -227,7 +227,8 @@ def read_config_file(path: str | Path) -> dict:
 # --- presets: instances of the one dataclass ---------------------------------------------------
 
 def _tiny() -> RunConfig:
-    from nli_qlora.tiny import TINY_DATASET, TINY_LABEL_WORDS, TINY_MODEL, TINY_PROMPT
+    from nli_qlora.data.builtin import TINY_DATASET, TINY_LABEL_WORDS, TINY_PROMPT
+    from nli_qlora.model.builtin import TINY_MODEL
     return RunConfig(
         preset="tiny", model=TINY_MODEL, dataset=TINY_DATASET, train_size=0, validation_size=0, test_size=0,
         prompt_template=TINY_PROMPT, label_words=TINY_LABEL_WORDS, lora_r=8, lora_alpha=16, lora_dropout=0.0,

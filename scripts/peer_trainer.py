@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script from anywhere: the package live
 import torch
 
 from nli_qlora.config import LABELS, PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 PROG = "scripts/peer_trainer.py"
 PAD_MULTIPLE = 8  # the usual collator's pad_to_multiple_of
@@ -92,9 +92,9 @@ def load_peer(cfg: RunConfig, device: torch.device) -> Peer:
     """4-bit base loaded as from_pretrained loads it, prepare_model_for_kbit_training, then LoRA."""
     from peft import prepare_model_for_kbit_training
 
-    from nli_qlora.loop import quiet_libraries
-    from nli_qlora.prompt import answer_token_ids
-    from nli_qlora.model import attach_lora, load_model, match_targets, parameter_counts
+    from nli_qlora.training.recipe import quiet_libraries
+    from nli_qlora.data.prompt import answer_token_ids
+    from nli_qlora.model.load import attach_lora, load_model, match_targets, parameter_counts
 
     quiet_libraries()
     tokenizer, label_ids, dtype, model = load_model(cfg, device)
@@ -117,7 +117,7 @@ class AnswerCollator:
         self.counts: deque[tuple[int, int, int]] = deque()
 
     def __call__(self, rows) -> dict:
-        from nli_qlora.batches import batch_token_counts, collate
+        from nli_qlora.data.batches import batch_token_counts, collate
         batch = collate(rows, self.pad_id, self.pad_multiple, self.answer_ids)
         labels = batch["lm_labels"].clone()
         for i, r in enumerate(rows):
@@ -196,11 +196,11 @@ class PeerRun:
         self.t_start = time.time()
 
     def setup(self) -> None:
-        from nli_qlora.batches import encode
-        from nli_qlora.data import load_split
-        from nli_qlora.loop import device_info, versions
-        from nli_qlora.metrics import MetricsWriter
-        from nli_qlora.scoring import LabelScorer
+        from nli_qlora.data.batches import encode
+        from nli_qlora.data.read import load_split
+        from nli_qlora.training.recipe import device_info, versions
+        from nli_qlora.run.metrics import MetricsWriter
+        from nli_qlora.training.scoring import LabelScorer
 
         cfg = self.cfg
         self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
@@ -269,7 +269,7 @@ class PeerRun:
         self.step += 1
         self.epoch_step += 1
         cuda = self.device.type == "cuda"
-        from nli_qlora.loop import rss_gb
+        from nli_qlora.training.recipe import rss_gb
         record = self.metrics.write(
             "step", step=self.step, epoch=self.epoch, epoch_step=self.epoch_step, steps_per_epoch=self.steps_per_epoch,
             loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"), samples=samples,
@@ -284,7 +284,7 @@ class PeerRun:
                      f"{record['samples_per_s']:.1f} samples/s")
 
     def evaluate(self, split: str, epoch: int) -> dict:
-        from nli_qlora.evaluate import evaluate
+        from nli_qlora.training.evaluate import evaluate
         examples, rows, _ = self.splits[split]
         bf16 = self.device.type == "cuda" and self.peer.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.peer.dtype, enabled=bf16):  # as the Trainer computes
@@ -300,7 +300,7 @@ class PeerRun:
         return record
 
     def _write_predictions(self, split, examples, rows, logits, epoch: int) -> str:
-        from nli_qlora.atomic import open_atomic
+        from nli_qlora.infra.atomic import open_atomic
         rel = f"predictions/{split}-epoch{epoch}.jsonl"
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         with open_atomic(self.run_dir / rel, "w", encoding="utf-8") as f:
@@ -323,7 +323,7 @@ class PeerRun:
     def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
         if self.metrics is None:
             return
-        from nli_qlora.loop import peak_rss_gb
+        from nli_qlora.training.recipe import peak_rss_gb
         cuda = torch.cuda.is_available()
         self.metrics.write("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
                            gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
@@ -350,7 +350,7 @@ def main(argv=None) -> int:
         run.setup()
         run.train()
         run.finish("completed")
-        from nli_qlora.report import write_report
+        from nli_qlora.run.report import write_report
         write_report(run_dir)
         log(f"report {run_dir / 'report.md'}")
         return 0

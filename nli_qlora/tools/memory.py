@@ -19,7 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 from nli_qlora.config import RunConfig
 
 QUANT_BLOCK = 64  # bitsandbytes 4-bit: one absmax per 64 weights

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nli_qlora.config import LABELS, RunConfig
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 PROG = "python -m nli_qlora.train"
 PREFLIGHT_FLAGS = ("dry_run", "dry_run_json", "memory_budget")  # not settings of the run itself
@@ -53,7 +53,7 @@ class Report:
 
 def check_config(args: argparse.Namespace, report: Report) -> RunConfig | None:
     """The resolved settings (preset -> --config -> flags), or a resumed run's config.json."""
-    from nli_qlora import train
+    from nli_qlora.cli import train
     from nli_qlora.config import resolve
     run_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in PREFLIGHT_FLAGS})
     try:
@@ -73,16 +73,16 @@ def check_config(args: argparse.Namespace, report: Report) -> RunConfig | None:
 
 def check_output_dir(cfg: RunConfig, args: argparse.Namespace, report: Report) -> None:
     """Writable, and not already holding a run (unless resuming it); nothing is created."""
-    from nli_qlora.train import run_dir_for
+    from nli_qlora.cli.train import run_dir_for
     run_dir = Path(args.resume) if args.resume else run_dir_for(cfg)
     info = {"path": str(run_dir), "exists": run_dir.exists(), "resume": bool(args.resume)}
     report.data["run_dir"] = info
     if args.resume:
-        from nli_qlora.checkpoint import latest
+        from nli_qlora.run.checkpoint import latest
         last = latest(run_dir)
         info["checkpoint"] = str(last) if last else None
         report.notes.append(f"resume: from {last}" if last else "resume: no complete checkpoint yet, starts over")
-        from nli_qlora.train import completed_run
+        from nli_qlora.cli.train import completed_run
         if completed_run(run_dir):
             report.notes.append(f"{run_dir} already completed: --resume only rebuilds a missing report")
     elif (run_dir / "metrics.jsonl").exists():
@@ -109,7 +109,7 @@ def check_dtype(cfg: RunConfig, model_type: str | None, report: Report) -> str:
     elif cfg.compute_dtype == "float16" and model_type == "phi":
         report.warnings.append("--compute-dtype float16: Phi-2 overflows in float16 attention (non-finite losses)")
     if torch.cuda.is_available():
-        from nli_qlora.model import compute_dtype
+        from nli_qlora.model.load import compute_dtype
         try:
             compute_dtype(cfg, torch.device("cuda"))
         except UserError as err:
@@ -120,7 +120,7 @@ def check_dtype(cfg: RunConfig, model_type: str | None, report: Report) -> str:
 
 def check_model(cfg: RunConfig, report: Report):
     """(source, model configuration, tokenizer), each None where it could not be read."""
-    from nli_qlora.model import load_config, load_tokenizer, resolve_source, tokenizer_source
+    from nli_qlora.model.load import load_config, load_tokenizer, resolve_source, tokenizer_source
     source = model_config = tok = None
     try:
         source = resolve_source(cfg)
@@ -145,7 +145,7 @@ def check_model(cfg: RunConfig, report: Report):
 
 
 def check_label_words(cfg: RunConfig, tok, report: Report) -> list[int] | None:
-    from nli_qlora.prompt import label_token_ids
+    from nli_qlora.data.prompt import label_token_ids
     try:
         ids = label_token_ids(tok, cfg.label_words)
     except UserError as err:
@@ -159,7 +159,7 @@ def check_label_words(cfg: RunConfig, tok, report: Report) -> list[int] | None:
 
 def check_skeleton(cfg: RunConfig, source, model_config, report: Report) -> None:
     """LoRA targets and parameter counts from the 4-bit + LoRA model built on the meta device."""
-    from nli_qlora.model import build_skeleton, parameter_counts
+    from nli_qlora.model.load import build_skeleton, parameter_counts
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -213,7 +213,7 @@ def check_data(cfg: RunConfig, tok, report: Report) -> dict[str, list]:
 
 
 def _read_split(cfg: RunConfig, split: str, file: str | None, size: int, entry: dict, report: Report):
-    from nli_qlora.data import collect, iter_records, load_split
+    from nli_qlora.data.read import collect, iter_records, load_split
     try:
         examples, stats = load_split(split, file, cfg.dataset, size, skip_bad=True)
     except UserError as err:
@@ -244,8 +244,8 @@ def _bad_row_problems(cfg: RunConfig, source: str, bad_rows, report: Report) -> 
 
 def _encode_split(cfg: RunConfig, tok, examples, source: str, entry: dict, report: Report):
     """Tokenize (filling the token cache the real run reads); name every prompt over --max-length."""
-    from nli_qlora.prompt import format_prompt
-    from nli_qlora.token_cache import cache_key, cache_path, load_or_encode
+    from nli_qlora.data.prompt import format_prompt
+    from nli_qlora.data.token_cache import cache_key, cache_path, load_or_encode
     prompts = [format_prompt(cfg.prompt_template, ex.premise, ex.hypothesis) for ex in examples]
     path = cache_path(cache_key(tok, prompts))
     hit = path.is_file()
@@ -285,7 +285,7 @@ def answer_lengths(cfg: RunConfig, tok) -> list[int]:
 def padding_summary(lengths: list[int], cfg: RunConfig, bucketing: bool, multiple: int) -> dict:
     """Padding over all epochs of the run for one bucketing choice: micro-batches cut as the loop
     cuts them (rows sorted by length, --grad-accum pieces), widths padded to `multiple`."""
-    from nli_qlora.batches import bucketed_batches, padded_length
+    from nli_qlora.data.batches import bucketed_batches, padded_length
     real = padded = 0
     widths = []
     for epoch in range(1, cfg.epochs + 1):
@@ -308,8 +308,8 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
     process holds batch/N rows); a fix suggested when over."""
     from dataclasses import replace
 
-    from nli_qlora.distributed import launched
-    from nli_qlora.memory import estimate_peak_bytes, parse_budget
+    from nli_qlora.infra.distributed import launched
+    from nli_qlora.tools.memory import estimate_peak_bytes, parse_budget
     try:
         budget_bytes, budget_label = parse_budget(budget)
     except UserError as err:
@@ -338,7 +338,7 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
 def _memory_hint(model_config, cfg: RunConfig, seq_len: int, budget_bytes: int) -> str:
     from dataclasses import replace
 
-    from nli_qlora.memory import estimate_peak_bytes
+    from nli_qlora.tools.memory import estimate_peak_bytes
     if not cfg.gradient_checkpointing:
         on = replace(cfg, gradient_checkpointing=True)
         total = estimate_peak_bytes(model_config, on, -(-cfg.batch_size // cfg.grad_accum), seq_len)["total"]
@@ -397,7 +397,7 @@ def run_checks(args: argparse.Namespace) -> Report:
 
 def main(args: argparse.Namespace) -> int:
     """Run every check, show the report, write --dry-run-json; 0 when a real run would start, else 2."""
-    from nli_qlora.distributed import launched
+    from nli_qlora.infra.distributed import launched
     try:
         me = launched()
     except UserError as err:
@@ -412,7 +412,7 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run_json:
         import json
 
-        from nli_qlora.atomic import write_text
+        from nli_qlora.infra.atomic import write_text
         try:
             write_text(args.dry_run_json, json.dumps(report.as_json(), indent=2, default=str) + "\n")
         except OSError as err:
@@ -483,7 +483,7 @@ def render(report: Report) -> None:
             t.add_row("total parameters", f"{pc['total']:,} (bitsandbytes' packed count {pc['total_packed']:,})")
         console.print(t)
     if "memory" in d:
-        from nli_qlora.memory import TERMS
+        from nli_qlora.tools.memory import TERMS
         m = d["memory"]
         per = f" per GPU ({m['processes']} processes)" if m.get("processes", 1) > 1 else ""
         t = table(f"Estimated peak GPU memory{per}: micro-batch {m['micro_batch']} x {m['seq_len']} tokens, "

@@ -1,20 +1,16 @@
-"""The embedded offline default: a tiny Phi model, its tokenizer and an NLI data set, all made here.
+"""The built-in NLI data set (`builtin:tiny-nli`), made here: nothing is downloaded.
 
-Nothing is downloaded. The data set's labels follow from lexical cues in the hypothesis, so a tiny
-random-weight model with LoRA adapters can learn them; the model is built from a fixed seed and
-saved once under the cache directory, then loaded like any local checkpoint (4-bit and all)."""
+Its labels follow from lexical cues in the hypothesis, so the tiny random-weight model of
+nli_qlora.model.builtin can learn them with LoRA adapters; `vocabulary` is every word it uses,
+which is that model's whole tokenizer."""
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
-TINY_MODEL = "builtin:tiny-phi"
 TINY_DATASET = "builtin:tiny-nli"
 TINY_PROMPT = "premise : {premise} . hypothesis : {hypothesis} . answer :"
 TINY_LABEL_WORDS = (" entailment", " neutral", " contradiction")
-_VERSION = "v1"
 _SIZES = {"train": 1200, "validation": 300, "test": 300}
 _SEEDS = {"train": 1, "validation": 2, "test": 3}
 
@@ -65,45 +61,3 @@ def vocabulary() -> list[str]:
     for reason in _REASONS:
         words.update(reason.split())
     return ["<pad>", "<unk>", "<eos>"] + sorted(words)
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("NLI_QLORA_CACHE") or Path.home() / ".cache" / "nli_qlora"
-    return Path(root)
-
-
-def build_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(vocabulary())}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>",
-                                   clean_up_tokenization_spaces=False)
-
-
-def tiny_phi_config():
-    from transformers import PhiConfig
-
-    vocab_size = -(-len(vocabulary()) // 64) * 64
-    return PhiConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=256, num_hidden_layers=2,
-                     num_attention_heads=4, max_position_embeddings=128, partial_rotary_factor=0.4,
-                     pad_token_id=0, eos_token_id=2, bos_token_id=2, tie_word_embeddings=False)
-
-
-def materialize() -> str:
-    """Write the tiny model and tokenizer once (fixed seed) and return its directory."""
-    import torch
-    from transformers import PhiForCausalLM
-
-    from nli_qlora.atomic import staged_dir
-
-    path = cache_dir() / f"tiny-phi-{_VERSION}"
-    if (path / "COMPLETE").exists():
-        return str(path)
-    with staged_dir(path) as tmp:
-        torch.manual_seed(1234)
-        PhiForCausalLM(tiny_phi_config()).save_pretrained(tmp)
-        build_tokenizer().save_pretrained(tmp)
-    return str(path)

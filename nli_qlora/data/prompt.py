@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 # Tried in order when the configured words clash under a tokenizer.
 _ALTERNATIVES = (

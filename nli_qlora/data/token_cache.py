@@ -26,9 +26,9 @@ from typing import Callable
 
 import torch
 
-from nli_qlora.batches import Encoded, encode
-from nli_qlora.data import Example
-from nli_qlora.prompt import format_prompt
+from nli_qlora.data.batches import Encoded, encode
+from nli_qlora.data.read import Example
+from nli_qlora.data.prompt import format_prompt
 
 CACHE_VERSION = 1
 
@@ -55,7 +55,7 @@ def cache_key(tokenizer, prompts: list[str]) -> str:
 
 
 def cache_path(key: str) -> Path:
-    from nli_qlora.tiny import cache_dir
+    from nli_qlora.infra.cache import cache_dir
     return cache_dir() / "tokens" / f"{key}.pt"
 
 
@@ -82,7 +82,7 @@ def _read(path: Path, key: str, rows: int) -> list[list[int]] | None:
 
 def _write(path: Path, key: str, ids: list[list[int]]) -> bool:
     """Write atomically; a cache that cannot be written (read-only, full disk) never fails a run."""
-    from nli_qlora.atomic import write_bytes
+    from nli_qlora.infra.atomic import write_bytes
     buf = io.BytesIO()
     torch.save({"version": CACHE_VERSION, "key": key,
                 "lengths": torch.tensor([len(x) for x in ids], dtype=torch.int32),

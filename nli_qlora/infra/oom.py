@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nli_qlora.config import RunConfig
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 
 class OutOfMemory(UserError):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from nli_qlora.config import LABELS
-from nli_qlora.errors import DataError, UserError
+from nli_qlora.infra.errors import DataError, UserError
 
 FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 _FIELD_NAMES = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "sentence2"),
@@ -272,7 +272,7 @@ def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: 
 
 
 def _tiny_records(split: str):
-    from nli_qlora.tiny import tiny_split
+    from nli_qlora.data.builtin import tiny_split
     return enumerate(tiny_split(split), 1)
 
 

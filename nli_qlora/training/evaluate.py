@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nli_qlora.batches import Encoded, collate, eval_batches
-from nli_qlora.classification import summarize
-from nli_qlora.distributed import World
-from nli_qlora.scoring import LabelScorer
-from nli_qlora.step import to_device
+from nli_qlora.data.batches import Encoded, collate, eval_batches
+from nli_qlora.training.classification import summarize
+from nli_qlora.infra.distributed import World
+from nli_qlora.training.scoring import LabelScorer
+from nli_qlora.training.step import to_device
 
 
 @torch.no_grad()

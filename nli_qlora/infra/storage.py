@@ -13,7 +13,7 @@ import re
 from contextlib import contextmanager
 from pathlib import Path
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 # errno -> what the user can do about it
 DISK_ERRNOS = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",

@@ -32,25 +32,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_qlora import checkpoint as ckpt
-from nli_qlora import oom
-from nli_qlora.atomic import open_atomic, remove_leftovers
-from nli_qlora.batches import Encoded, bucketed_batches, collate, token_counts
+from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.infra import oom
+from nli_qlora.infra.atomic import open_atomic, remove_leftovers
+from nli_qlora.data.batches import Encoded, bucketed_batches, collate, token_counts
 from nli_qlora.config import LABELS, RunConfig
-from nli_qlora.console import ProgressView
-from nli_qlora.data import Example, SplitStats, load_split
-from nli_qlora.distributed import World
-from nli_qlora.errors import UserError
-from nli_qlora.evaluate import evaluate
-from nli_qlora.interrupt import Interrupted, StopFlag
-from nli_qlora.metrics import MetricsWriter, NullMetrics
-from nli_qlora.model import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
+from nli_qlora.infra.console import ProgressView
+from nli_qlora.data.read import Example, SplitStats, load_split
+from nli_qlora.infra.distributed import World
+from nli_qlora.infra.errors import UserError
+from nli_qlora.training.evaluate import evaluate
+from nli_qlora.infra.interrupt import Interrupted, StopFlag
+from nli_qlora.run.metrics import MetricsWriter, NullMetrics
+from nli_qlora.model.load import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
                              parameter_counts, resolve_source, tokenizer_source)
-from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
-from nli_qlora.prompt import answer_token_ids, label_token_ids
-from nli_qlora.scoring import LabelScorer
-from nli_qlora.step import Trainer, build_trainer, to_device, train_step
-from nli_qlora.storage import writing
+from nli_qlora.training.optim import build_optimizer, build_scheduler, quiet_paged_fallback
+from nli_qlora.data.prompt import answer_token_ids, label_token_ids
+from nli_qlora.training.scoring import LabelScorer
+from nli_qlora.training.step import Trainer, build_trainer, to_device, train_step
+from nli_qlora.infra.storage import writing
 
 
 
@@ -173,7 +173,7 @@ class FineTune:
         return tok, ids
 
     def _setup_data(self) -> dict[str, Split]:
-        from nli_qlora.token_cache import load_or_encode  # encode's result; cached by --dry-run or a last run
+        from nli_qlora.data.token_cache import load_or_encode  # encode's result; cached by --dry-run or a last run
         splits = {}
         for name, file, size in (("train", self.cfg.train_file, self.cfg.train_size),
                                  ("validation", self.cfg.validation_file, self.cfg.validation_size),

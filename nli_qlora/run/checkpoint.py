@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_qlora.atomic import staged_dir
+from nli_qlora.infra.atomic import staged_dir
 from nli_qlora.config import RunConfig
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 
 @dataclass

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nli_qlora.distributed import World
-from nli_qlora.scoring import LabelScorer
+from nli_qlora.infra.distributed import World
+from nli_qlora.training.scoring import LabelScorer
 
 ALIGN = 2048  # flat segments start on 8-bit optimizer block boundaries: blocks never straddle two weights
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from nli_qlora.atomic import open_atomic
+from nli_qlora.infra.atomic import open_atomic
 from nli_qlora.config import LABELS
-from nli_qlora.data import BadRow, Example
-from nli_qlora.errors import UserError
+from nli_qlora.data.read import BadRow, Example
+from nli_qlora.infra.errors import UserError
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".tsv")
 CSV_COLUMNS = ("line", "id", "premise", "hypothesis", "predicted", *(f"p_{label}" for label in LABELS),

@@ -8,7 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 
 _held: dict[str, int] = {}  # run dir -> fd, kept open for the life of the process
 
