@@ -1,8 +1,8 @@
-"""`python -m nli_qlora.gguf`: the command lives in nli_qlora.model.gguf."""
+"""`python -m nli_qlora.gguf`: the command lives in nli_qlora.cli.gguf."""
 
 import sys
 
-from nli_qlora.model.gguf import main
+from nli_qlora.cli.gguf import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -10,18 +10,18 @@ others, and each process's error lines name its rank."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
-import time
 import traceback
 from pathlib import Path
 
+from nli_qlora.config import PRESETS, OneLineParser, add_config_flags
 from nli_qlora.infra.atomic import write_text
-from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
 from nli_qlora.infra.errors import UserError
-from nli_qlora.run.lock import lock_run_dir, unlock_run_dir
 from nli_qlora.infra.storage import DiskError, disk_error, writing
+from nli_qlora.run.checkpoint import latest
+from nli_qlora.run.lock import unlock_run_dir
+from nli_qlora.run.report import write_report
+from nli_qlora.run.rundir import QuietExit, completed_run, prepare_everywhere
 
 PROG = "python -m nli_qlora.train"
 _world = None  # this process's nli_qlora.distributed.World once known: names its rank in errors
@@ -46,109 +46,6 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
-                   "checkpoint_every_steps")  # change memory use or bookkeeping, not what is being trained
-_RESUME_FLAGS = {"resume", "quiet", "help"}
-
-
-def run_dir_for(cfg: RunConfig) -> Path:
-    if cfg.output_dir:
-        return Path(cfg.output_dir)
-    return Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _refuse_flags_on_resume(args, parser) -> None:
-    """A resume runs the run's own config.json; only RESUME_SETTINGS may change."""
-    for action in parser._actions:
-        dest = action.dest
-        if dest in _RESUME_FLAGS or dest in RESUME_SETTINGS or not action.option_strings:
-            continue
-        if action.default is argparse.SUPPRESS:  # the RunConfig flags: present only when given
-            given = hasattr(args, dest)
-        else:
-            given = getattr(args, dest, action.default) != action.default
-        if given:
-            allowed = " ".join("--" + n.replace("_", "-") for n in RESUME_SETTINGS)
-            raise UserError(f"--resume continues with the run's own settings: drop {action.option_strings[0]} "
-                            f"(only {allowed} may change)")
-
-
-def _resume_config(args, run_dir: Path) -> tuple[RunConfig, dict]:
-    if not run_dir.is_dir():
-        raise UserError(f"--resume: no such run directory {run_dir}")
-    if not (run_dir / "config.json").is_file():
-        raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
-    try:
-        cfg = RunConfig.load(run_dir / "config.json")
-    except UserError as err:
-        raise UserError(f"--resume: {run_dir} is not a run directory of this toolkit ({err})") from None
-    changed = {n: (getattr(cfg, n), getattr(args, n)) for n in RESUME_SETTINGS
-               if hasattr(args, n) and getattr(args, n) != getattr(cfg, n)}
-    cfg = dataclasses.replace(cfg, **{n: new for n, (_, new) in changed.items()}).validate()
-    return cfg, changed
-
-
-def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:
-    """(config, run directory, resuming?, settings a resume changed), the directory locked for this process."""
-    if args.resume:
-        _refuse_flags_on_resume(args, parser)
-        run_dir = Path(args.resume)
-        cfg, changed = _resume_config(args, run_dir)
-        with writing(run_dir / "config.json"):
-            lock_run_dir(run_dir, "--resume")
-            if changed and not completed_run(run_dir):
-                cfg.save(run_dir / "config.json")
-        return cfg, run_dir, True, changed
-    cfg = resolve(args)
-    run_dir = run_dir_for(cfg)
-    if (run_dir / "metrics.jsonl").exists():
-        raise UserError(f"--output-dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
-                        f"or choose another directory")
-    with writing(run_dir, "create the run directory"):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock_run_dir(run_dir, "--output-dir")
-        cfg.output_dir = str(run_dir)
-        cfg.save(run_dir / "config.json")
-    return cfg, run_dir, False, {}
-
-
-def prepare_everywhere(args, parser, world) -> tuple[RunConfig, Path, bool, dict]:
-    """prepare_run_dir on rank 0 (it locks the directory and names it: a timestamp could differ
-    between processes); the others take what it decided, or stop when it could not."""
-    if not world.enabled:
-        return prepare_run_dir(args, parser)
-    prepared = error = None
-    if world.writer:
-        try:
-            prepared = prepare_run_dir(args, parser)
-        except UserError as err:
-            error = err
-    prepared, error = world.broadcast_object((prepared, error))
-    if error is not None:
-        if world.writer:
-            raise error
-        raise QuietExit(error.exit_code)
-    return prepared
-
-
-class QuietExit(Exception):
-    """Another process already said why (rank 0's error about the run directory)."""
-
-    def __init__(self, code: int):
-        self.code = code
-
-
-def completed_run(run_dir: Path) -> dict | None:
-    """The final run_end record when the run already completed, else None."""
-    from nli_qlora.run.metrics import read_metrics
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
-    last = ends[-1] if ends else None
-    return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None
-
-
 def _say(message: str) -> None:
     """One line on stderr, never wrapped (rich wraps at 80 columns when piped)."""
     who = f"[rank {_world.rank}] " if _world is not None and _world.enabled else ""
@@ -156,7 +53,6 @@ def _say(message: str) -> None:
 
 
 def _already_completed(run_dir: Path) -> int:
-    from nli_qlora.run.report import write_report
     rebuilt = ""
     if not ((run_dir / "report.md").is_file() and (run_dir / "summary.json").is_file()):
         with writing(run_dir / "report.md"):
@@ -169,7 +65,6 @@ def _already_completed(run_dir: Path) -> int:
 def _last_checkpoint_note(run_dir: Path | None) -> str:
     if run_dir is None:
         return ""
-    from nli_qlora.run.checkpoint import latest
     path = latest(run_dir)
     if path is None:
         return f"; no checkpoint yet: --resume {run_dir} starts over"
@@ -200,14 +95,14 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.dry_run:
-        from nli_qlora.tools.preflight import main as preflight
-        return preflight(args)
+        from nli_qlora.tools.preflight import main as preflight  # lazy, as below
+        return preflight(args, parser)
+    # lazy: torch, transformers and the console load only for a run, so --help and flag errors are instant
     from nli_qlora.infra.console import ProgressView
     from nli_qlora.infra.distributed import PeerFailed, World, init_world
     from nli_qlora.infra.interrupt import Interrupted
-    from nli_qlora.training.recipe import FineTune
     from nli_qlora.infra.oom import OutOfMemory
-    from nli_qlora.run.report import write_report
+    from nli_qlora.training.recipe import FineTune
 
     global _world
     recipe = run_dir = None

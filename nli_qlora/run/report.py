@@ -5,7 +5,6 @@ Every section of the published report, filled from measurements:
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -162,24 +161,3 @@ def write_report(run_dir: str | Path) -> dict:
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text(run_dir / "report.md", render_markdown(summary))
     return summary
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nli_qlora.report", description="Rebuild report.md and summary.json.")
-    parser.add_argument("run_dir")
-    args = parser.parse_args(argv)
-    path = Path(args.run_dir)
-    if not (path / "metrics.jsonl").is_file():
-        print(f"nli_qlora.report: error: {path} has no metrics.jsonl", file=sys.stderr)
-        return 2
-    try:
-        write_report(path)
-    except ValueError as err:
-        print(f"nli_qlora.report: error: {err}", file=sys.stderr)
-        return 2
-    print(path / "report.md")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

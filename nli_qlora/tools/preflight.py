@@ -24,8 +24,10 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nli_qlora.config import LABELS, RunConfig
+from nli_qlora.config import LABELS, RunConfig, resolve
 from nli_qlora.infra.errors import UserError
+from nli_qlora.run.checkpoint import latest
+from nli_qlora.run.rundir import completed_run, refuse_flags_on_resume, resume_config, run_dir_for
 
 PROG = "python -m nli_qlora.train"
 PREFLIGHT_FLAGS = ("dry_run", "dry_run_json", "memory_budget")  # not settings of the run itself
@@ -51,15 +53,13 @@ class Report:
 
 # --- the checks, in the order a run meets them ------------------------------------------------------
 
-def check_config(args: argparse.Namespace, report: Report) -> RunConfig | None:
+def check_config(args: argparse.Namespace, parser: argparse.ArgumentParser, report: Report) -> RunConfig | None:
     """The resolved settings (preset -> --config -> flags), or a resumed run's config.json."""
-    from nli_qlora.cli import train
-    from nli_qlora.config import resolve
     run_args = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in PREFLIGHT_FLAGS})
     try:
         if args.resume:
-            train._refuse_flags_on_resume(run_args, train.build_parser())
-            cfg, changed = train._resume_config(run_args, Path(args.resume))
+            refuse_flags_on_resume(run_args, parser)
+            cfg, changed = resume_config(run_args, Path(args.resume))
             if changed:
                 report.notes.append("resume changes " + ", ".join(f"{k}: {a} -> {b}" for k, (a, b) in changed.items()))
         else:
@@ -73,16 +73,13 @@ def check_config(args: argparse.Namespace, report: Report) -> RunConfig | None:
 
 def check_output_dir(cfg: RunConfig, args: argparse.Namespace, report: Report) -> None:
     """Writable, and not already holding a run (unless resuming it); nothing is created."""
-    from nli_qlora.cli.train import run_dir_for
     run_dir = Path(args.resume) if args.resume else run_dir_for(cfg)
     info = {"path": str(run_dir), "exists": run_dir.exists(), "resume": bool(args.resume)}
     report.data["run_dir"] = info
     if args.resume:
-        from nli_qlora.run.checkpoint import latest
         last = latest(run_dir)
         info["checkpoint"] = str(last) if last else None
         report.notes.append(f"resume: from {last}" if last else "resume: no complete checkpoint yet, starts over")
-        from nli_qlora.cli.train import completed_run
         if completed_run(run_dir):
             report.notes.append(f"{run_dir} already completed: --resume only rebuilds a missing report")
     elif (run_dir / "metrics.jsonl").exists():
@@ -365,9 +362,9 @@ def plan(cfg: RunConfig, rows: dict) -> dict:
 
 # --- the whole preflight -----------------------------------------------------------------------------
 
-def run_checks(args: argparse.Namespace) -> Report:
+def run_checks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Report:
     report = Report()
-    cfg = check_config(args, report)
+    cfg = check_config(args, parser, report)
     if cfg is None:
         return report
     check_output_dir(cfg, args, report)
@@ -395,7 +392,7 @@ def run_checks(args: argparse.Namespace) -> Report:
     return report
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run every check, show the report, write --dry-run-json; 0 when a real run would start, else 2."""
     from nli_qlora.infra.distributed import launched
     try:
@@ -406,7 +403,7 @@ def main(args: argparse.Namespace) -> int:
     if not me.writer:
         return 0  # under torchrun one process checks and reports (rank 0); the others have nothing to add
     _quiet_libraries()
-    report = run_checks(args)
+    report = run_checks(args, parser)
     if not args.quiet:
         render(report)
     if args.dry_run_json:
