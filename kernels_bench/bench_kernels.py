@@ -185,7 +185,8 @@ def lora_parameters(device: torch.device) -> list[torch.nn.Parameter]:
 @pytest.mark.parametrize("optimizer", ["paged_adamw_8bit", "adamw_8bit", "torch_adamw"])
 def bench_optimizer(benchmark, optimizer, device, case_memory):
     from nli_qlora.config import RunConfig
-    from nli_qlora.training.optim import build_optimizer, quiet_paged_fallback
+    from nli_qlora.infra.quiet import quiet_paged_fallback
+    from nli_qlora.training.optim import build_optimizer
 
     params = lora_parameters(device)
     if optimizer == "torch_adamw":

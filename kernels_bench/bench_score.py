@@ -1,4 +1,4 @@
-"""Scoring rows: the score CLI's path (nli_qlora.score.score_examples: tokenize, the label-token
+"""Scoring rows: the score CLI's path (nli_qlora.predict.stream.score_examples: tokenize, the label-token
 scorer over length-sorted batches, softmax) against the way users often score a causal LM (batched
 greedy `model.generate` of a few tokens, decode, see which label word the text starts with).
 
@@ -62,7 +62,8 @@ def tiny_answer_checkpoint(folder) -> str:
 
 def score_target(tmp_path_factory):
     """What to score: NLI_BENCH_CHECKPOINT when set; else SmolLM2 zero-shot (full) or a tiny adapter (smoke)."""
-    from nli_qlora.cli.score import build_parser, main_target
+    from nli_qlora.cli.score import build_parser
+    from nli_qlora.predict.targets import main_target
 
     checkpoint, model = os.environ.get("NLI_BENCH_CHECKPOINT"), os.environ.get("NLI_BENCH_MODEL")
     if checkpoint:
@@ -121,8 +122,9 @@ def generate_labels(m, examples, batch_size: int, new_tokens: int) -> list[int |
 @pytest.fixture(scope="module")
 def setup(model_cache, device, tmp_path_factory):
     """The model as the score CLI loads it, the rows, and the scorer's own predictions (untimed)."""
-    from nli_qlora.training.recipe import quiet_libraries
-    from nli_qlora.cli.score import load, score_examples
+    from nli_qlora.infra.quiet import quiet_libraries
+    from nli_qlora.predict.stream import score_examples
+    from nli_qlora.predict.targets import load
 
     quiet_libraries()
     target = score_target(tmp_path_factory)
@@ -159,7 +161,7 @@ def _info(setup, device_name: str, method: str, seconds: float, peak_gb) -> dict
 
 @pytest.mark.parametrize("method", METHODS)
 def bench_score_rows(benchmark, setup, method, device, device_name, case_memory):
-    from nli_qlora.cli.score import score_examples
+    from nli_qlora.predict.stream import score_examples
 
     m, examples = setup["m"], setup["examples"]
     result: dict = {}

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nli_qlora.infra.errors import UserError
+from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS, TARGET_ALIASES
 
-PUBLISHED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
 LABELS = ("entailment", "neutral", "contradiction")  # Hugging Face ClassLabel order 0, 1, 2
 DEFAULT_PROMPT = (
     "Instruct: Does the premise entail the hypothesis? Answer entailment, neutral or contradiction.\n"
@@ -99,8 +98,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, str):
             self.target_modules = (self.target_modules,)
-        if tuple(self.target_modules) == ("phi",):
-            self.target_modules = PHI_TARGETS
+        if len(self.target_modules) == 1 and self.target_modules[0] in TARGET_ALIASES:
+            self.target_modules = TARGET_ALIASES[self.target_modules[0]]
         self.target_modules = tuple(self.target_modules)
         self.label_words = tuple(self.label_words)
 

@@ -1,8 +1,8 @@
-"""`python -m nli_qlora.tune`: the command lives in nli_qlora.tools.tune."""
+"""`python -m nli_qlora.tune`: the command lives in nli_qlora.cli.tune."""
 
 import sys
 
-from nli_qlora.tools.tune import main
+from nli_qlora.cli.tune import main
 
 if __name__ == "__main__":
     sys.exit(main())

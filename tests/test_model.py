@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nli_qlora.config import PHI_TARGETS, PUBLISHED_TARGETS, RunConfig, preset
+from nli_qlora.config import RunConfig, preset
+from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS
 from nli_qlora.infra.errors import UserError
 from nli_qlora.model.load import (attach_lora, build_skeleton, compute_dtype, load_base_model, match_targets,
                              parameter_counts, resolve_source)

@@ -59,6 +59,13 @@ def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return batches
 
 
+def micro_batches(rows: list, grad_accum: int) -> list[list]:
+    """One step's rows (sorted by length) cut into `grad_accum` micro-batches of at most
+    ceil(rows / grad_accum): the one cutting the loop, the tuner and the dry run all use."""
+    micro = max(1, -(-len(rows) // grad_accum))
+    return [rows[i:i + micro] for i in range(0, len(rows), micro)]
+
+
 def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Evaluation order: sorted by length (least padding), deterministic; callers restore row order."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])

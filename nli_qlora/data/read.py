@@ -200,12 +200,6 @@ def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict 
                 yield i, record
 
 
-def iter_examples(path: str, fmt: str | None = None) -> Iterator[Example | BadRow | tuple]:
-    """Examples, BadRows and (UNLABELED, Example) pairs, in file order."""
-    for line, record in iter_records(path, fmt):
-        yield record if isinstance(record, BadRow) else parse_record(record, line)
-
-
 def iter_hub_records(dataset: str, split: str) -> Iterator[tuple[int, dict]]:
     """Rows of a hub data set through `datasets` (needs the hub or its local cache)."""
     try:

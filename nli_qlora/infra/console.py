@@ -4,8 +4,6 @@ Purely a view: everything shown here is also in metrics.jsonl, which is what pro
 
 from __future__ import annotations
 
-import sys
-
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -46,7 +44,3 @@ class ProgressView:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

@@ -313,15 +313,3 @@ def build_skeleton(cfg: RunConfig, source: ModelSource):
     with init_empty_weights():
         peft_model = attach_lora(model, cfg, matched)
     return peft_model, matched, unmatched
-
-
-def load_model(cfg: RunConfig, device: torch.device):
-    """(tokenizer, label token ids, compute dtype, 4-bit base model) as a run loads them; callers
-    that build outside the loop (the tuner, the peer script) attach LoRA their own way."""
-    from nli_qlora.data.prompt import label_token_ids
-    torch.manual_seed(cfg.seed)
-    source = resolve_source(cfg)
-    tokenizer = load_tokenizer(tokenizer_source(cfg, source))
-    label_ids = label_token_ids(tokenizer, cfg.label_words)
-    dtype = compute_dtype(cfg, device)
-    return tokenizer, label_ids, dtype, load_base_model(cfg, source, device, dtype)

@@ -10,6 +10,8 @@ import os
 import time
 from pathlib import Path
 
+from nli_qlora.infra.errors import UserError
+
 SCHEMA = 1
 
 
@@ -61,17 +63,54 @@ class NullMetrics:
         pass
 
 
+def parse_records(lines) -> list[dict]:
+    """The records among whole lines of a metrics file; a line that does not parse is skipped."""
+    records = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "event" in obj:
+            records.append(obj)
+    return records
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     """All complete, parseable records of a metrics file (a torn last line is ignored)."""
-    records = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(obj, dict) and "event" in obj:
-                records.append(obj)
-    return records
+        return parse_records(line for line in f if line.endswith("\n"))
+
+
+def cut_back(path: Path, offset: int, checkpoint: Path) -> list[dict]:
+    """Cut the metrics file back to `offset` bytes (what it held when `checkpoint` was saved) and
+    return the records cut off: a resume redoes them. A file shorter than that was replaced or
+    cut by someone else: the run cannot continue from it."""
+    size = path.stat().st_size if path.is_file() else 0
+    if size < offset:
+        raise UserError(f"--resume: {path} holds {size} bytes, fewer than the {offset} it held when "
+                        f"{checkpoint} was saved; it was replaced or cut, so the run cannot continue")
+    with open(path, "rb") as f:
+        f.seek(offset)
+        later = parse_records(f.read().decode("utf-8", "replace").splitlines())
+    with open(path, "r+b") as f:
+        f.truncate(offset)
+        os.fsync(f.fileno())
+    return later
+
+
+def resume_metrics(path: Path, restored: Path, pos, changed: dict) -> tuple[MetricsWriter, int]:
+    """(the writer a resumed run appends with, steps it redoes): the file cut back to what it held
+    when `restored` was saved (`pos`, its checkpoint.Position), then the `checkpoint` record of kind
+    "restored", the `resume` record and a warning per setting the resume changed."""
+    later = cut_back(path, pos.metrics_offset, restored)
+    ends = [r for r in later if r.get("event") == "run_end"]
+    discarded = sum(r.get("event") == "step" for r in later)
+    metrics = MetricsWriter(path, append=True)
+    metrics.write("checkpoint", path=str(restored), step=pos.step, epoch=pos.epoch - (pos.epoch_step == 0),
+                  kind="restored")
+    metrics.write("resume", checkpoint=str(restored), step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step,
+                  previous_status=ends[-1]["status"] if ends else "killed", discarded_steps=discarded)
+    for name, (old, new) in changed.items():
+        metrics.write("warning", kind="resume_setting", message=f"resumed with --{name.replace('_', '-')} {new} (was {old})")
+    return metrics, discarded

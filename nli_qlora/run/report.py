@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nli_qlora.infra.atomic import write_text
 from nli_qlora.run.metrics import read_metrics
+from nli_qlora.run.predictions import failure_cases, read_predictions
 
 EXAMPLES_PER_CASE = 5
 
@@ -20,32 +21,6 @@ def hms(seconds: float | None) -> str:
         return "n/a"
     s = int(round(seconds))
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def failure_cases(before: list[dict], after: list[dict]) -> dict:
-    """Rows joined by line: corrected (wrong -> right), not corrected (wrong -> wrong), regressed (right -> wrong)."""
-    b = {r["line"]: r for r in before}
-    cases = {"corrected": [], "not_corrected": [], "regressed": []}
-    for r in after:
-        prev = b.get(r["line"])
-        if prev is None:
-            continue
-        was, now = prev["predicted"] == prev["gold"], r["predicted"] == r["gold"]
-        row = {"line": r["line"], "premise": r["premise"], "hypothesis": r["hypothesis"], "gold": r["gold"],
-               "before": prev["predicted"], "after": r["predicted"]}
-        if not was and now:
-            cases["corrected"].append(row)
-        elif not was and not now:
-            cases["not_corrected"].append(row)
-        elif was and not now:
-            cases["regressed"].append(row)
-    return cases
 
 
 def summarize_run(run_dir: Path) -> dict:
@@ -61,7 +36,7 @@ def summarize_run(run_dir: Path) -> dict:
     after = test[-1] if test and test[-1]["epoch"] > 0 else None
     cases = {}
     if before and after and before.get("predictions") and after.get("predictions"):
-        cases = failure_cases(_read_jsonl(run_dir / before["predictions"]), _read_jsonl(run_dir / after["predictions"]))
+        cases = failure_cases(read_predictions(run_dir / before["predictions"]), read_predictions(run_dir / after["predictions"]))
     peak_gpu = max((s["gpu_mem_peak_gb"] for s in steps if s.get("gpu_mem_peak_gb") is not None), default=None)
     if end and end.get("gpu_mem_peak_gb") is not None:
         peak_gpu = max(peak_gpu or 0, end["gpu_mem_peak_gb"])

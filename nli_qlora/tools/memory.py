@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from nli_qlora.infra.errors import UserError
 from nli_qlora.config import RunConfig
+from nli_qlora.model.families import family_of
 
 QUANT_BLOCK = 64  # bitsandbytes 4-bit: one absmax per 64 weights
 QUANT_BLOCK2 = 256  # double quantization: one float32 absmax per 256 first-level blocks
@@ -96,18 +97,13 @@ class ModelShape:
         kv = get("num_key_value_heads", default=heads)
         head_dim = get("head_dim", default=hidden // heads)
         inter = get("intermediate_size", "n_inner", default=4 * hidden)
-        family = "phi" if getattr(config, "model_type", "") == "phi" else "llama"
-        q, k = heads * head_dim, kv * head_dim
+        fam = family_of(getattr(config, "model_type", None))
+        family = fam.name
+        widths = {"hidden": hidden, "q": heads * head_dim, "kv": kv * head_dim, "inter": inter}
+        linears = tuple(Linear(lin.name, widths[lin.fan_in], widths[lin.fan_out], lin.group) for lin in fam.linears)
         if family == "phi":
-            linears = (Linear("q_proj", hidden, q, "norm1"), Linear("k_proj", hidden, k, "norm1"),
-                       Linear("v_proj", hidden, k, "norm1"), Linear("dense", q, hidden, "attn_out"),
-                       Linear("fc1", hidden, inter, "norm1"), Linear("fc2", inter, hidden, "mlp_mid"))
             bias = True
         else:
-            linears = (Linear("q_proj", hidden, q, "norm1"), Linear("k_proj", hidden, k, "norm1"),
-                       Linear("v_proj", hidden, k, "norm1"), Linear("o_proj", q, hidden, "attn_out"),
-                       Linear("gate_proj", hidden, inter, "norm2"), Linear("up_proj", hidden, inter, "norm2"),
-                       Linear("down_proj", inter, hidden, "mlp_mid"))
             bias = bool(getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False))
         return cls(family=family, hidden=hidden, intermediate=inter, layers=get("num_hidden_layers", "n_layer"),
                    heads=heads, kv_heads=kv, head_dim=head_dim, vocab=config.vocab_size,

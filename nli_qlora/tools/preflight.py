@@ -16,22 +16,36 @@ writes the whole report for programs; the tables go to stdout, problems to stder
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import statistics
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
+
 from nli_qlora.config import LABELS, RunConfig, resolve
+from nli_qlora.data.batches import bucketed_batches, micro_batches, padded_length
+from nli_qlora.data.prompt import answer_token_ids, format_prompt, label_token_ids
+from nli_qlora.data.read import collect, iter_records, load_split
+from nli_qlora.data.token_cache import cache_key, cache_path, load_or_encode
+from nli_qlora.infra.atomic import write_text
+from nli_qlora.infra.distributed import launched
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.quiet import quiet_libraries
+from nli_qlora.model.families import MODEL_TYPES
+from nli_qlora.model.load import (build_skeleton, compute_dtype, load_config, load_tokenizer, parameter_counts,
+                                  resolve_source, tokenizer_source)
+from nli_qlora.tools.memory import estimate_peak_bytes, parse_budget
+from nli_qlora.tools.preflight_view import render
 from nli_qlora.run.checkpoint import latest
 from nli_qlora.run.rundir import completed_run, refuse_flags_on_resume, resume_config, run_dir_for
 
 PROG = "python -m nli_qlora.train"
 PREFLIGHT_FLAGS = ("dry_run", "dry_run_json", "memory_budget")  # not settings of the run itself
-KNOWN_FAMILIES = ("phi", "llama", "mistral", "qwen2", "qwen3")  # decoder layouts nli_qlora.memory counts exactly
 GB = 10**9
 
 
@@ -98,7 +112,6 @@ def check_output_dir(cfg: RunConfig, args: argparse.Namespace, report: Report) -
 
 def check_dtype(cfg: RunConfig, model_type: str | None, report: Report) -> str:
     """The compute dtype the GPU run will use (the memory estimate's), with what it needs."""
-    import torch
     gpu_dtype = "bfloat16" if cfg.compute_dtype == "auto" else cfg.compute_dtype
     if cfg.compute_dtype == "auto":
         report.notes.append("compute dtype: bfloat16 on the GPU (needs bf16: Ampere or newer, e.g. A40, A100, "
@@ -106,7 +119,6 @@ def check_dtype(cfg: RunConfig, model_type: str | None, report: Report) -> str:
     elif cfg.compute_dtype == "float16" and model_type == "phi":
         report.warnings.append("--compute-dtype float16: Phi-2 overflows in float16 attention (non-finite losses)")
     if torch.cuda.is_available():
-        from nli_qlora.model.load import compute_dtype
         try:
             compute_dtype(cfg, torch.device("cuda"))
         except UserError as err:
@@ -117,7 +129,6 @@ def check_dtype(cfg: RunConfig, model_type: str | None, report: Report) -> str:
 
 def check_model(cfg: RunConfig, report: Report):
     """(source, model configuration, tokenizer), each None where it could not be read."""
-    from nli_qlora.model.load import load_config, load_tokenizer, resolve_source, tokenizer_source
     source = model_config = tok = None
     try:
         source = resolve_source(cfg)
@@ -142,7 +153,6 @@ def check_model(cfg: RunConfig, report: Report):
 
 
 def check_label_words(cfg: RunConfig, tok, report: Report) -> list[int] | None:
-    from nli_qlora.data.prompt import label_token_ids
     try:
         ids = label_token_ids(tok, cfg.label_words)
     except UserError as err:
@@ -156,7 +166,6 @@ def check_label_words(cfg: RunConfig, tok, report: Report) -> list[int] | None:
 
 def check_skeleton(cfg: RunConfig, source, model_config, report: Report) -> None:
     """LoRA targets and parameter counts from the 4-bit + LoRA model built on the meta device."""
-    from nli_qlora.model.load import build_skeleton, parameter_counts
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -174,7 +183,6 @@ def check_skeleton(cfg: RunConfig, source, model_config, report: Report) -> None
 
 def _linear_names(model_or_config) -> list[str]:
     """Last name parts of the model's linear layers: what --target-modules can name."""
-    import torch
     model = model_or_config
     if not isinstance(model, torch.nn.Module):
         from accelerate import init_empty_weights
@@ -210,7 +218,6 @@ def check_data(cfg: RunConfig, tok, report: Report) -> dict[str, list]:
 
 
 def _read_split(cfg: RunConfig, split: str, file: str | None, size: int, entry: dict, report: Report):
-    from nli_qlora.data.read import collect, iter_records, load_split
     try:
         examples, stats = load_split(split, file, cfg.dataset, size, skip_bad=True)
     except UserError as err:
@@ -241,8 +248,6 @@ def _bad_row_problems(cfg: RunConfig, source: str, bad_rows, report: Report) -> 
 
 def _encode_split(cfg: RunConfig, tok, examples, source: str, entry: dict, report: Report):
     """Tokenize (filling the token cache the real run reads); name every prompt over --max-length."""
-    from nli_qlora.data.prompt import format_prompt
-    from nli_qlora.data.token_cache import cache_key, cache_path, load_or_encode
     prompts = [format_prompt(cfg.prompt_template, ex.premise, ex.hypothesis) for ex in examples]
     path = cache_path(cache_key(tok, prompts))
     hit = path.is_file()
@@ -273,24 +278,14 @@ def length_stats(lengths: list[int]) -> dict | None:
             "max": ordered[-1], "mean": round(statistics.fmean(ordered), 2)}
 
 
-def answer_lengths(cfg: RunConfig, tok) -> list[int]:
-    """Tokens the lm loss appends after each label's prompt (the label word, then eos), as the loop does."""
-    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
-    return [len(tok.encode(w, add_special_tokens=False) + eos) for w in cfg.label_words]
-
-
 def padding_summary(lengths: list[int], cfg: RunConfig, bucketing: bool, multiple: int) -> dict:
     """Padding over all epochs of the run for one bucketing choice: micro-batches cut as the loop
     cuts them (rows sorted by length, --grad-accum pieces), widths padded to `multiple`."""
-    from nli_qlora.data.batches import bucketed_batches, padded_length
     real = padded = 0
     widths = []
     for epoch in range(1, cfg.epochs + 1):
         for idx in bucketed_batches(lengths, cfg.batch_size, cfg.seed, epoch, bucketing):
-            chosen = sorted(lengths[i] for i in idx)
-            micro = -(-len(chosen) // cfg.grad_accum)
-            for k in range(0, len(chosen), micro):
-                part = chosen[k:k + micro]
+            for part in micro_batches(sorted(lengths[i] for i in idx), cfg.grad_accum):
                 width = padded_length(max(part), multiple)
                 real, padded = real + sum(part), padded + width * len(part)
                 widths.append(width)
@@ -303,10 +298,6 @@ def padding_summary(lengths: list[int], cfg: RunConfig, bucketing: bool, multipl
 def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dtype: str, report: Report) -> None:
     """The estimated peak for the widest micro-batch against the budget (per GPU: under torchrun a
     process holds batch/N rows); a fix suggested when over."""
-    from dataclasses import replace
-
-    from nli_qlora.infra.distributed import launched
-    from nli_qlora.tools.memory import estimate_peak_bytes, parse_budget
     try:
         budget_bytes, budget_label = parse_budget(budget)
     except UserError as err:
@@ -323,7 +314,7 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
                              "total_gb": round(terms["total"] / GB, 3), "budget": budget_label,
                              "budget_bytes": budget_bytes, "fits": fits}
     family = getattr(model_config, "model_type", None)
-    if family not in KNOWN_FAMILIES:
+    if family not in MODEL_TYPES:  # the decoder layouts tools.memory counts exactly
         report.notes.append(f"memory estimate: model type {family!r} counted as a Llama-style decoder (approximate)")
     if fits:
         return
@@ -333,9 +324,6 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
 
 
 def _memory_hint(model_config, cfg: RunConfig, seq_len: int, budget_bytes: int) -> str:
-    from dataclasses import replace
-
-    from nli_qlora.tools.memory import estimate_peak_bytes
     if not cfg.gradient_checkpointing:
         on = replace(cfg, gradient_checkpointing=True)
         total = estimate_peak_bytes(model_config, on, -(-cfg.batch_size // cfg.grad_accum), seq_len)["total"]
@@ -377,7 +365,7 @@ def run_checks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Rep
     rows = check_data(cfg, tok, report)
     if tok is None:
         return report
-    extra = max(answer_lengths(cfg, tok)) if cfg.loss == "lm" else 0
+    extra = max(map(len, answer_token_ids(tok, cfg.label_words))) if cfg.loss == "lm" else 0  # as the loop appends
     report.data["token_lengths"] = {s: length_stats([len(r.prompt_ids) for r in rows[s]]) for s in rows}
     train_lengths = [len(r.prompt_ids) + extra for r in rows.get("train", [])]
     multiple = getattr(cfg, "pad_to_multiple", 8)
@@ -394,7 +382,6 @@ def run_checks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Rep
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Run every check, show the report, write --dry-run-json; 0 when a real run would start, else 2."""
-    from nli_qlora.infra.distributed import launched
     try:
         me = launched()
     except UserError as err:
@@ -402,14 +389,11 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         return err.exit_code
     if not me.writer:
         return 0  # under torchrun one process checks and reports (rank 0); the others have nothing to add
-    _quiet_libraries()
+    quiet_libraries()
     report = run_checks(args, parser)
     if not args.quiet:
         render(report)
     if args.dry_run_json:
-        import json
-
-        from nli_qlora.infra.atomic import write_text
         try:
             write_text(args.dry_run_json, json.dumps(report.as_json(), indent=2, default=str) + "\n")
         except OSError as err:
@@ -422,93 +406,3 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if not args.quiet:
         print(f"{PROG}: dry run: ok, a real run would start", file=sys.stderr)
     return 0
-
-
-# --- the view: rich tables on stdout (programs read --dry-run-json) ----------------------------------
-
-def render(report: Report) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-    d = report.data
-
-    def table(title: str, *columns: str, left: tuple[int, ...] = (0,)) -> Table:
-        """Text columns (`left`) left-aligned, numbers right-aligned."""
-        t = Table(title=title, title_justify="left")
-        for i, col in enumerate(columns):
-            t.add_column(col, justify="left" if i in left else "right")
-        return t
-
-    if "data" in d:
-        t = table("Data", "split", "source", "read", "unlabelled", "bad", "too long", "selected", left=(0, 1))
-        for split, e in d["data"].items():
-            t.add_row(split, str(e.get("file")), *(str(e.get(k, "-")) for k in ("rows_read", "unlabeled_dropped")),
-                      str(len(e.get("bad_rows", []))), str(len(e.get("too_long", []))), str(e.get("selected", "-")))
-        console.print(t)
-    if d.get("token_lengths"):
-        t = table("Prompt tokens (selected rows)", "split", "min", "median", "p95", "max")
-        for split, st in d["token_lengths"].items():
-            if st:
-                t.add_row(split, *(str(st[k]) for k in ("min", "median", "p95", "max")))
-        console.print(t)
-    if "padding" in d:
-        p = d["padding"]
-        t = table(f"Padding of the training batches (batch {p['batch_size']}, widths padded to a multiple of "
-                  f"{p['pad_multiple']}, all epochs)", "bucketing", "padded tokens", "padding", "width p50",
-                  "width max", "shapes")
-        for key in ("on", "off"):
-            r = p[key]
-            t.add_row(key + (" (configured)" if p["configured"] == key else ""), f"{r['padded_tokens']:,}",
-                      f"{100 * r['padding_fraction']:.1f}%", str(r["width_p50"]), str(r["width_p100"]),
-                      str(r["distinct_widths"]))
-        console.print(t)
-    if "label_token_ids" in d:
-        t = table("Label words", "label", "word", "first token id", "token", left=(0, 1))
-        for label, e in d["label_token_ids"].items():
-            t.add_row(label, repr(e["word"]), str(e["token_id"]), repr(e["token"]))
-        console.print(t)
-    if "lora_targets" in d:
-        lt = d["lora_targets"]
-        t = table("LoRA", "", "", left=(0, 1))
-        t.add_row("targets matched", " ".join(lt["matched"]) or "-")
-        t.add_row("targets matching nothing", " ".join(lt["unmatched"]) or "-")
-        t.add_row("model's linear layers", " ".join(lt["model_linears"]))
-        if "params" in d:
-            pc = d["params"]
-            t.add_row("trainable parameters", f"{pc['trainable']:,}")
-            t.add_row("total parameters", f"{pc['total']:,} (bitsandbytes' packed count {pc['total_packed']:,})")
-        console.print(t)
-    if "memory" in d:
-        from nli_qlora.tools.memory import TERMS
-        m = d["memory"]
-        per = f" per GPU ({m['processes']} processes)" if m.get("processes", 1) > 1 else ""
-        t = table(f"Estimated peak GPU memory{per}: micro-batch {m['micro_batch']} x {m['seq_len']} tokens, "
-                  f"{m['compute_dtype']}, checkpointing {'on' if m['gradient_checkpointing'] else 'off'}",
-                  "term", "GB", "what", left=(0, 2))
-        for name, what in TERMS.items():
-            value = m["terms"].get(name, 0)
-            if value:
-                t.add_row(name, f"{value / GB:.3f}", what)
-        t.add_row("total", f"{m['total_gb']:.2f}", f"budget {m['budget']}: {'fits' if m['fits'] else 'DOES NOT FIT'}")
-        console.print(t)
-    if "planned" in d:
-        pl = d["planned"]
-        t = table("Plan", "", "", left=(0, 1))
-        t.add_row("epochs x steps per epoch", f"{pl['epochs']} x {pl['steps_per_epoch']} = {pl['total_steps']} steps")
-        t.add_row("training samples", f"{pl['samples']:,}")
-        t.add_row("evaluations", f"validation {pl['evaluations']['validation']} x {pl['eval_rows']['validation']} rows, "
-                                 f"test {pl['evaluations']['test']} x {pl['eval_rows']['test']} rows")
-        console.print(t)
-    for note in report.notes:
-        console.print(f"note: {note}", markup=False)
-    for warning in report.warnings:
-        console.print(f"warning: {warning}", markup=False)
-
-
-def _quiet_libraries() -> None:
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*")

@@ -1,7 +1,7 @@
-"""python -m nli_qlora.tune: measure batch settings and write the fastest ones that fit a memory budget.
+"""The batch tuner behind `python -m nli_qlora.tune`: measure batch settings, keep the fastest that fit a budget.
 
 Every candidate (batch size, gradient accumulation, gradient checkpointing, bucketing) runs the loop's
-own step, `nli_qlora.step.train_step`, on batches drawn from the configured training data's real length
+own step, timed as the loop times it (`nli_qlora.training.step.timed_step`), on batches drawn from the configured training data's real length
 distribution: there is no second step. On a GPU the budget is enforced through the allocator's
 per-process memory fraction, so a candidate too big for the target card (an A40's 48 GB by default)
 raises `torch.OutOfMemoryError` here too and is recorded as "does not fit". On CPU nothing is enforced.
@@ -15,100 +15,70 @@ that build a model, a Trainer and length-distributed batches are shared with ker
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import gc
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from nli_qlora.data.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode
-from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
+from nli_qlora.config import RunConfig
+from nli_qlora.data.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode, micro_batches
+from nli_qlora.data.read import load_split
 from nli_qlora.infra.errors import UserError
-from nli_qlora.tools.memory import parse_budget
-from nli_qlora.training.step import Trainer, to_device, train_step
+from nli_qlora.infra.quiet import quiet_libraries
+from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
+from nli_qlora.tools.memory import estimate_peak_bytes
+from nli_qlora.training.optim import trainer_for
+from nli_qlora.training.step import timed_step
 
 PROG = "python -m nli_qlora.tune"
-DEFAULT_BUDGET = "48GB"  # an A40
-DEFAULT_BATCH_SIZES = (4, 8, 16, 32, 64, 128)
 CLEARLY_TOO_BIG = 1.25  # skip unmeasured only when the memory estimate exceeds the budget by this factor
 
 
 # --- what a timed step needs: a model, its tokenizer, a Trainer, batches ------------------------
 
-@dataclass
-class Rig:
-    """A model built as the loop builds it (4-bit base, LoRA), kept across candidates."""
-    cfg: RunConfig
-    device: torch.device
-    dtype: torch.dtype
-    model: torch.nn.Module
-    tokenizer: object
-    label_ids: list[int]
-    counts: dict
-
-
 def default_device() -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def load_rig(cfg: RunConfig, device: torch.device) -> Rig:
-    from nli_qlora.training.recipe import quiet_libraries
-    from nli_qlora.model.load import attach_lora, load_model, match_targets, parameter_counts
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
+
+def prepare(cfg: RunConfig, device: torch.device) -> ModelBundle:
+    """The model as the loop builds it (4-bit base, LoRA), kept across candidates."""
     quiet_libraries()
-    tokenizer, label_ids, dtype, model = load_model(cfg, device)
-    matched, _ = match_targets(model, cfg.target_modules)
-    model = attach_lora(model, cfg, matched)
-    model.train()
-    rig = Rig(cfg, device, dtype, model, tokenizer, label_ids, parameter_counts(model))
-    set_checkpointing(rig.model, cfg.gradient_checkpointing)
-    return rig
+    bundle = with_lora(load_bundle(cfg, device))
+    bundle.model.train()
+    set_checkpointing(bundle.model, cfg.gradient_checkpointing)
+    return bundle
 
 
 def set_checkpointing(model, on: bool) -> None:
-    """Toggle gradient checkpointing as the loop enables it (non-reentrant, input grads on)."""
+    """Toggle gradient checkpointing between candidates, as the loop enables it."""
     model.disable_input_require_grads()  # enable twice would leave a stale hook behind
     if on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
+        enable_checkpointing(model)
     else:
         model.gradient_checkpointing_disable()
 
 
-def build_trainer(rig: Rig, cfg: RunConfig) -> Trainer:
-    """A fresh Trainer over the adapters, built as the loop builds it (cfg.step_mode: flat buffer and
-    CUDA graphs, or eager), with a fresh optimizer and schedule."""
-    from nli_qlora.training.optim import build_optimizer, build_scheduler, quiet_paged_fallback
-    from nli_qlora.training.scoring import LabelScorer
-    from nli_qlora.training.step import build_trainer as step_trainer
-
-    params = [p for p in rig.model.parameters() if p.requires_grad]
-    quiet_paged_fallback()
-    return step_trainer(LabelScorer(rig.model, rig.label_ids), params, lambda ps: build_optimizer(cfg, ps)[0],
-                        lambda opt: build_scheduler(cfg, opt, total_steps=1000), cfg.loss, cfg.max_grad_norm,
-                        cfg.step_mode, cfg.gradient_checkpointing)
-
-
-def release(rig: Rig) -> None:
+def release(bundle: ModelBundle) -> None:
     """After the caller dropped its Trainer: free gradients, optimizer state and captured graphs so
     the next candidate starts from the model alone."""
-    for p in rig.model.parameters():
+    for p in bundle.model.parameters():
         p.grad = None
     gc.collect()
-    if rig.device.type == "cuda":
+    if bundle.device.type == "cuda":
         torch.cuda.empty_cache()
 
 
 def encoded_rows(cfg: RunConfig, tokenizer, split: str = "train", file: str | None = None, size: int | None = None
                  ) -> list[Encoded]:
     """A split's prompts tokenized as the loop does; rows longer than --max-length are left out."""
-    from nli_qlora.data.read import load_split
-
     file = file if file is not None else {"train": cfg.train_file, "validation": cfg.validation_file,
                                           "test": cfg.test_file}[split]
     size = size if size is not None else {"train": cfg.train_size, "validation": cfg.validation_size,
@@ -126,14 +96,6 @@ def fixed_rows(seq_len: int, count: int, vocab_size: int, seed: int = 0) -> list
     return [Encoded(tuple(row), label, i) for i, (row, label) in enumerate(zip(ids, labels))]
 
 
-def answer_ids(cfg: RunConfig, tokenizer) -> list[list[int]] | None:
-    """The label words' tokens plus eos, appended to each row for the `lm` loss (as the loop does)."""
-    if cfg.loss != "lm":
-        return None
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    return [tokenizer.encode(w, add_special_tokens=False) + eos for w in cfg.label_words]
-
-
 def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketing: bool, count: int, pad_id: int,
                  pad_multiple: int, seed: int = 0, pin: bool = False, answer: list[list[int]] | None = None
                  ) -> list[list[dict]]:
@@ -149,9 +111,8 @@ def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketin
             if len(idx) < full:
                 continue
             chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
-            micro = -(-len(chosen) // grad_accum)
-            steps.append([collate(chosen[i:i + micro], pad_id, pad_multiple, answer, pin=pin)
-                          for i in range(0, len(chosen), micro)])
+            steps.append([collate(chunk, pad_id, pad_multiple, answer, pin=pin)
+                          for chunk in micro_batches(chosen, grad_accum)])
             if len(steps) == count:
                 break
         epoch += 1
@@ -170,18 +131,6 @@ def with_warmup(measured: list[list[dict]], extra: int) -> list[list[dict]]:
     for micro in measured:
         first.setdefault(step_shape(micro), micro)
     return measured[:extra] + list(first.values()) + measured
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_step(trainer: Trainer, micro: list[dict], device: torch.device) -> dict:
-    """One timed unit: host-to-device copy plus the loop's step, ended by a device sync."""
-    stats = train_step(trainer, [to_device(b, device) for b in micro])
-    synchronize(device)
-    return stats
 
 
 def step_counts(micro: list[dict]) -> tuple[int, int, int]:
@@ -234,42 +183,36 @@ def candidates(cfg: RunConfig, batch_sizes: list[int], keep_effective_batch: boo
     return [Candidate(b, ga, ckpt, bucket) for ckpt in (False, True) for bucket in (True, False) for b, ga in shapes]
 
 
-def memory_estimate(rig: Rig, cfg: RunConfig, cand: Candidate, seq_len: int) -> int | None:
-    """nli_qlora.memory's estimate when that module exists; None otherwise (it is only a shortcut)."""
-    try:
-        from nli_qlora.tools import memory
-    except ImportError:
-        return None
+def memory_estimate(rig: ModelBundle, cfg: RunConfig, cand: Candidate, seq_len: int) -> int | None:
+    """nli_qlora.tools.memory's estimate; None when it cannot be made (it is only a shortcut)."""
     run_cfg = dataclasses.replace(cfg, batch_size=cand.batch_size, grad_accum=cand.grad_accum,
                                   gradient_checkpointing=cand.gradient_checkpointing, bucketing=cand.bucketing)
     try:
-        estimate = memory.estimate_peak_bytes(rig.model.config, run_cfg, cand.micro_batch, seq_len)
+        estimate = estimate_peak_bytes(rig.model.config, run_cfg, cand.micro_batch, seq_len)
         return int(estimate["total"] if isinstance(estimate, dict) else estimate)
     except Exception as err:  # an estimate that cannot be made must not stop a measurement
         print(f"{PROG}: note: no memory estimate ({type(err).__name__}: {err}); measuring instead", file=sys.stderr)
         return None
 
 
-def measure(rig: Rig, cfg: RunConfig, cand: Candidate, rows: list[Encoded], steps: int, warmup: int) -> Result:
+def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encoded], steps: int, warmup: int) -> Result:
     """Time `steps` steps after warm-up ones (`warmup`, plus one per batch shape met); out of memory
     means "does not fit"."""
     run_cfg = dataclasses.replace(cfg, batch_size=cand.batch_size, grad_accum=cand.grad_accum,
                                   gradient_checkpointing=cand.gradient_checkpointing, bucketing=cand.bucketing)
     cuda = rig.device.type == "cuda"
     measured = draw_batches(rows, cand.batch_size, cand.grad_accum, cand.bucketing, steps, rig.tokenizer.pad_token_id,
-                            cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=answer_ids(cfg, rig.tokenizer))
+                            cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=rig.appended_answers(cfg.loss))
     plan = with_warmup(measured, warmup)
     trainer, times, oom = None, [], False
     try:
         set_checkpointing(rig.model, cand.gradient_checkpointing)
-        trainer = build_trainer(rig, run_cfg)
+        trainer, _ = trainer_for(run_cfg, rig.model, rig.label_ids, total_steps=1000)
         if cuda:
             torch.cuda.reset_peak_memory_stats(rig.device)
         for micro in plan:
-            synchronize(rig.device)
-            t0 = time.perf_counter()
-            run_step(trainer, micro, rig.device)
-            times.append(time.perf_counter() - t0)
+            _, seconds = timed_step(trainer, micro, rig.device)  # the loop's timing of a step
+            times.append(seconds)
     except torch.OutOfMemoryError:
         oom = True  # leaving the except block frees the traceback's activations
     except RuntimeError as err:  # e.g. an allocation failing inside a CUDA graph capture
@@ -307,7 +250,7 @@ def enforce_budget(budget: int, device: torch.device) -> str:
             f"{total / 1e9:.1f} GB ({outside / 1e9:.2f} GB already in use outside it)")
 
 
-def tune(rig: Rig, cfg: RunConfig, cands: list[Candidate], rows: list[Encoded], budget: int, steps: int,
+def tune(rig: ModelBundle, cfg: RunConfig, cands: list[Candidate], rows: list[Encoded], budget: int, steps: int,
          warmup: int, log=print) -> list[Result]:
     results: list[Result] = []
     too_big: dict[tuple[bool, bool], int] = {}  # smallest micro-batch that did not fit, per line
@@ -397,84 +340,3 @@ def print_table(results: list[Result], best: Result | None) -> None:
     if not console.is_terminal:
         console.width = 140  # piped: keep the table readable in a log
     console.print(table)
-
-
-# --- CLI ----------------------------------------------------------------------------------------
-
-def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog=PROG, description="Measure batch settings with the real training step and write "
-                                                  "the fastest ones that fit a GPU memory budget as a config file.")
-    parser.add_argument("--preset", choices=list(PRESETS), default=None, help="starting settings (default seed)")
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON settings over the preset")
-    parser.add_argument("--memory-budget", default=DEFAULT_BUDGET, metavar="SIZE",
-                        help="GPU memory the run may use, e.g. 48GB (an A40, the default) or 22GiB")
-    parser.add_argument("--keep-effective-batch", action="store_true",
-                        help="keep --batch-size (part of a recipe's result) and choose only grad_accum, "
-                             "checkpointing and bucketing")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=list(DEFAULT_BATCH_SIZES), metavar="N",
-                        help="candidate batch sizes when the effective batch may change")
-    parser.add_argument("--steps", type=int, default=6, help="timed steps per candidate")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before them")
-    parser.add_argument("--out", default="tuned.yaml", metavar="FILE", help="the config file to write (.yaml)")
-    add_config_flags(parser)
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except UserError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-def run(args: argparse.Namespace) -> int:
-    cfg = resolve(args)
-    budget, _ = parse_budget(args.memory_budget)
-    out = Path(args.out)
-    if out.suffix not in (".yaml", ".yml"):
-        raise UserError(f"--out: {out} must end in .yaml (python -m nli_qlora.train --config reads YAML)")
-    if args.steps < 1:
-        raise UserError(f"--steps: must be at least 1, got {args.steps}")
-    if min(args.batch_sizes) < 1:
-        raise UserError(f"--batch-sizes: must be at least 1, got {min(args.batch_sizes)}")
-    if args.warmup < 0:
-        raise UserError("--warmup: must be 0 or more")
-    device = default_device()
-    note = enforce_budget(budget, device)
-    print(f"{PROG}: {note}", file=sys.stderr)
-    rig = load_rig(cfg, device)
-    rows = encoded_rows(cfg, rig.tokenizer)
-    if not rows:
-        raise UserError("no training rows within --max-length to measure with")
-    lengths = sorted(len(r.prompt_ids) for r in rows)
-    print(f"{PROG}: {len(rows)} training rows, prompt tokens median {lengths[len(lengths) // 2]}, "
-          f"longest {lengths[-1]}; device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}",
-          file=sys.stderr)
-    cands = candidates(cfg, args.batch_sizes, args.keep_effective_batch)
-    results = tune(rig, cfg, cands, rows, budget, args.steps, args.warmup,
-                   log=lambda m: print(f"{PROG}: {m}", file=sys.stderr))
-    best = fastest(results)
-    print_table(results, best)
-    if best is None:
-        raise UserError(f"--memory-budget: no candidate fits in {args.memory_budget}; try "
-                        f"--gradient-checkpointing or smaller --batch-sizes")
-    context = [f"device: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; {note}",
-               f"measured {time.strftime('%Y-%m-%d %H:%M')} with {args.steps} timed steps after {args.warmup} "
-               f"warm-up steps per candidate on {len(rows)} training rows",
-               f"fastest that fits: {best.candidate.label()}: {best.samples_per_s:.1f} samples/s",
-               "speed ranks are this device's; memory fit is the budget's"]
-    if args.keep_effective_batch:
-        context.append(f"effective batch kept at {cfg.batch_size}")
-    elif best.candidate.batch_size != cfg.batch_size:
-        context.append(f"the batch size changed from {cfg.batch_size}: learning rate and steps per epoch "
-                       f"change with it (--keep-effective-batch keeps it)")
-    md = write_outputs(out, settings_of(cfg, best), results, best, context)
-    print(f"{PROG}: wrote {out} and {md}", file=sys.stderr)
-    print(out)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

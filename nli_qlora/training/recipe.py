@@ -20,10 +20,7 @@ one-line errors naming the path (storage.writing); CUDA out of memory follows nl
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import resource
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,26 +29,27 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_qlora.run import checkpoint as ckpt
-from nli_qlora.infra import oom
-from nli_qlora.infra.atomic import open_atomic, remove_leftovers
-from nli_qlora.data.batches import Encoded, bucketed_batches, collate, token_counts
 from nli_qlora.config import LABELS, RunConfig
-from nli_qlora.infra.console import ProgressView
+from nli_qlora.data.batches import Encoded, bucketed_batches, collate, micro_batches, token_counts
 from nli_qlora.data.read import Example, SplitStats, load_split
+from nli_qlora.data.token_cache import load_or_encode
+from nli_qlora.infra import oom
+from nli_qlora.infra.atomic import remove_leftovers
+from nli_qlora.infra.console import ProgressView
 from nli_qlora.infra.distributed import World
 from nli_qlora.infra.errors import UserError
-from nli_qlora.training.evaluate import evaluate
 from nli_qlora.infra.interrupt import Interrupted, StopFlag
-from nli_qlora.run.metrics import MetricsWriter, NullMetrics
-from nli_qlora.model.load import (attach_lora, compute_dtype, load_base_model, load_tokenizer, match_targets,
-                             parameter_counts, resolve_source, tokenizer_source)
-from nli_qlora.training.optim import build_optimizer, build_scheduler, quiet_paged_fallback
-from nli_qlora.data.prompt import answer_token_ids, label_token_ids
-from nli_qlora.training.scoring import LabelScorer
-from nli_qlora.training.step import Trainer, build_trainer, to_device, train_step
+from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, rss_gb, versions
+from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
-
+from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
+from nli_qlora.model.load import compute_dtype
+from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
+from nli_qlora.run.predictions import write_predictions
+from nli_qlora.training.evaluate import evaluate
+from nli_qlora.training.optim import trainer_for
+from nli_qlora.training.step import Trainer, timed_step
 
 
 @dataclass
@@ -60,57 +58,6 @@ class Split:
     examples: list[Example]
     rows: list[Encoded]
     stats: SplitStats
-
-
-def _gb(n: float | None) -> float | None:
-    return None if n is None else round(n / 2**30, 4)
-
-
-def rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 4)
-
-
-def peak_rss_gb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 4)  # Linux reports KiB
-
-
-def device_info(device: torch.device) -> dict:
-    if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        return {"type": "cuda", "name": props.name, "count": torch.cuda.device_count(),
-                "total_memory_gb": _gb(props.total_memory), "capability": f"{props.major}.{props.minor}"}
-    return {"type": "cpu", "name": "cpu", "count": os.cpu_count(), "total_memory_gb": None, "capability": None}
-
-
-def versions() -> dict:
-    import bitsandbytes
-    import peft
-    import transformers
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "bitsandbytes": bitsandbytes.__version__}
-
-
-def quiet_libraries() -> None:
-    """Our own view reports progress; the libraries' bars and deprecation chatter only add noise."""
-    from transformers.utils import logging as hf_logging
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    quiet_paged_fallback()
-
-
-def _records(data: bytes) -> list[dict]:
-    """The parseable records in a piece of a metrics file (a torn line from a crash is skipped)."""
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append(record)
-    return out
 
 
 class FineTune:
@@ -138,48 +85,62 @@ class FineTune:
     # --- setup: each piece in dependency order ---------------------------------------------------
 
     def setup(self) -> None:
+        """Each piece in dependency order; every helper returns what it builds."""
         self.stop.install()  # "immediate" until the metrics file is open: nothing to save before that
         quiet_libraries()
         torch.manual_seed(self.cfg.seed)
         self.device = self._setup_device()
-        self.tokenizer, self.label_ids = self._setup_tokenizer()
-        self.splits = self._setup_data()
-        self.model, self.matched, self.unmatched = self._setup_model()
-        self.trainer = self._setup_optimizer()
+        self.bundle = self._setup_model(self.device)
+        self.splits = self._setup_data(self.bundle.tokenizer)
+        self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / self.cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * self.cfg.epochs
+        self.trainer, notes = self._setup_optimizer(self.bundle, self.total_steps)
         self.restored = self._setup_resume()
         self.world.broadcast_([self.trainer.flat.param.data] if self.trainer.flat is not None
                               else [p.data for p in self.trainer.params])
         self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
-        self.metrics = self._setup_metrics(self.restored)
+        self.metrics = self._setup_metrics(self.restored, notes)
         if self.device.type == "cuda":  # peaks from here on are training's, not loading's
             torch.cuda.reset_peak_memory_stats(self.device)
+
+    @property
+    def model(self):
+        return self.bundle.model
+
+    @property
+    def answer_ids(self) -> list[list[int]] | None:
+        return self.bundle.appended_answers(self.cfg.loss)
 
     def _setup_device(self) -> torch.device:
         device = torch.device("cuda", self.world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        self.dtype = compute_dtype(self.cfg, device)
-        self.view.log(f"device {device_info(device)['name']} ({device.type}), compute {str(self.dtype)[6:]}"
+        self.view.log(f"device {device_info(device)['name']} ({device.type}), compute "
+                      f"{str(compute_dtype(self.cfg, device))[6:]}"
                       + (f", {self.world.size} processes ({self.world.backend})" if self.world.enabled else ""))
         return device
 
-    def _setup_tokenizer(self):
-        self.source = resolve_source(self.cfg)
-        tok = load_tokenizer(tokenizer_source(self.cfg, self.source))
-        ids = label_token_ids(tok, self.cfg.label_words)
-        self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(LABELS, ids))}")
-        # the lm loss appends each row's answer tokens; the other losses read the prompt alone
-        self.answer_ids = answer_token_ids(tok, self.cfg.label_words) if self.cfg.loss == "lm" else None
-        return tok, ids
+    def _setup_model(self, device: torch.device) -> ModelBundle:
+        bundle = with_lora(load_bundle(self.cfg, device))
+        self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(LABELS, bundle.label_ids))}")
+        if self.cfg.gradient_checkpointing:
+            enable_checkpointing(bundle.model)
+        counts = bundle.counts
+        self.view.log(f"model: LoRA on {bundle.matched}; trainable {counts['trainable']:,} of {counts['total']:,} "
+                      f"({counts['trainable_percent']:.2f}%); bitsandbytes' packed count "
+                      f"{counts['total_packed']:,}")
+        if bundle.unmatched:
+            self.view.log(f"WARNING: LoRA targets {bundle.unmatched} match no layer of this model and train nothing")
+        return bundle
 
-    def _setup_data(self) -> dict[str, Split]:
-        from nli_qlora.data.token_cache import load_or_encode  # encode's result; cached by --dry-run or a last run
+    def _setup_data(self, tokenizer) -> dict[str, Split]:
         splits = {}
         for name, file, size in (("train", self.cfg.train_file, self.cfg.train_size),
                                  ("validation", self.cfg.validation_file, self.cfg.validation_size),
                                  ("test", self.cfg.test_file, self.cfg.test_size)):
             examples, stats = load_split(name, file, self.cfg.dataset, size, self.cfg.skip_bad_rows)
-            rows, too_long = load_or_encode(examples, self.tokenizer, self.cfg.prompt_template, self.cfg.max_length,
+            # encode's result; cached by --dry-run or a last run
+            rows, too_long = load_or_encode(examples, tokenizer, self.cfg.prompt_template, self.cfg.max_length,
                                             stats.source, skip_long=self.cfg.skip_bad_rows, log=self.view.log,
                                             write=self.rank == 0)
             stats.bad_skipped += too_long
@@ -189,42 +150,13 @@ class FineTune:
                           f"({stats.unlabeled_dropped} unlabelled dropped, {stats.bad_skipped} bad skipped)")
         return splits
 
-    def _setup_model(self):
-        model = load_base_model(self.cfg, self.source, self.device, self.dtype)
-        matched, unmatched = match_targets(model, self.cfg.target_modules)
-        model = attach_lora(model, self.cfg, matched)
-        if self.cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.enable_input_require_grads()
-        self.counts = parameter_counts(model)
-        self.view.log(f"model: LoRA on {matched}; trainable {self.counts['trainable']:,} of {self.counts['total']:,} "
-                      f"({self.counts['trainable_percent']:.2f}%); bitsandbytes' packed count "
-                      f"{self.counts['total_packed']:,}")
-        if unmatched:
-            self.view.log(f"WARNING: LoRA targets {unmatched} match no layer of this model and train nothing")
-        return model, matched, unmatched
-
-    def _setup_optimizer(self) -> Trainer:
-        cfg = self.cfg
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        quiet_paged_fallback()
-        self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / cfg.batch_size)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.optimizer_notes = []
-
-        def make_optimizer(opt_params):
-            optimizer, self.optimizer_notes = build_optimizer(cfg, opt_params)
-            return optimizer
-
-        self.model.train()
-        trainer = build_trainer(LabelScorer(self.model, self.label_ids), params, make_optimizer,
-                                lambda opt: build_scheduler(cfg, opt, self.total_steps), cfg.loss,
-                                cfg.max_grad_norm, cfg.step_mode, cfg.gradient_checkpointing)
-        trainer.world = self.world
+    def _setup_optimizer(self, bundle: ModelBundle, total_steps: int) -> tuple[Trainer, list[str]]:
+        bundle.model.train()
+        trainer, notes = trainer_for(self.cfg, bundle.model, bundle.label_ids, total_steps, self.world)
         mode = "eager" if trainer.flat is None else ("flat optimizer + CUDA graphs" if trainer.graphed
                                                      else "flat optimizer")
-        self.view.log(f"step: {mode}; {cfg.optimizer} over {len(params)} LoRA tensors")
-        return trainer
+        self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
+        return trainer, notes
 
     def _setup_resume(self) -> Path | None:
         """Load the newest complete checkpoint: adapter weights, optimizer, scheduler, RNG, position."""
@@ -247,56 +179,34 @@ class FineTune:
                       f"{self.pos.epoch_step} batches done)")
         return path
 
-    def _setup_metrics(self, restored: Path | None):
+    def _setup_metrics(self, restored: Path | None, notes: list[str]):
         if self.rank != 0:
             return NullMetrics()
         path = self.run_dir / "metrics.jsonl"
         with writing(path):
-            return self._continue_metrics(path, restored) if restored else self._start_metrics(path)
-
-    def _continue_metrics(self, path: Path, restored: Path) -> MetricsWriter:
-        """Cut the file back to what it held when `restored` was saved: later lines are redone."""
-        size = path.stat().st_size if path.is_file() else 0
-        if size < self.pos.metrics_offset:
-            raise UserError(f"--resume: {path} holds {size} bytes, fewer than the {self.pos.metrics_offset} it held "
-                            f"when {restored} was saved; it was replaced or cut, so the run cannot continue")
-        with open(path, "rb") as f:
-            f.seek(self.pos.metrics_offset)
-            later = _records(f.read())
-        ends = [r for r in later if r.get("event") == "run_end"]
-        discarded = sum(r.get("event") == "step" for r in later)
-        with open(path, "r+b") as f:
-            f.truncate(self.pos.metrics_offset)
-            os.fsync(f.fileno())
-        metrics = MetricsWriter(path, append=True)
-        metrics.write("checkpoint", path=str(restored), step=self.pos.step,
-                      epoch=self.pos.epoch - (self.pos.epoch_step == 0), kind="restored")
-        metrics.write("resume", checkpoint=str(restored), step=self.pos.step, epoch=self.pos.epoch,
-                      epoch_step=self.pos.epoch_step, previous_status=ends[-1]["status"] if ends else "killed",
-                      discarded_steps=discarded)
-        for name, (old, new) in self.changed.items():
-            metrics.write("warning", kind="resume_setting",
-                          message=f"resumed with --{name.replace('_', '-')} {new} (was {old})")
+            if restored is None:
+                return self._start_metrics(path, notes)
+            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed)
         if discarded:
             self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
         return metrics
 
-    def _start_metrics(self, path: Path) -> MetricsWriter:
+    def _start_metrics(self, path: Path, notes: list[str]) -> MetricsWriter:
         metrics = MetricsWriter(path)
         metrics.write(
             "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
-                   "dtype": str(self.dtype)[6:], "quantization": self.cfg.quantization},
-            device=device_info(self.device), world_size=self.world.size, params=self.counts,
-            lora_targets={"matched": self.matched, "unmatched": self.unmatched},
+                   "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization},
+            device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
+            lora_targets={"matched": self.bundle.matched, "unmatched": self.bundle.unmatched},
             data={name: s.stats.as_dict() for name, s in self.splits.items()},
             planned={"epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
                      "total_steps": self.total_steps, "samples": len(self.splits["train"].rows) * self.cfg.epochs},
-            versions=versions(), label_token_ids=self.label_ids)
-        if self.unmatched:
+            versions=versions(), label_token_ids=self.bundle.label_ids)
+        if self.bundle.unmatched:
             metrics.write("warning", kind="lora_unmatched",
-                          message=f"LoRA targets {self.unmatched} match no layer of this model and train nothing")
-        for note in self.optimizer_notes:
+                          message=f"LoRA targets {self.bundle.unmatched} match no layer of this model and train nothing")
+        for note in notes:
             metrics.write("warning", kind="paged_fallback", message=note)
         return metrics
 
@@ -351,34 +261,36 @@ class FineTune:
                               f"checkpoint {self.last_checkpoint}; continue with: python -m nli_qlora.train "
                               f"--resume {self.run_dir}")
 
-    def _chunks(self, rows: list[Encoded]) -> list[list[Encoded]]:
-        micro = max(1, -(-len(rows) // self.cfg.grad_accum))
-        return [rows[i:i + micro] for i in range(0, len(rows), micro)]
-
     def _micro_batches(self, mine: list[Encoded]) -> list[dict]:
-        return [collate(chunk, self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.answer_ids,
-                        pin=self.device.type == "cuda") for chunk in self._chunks(mine)]
+        return [collate(chunk, self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.answer_ids,
+                        pin=self.device.type == "cuda") for chunk in micro_batches(mine, self.cfg.grad_accum)]
 
     def _token_counts(self, chosen: list[Encoded]) -> tuple[int, int]:
         """Real and padded tokens of the whole global batch, as every rank's micro-batches hold them."""
         answer = self.answer_ids
         extra = (lambda r: len(answer[r.label])) if answer is not None else (lambda r: 0)
-        groups = [[len(r.prompt_ids) + extra(r) for r in chunk]
-                  for rank in range(self.world.size) for chunk in self._chunks(chosen[rank::self.world.size])]
+        groups = [[len(r.prompt_ids) + extra(r) for r in chunk] for rank in range(self.world.size)
+                  for chunk in micro_batches(chosen[rank::self.world.size], self.cfg.grad_accum)]
         return token_counts(groups, self.cfg.pad_to_multiple)
 
-    def _step(self, chosen: list[Encoded]) -> dict:
-        """train_step on this rank's share of the batch; on CUDA out of memory nli_qlora.oom decides:
-        retry with smaller micro-batches (--auto-batch) or stop with the settings that would fit."""
-        mine = self.world.shard(chosen)
+    def _retrying(self, attempt, decide):
+        """attempt() until it fits: on CUDA out of memory, free what the failed try held and apply
+        nli_qlora.infra.oom's decision `decide()` (smaller batches from now on, or OutOfMemory)."""
         while True:
-            host = self._micro_batches(mine)
             try:
-                return train_step(self.trainer, [to_device(b, self.device) for b in host], global_rows=len(chosen))
+                return attempt()
             except torch.OutOfMemoryError:
                 pass  # handled below, outside the except block: its traceback holds the activations
             self._free_after_oom()
-            self._apply(oom.train_oom(self.cfg, self.pos.step + 1, self.run_dir, self._gpu_total_gb()))
+            self._apply(decide())
+
+    def _step(self, chosen: list[Encoded]) -> tuple[dict, float]:
+        """(stats, seconds) of train_step on this rank's share of the batch; on out of memory, retry
+        with smaller micro-batches (--auto-batch) or stop with the settings that would fit."""
+        mine = self.world.shard(chosen)
+        return self._retrying(
+            lambda: timed_step(self.trainer, self._micro_batches(mine), self.device, global_rows=len(chosen)),
+            lambda: oom.train_oom(self.cfg, self.pos.step + 1, self.run_dir, self._gpu_total_gb()))
 
     def _free_after_oom(self) -> None:
         self.trainer.zero_grad()
@@ -410,12 +322,9 @@ class FineTune:
             pass
 
     def _train_one(self, rows: list[Encoded], batch_idx: list[int]) -> None:
-        cfg, pos = self.cfg, self.pos
-        t0 = time.perf_counter()
         chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
-        stats = self._step(chosen)
-        cfg = self.cfg  # an out-of-memory retry may have changed the micro-batch
-        dt = time.perf_counter() - t0  # honest: train_step ends on a host sync
+        stats, dt = self._step(chosen)  # dt: the step alone, synchronized at both ends (timed_step)
+        cfg, pos = self.cfg, self.pos  # after the step: an out-of-memory retry may have changed the micro-batch
         tokens, padded = self._token_counts(chosen)  # the global batch: samples/s and tokens/s are global
         pos.step += 1
         pos.epoch_step += 1
@@ -430,9 +339,9 @@ class FineTune:
             loss=stats["loss"], lr=self.trainer.scheduler.get_last_lr()[0], grad_norm=stats["grad_norm"],
             samples=len(chosen), tokens=tokens, padded_tokens=padded, padding_fraction=round(1 - tokens / padded, 4),
             step_time_s=round(dt, 6), samples_per_s=round(len(chosen) / dt, 3), tokens_per_s=round(tokens / dt, 1),
-            gpu_mem_allocated_gb=_gb(torch.cuda.memory_allocated()) if cuda else None,
-            gpu_mem_reserved_gb=_gb(torch.cuda.memory_reserved()) if cuda else None,
-            gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
+            gpu_mem_allocated_gb=gb(torch.cuda.memory_allocated()) if cuda else None,
+            gpu_mem_reserved_gb=gb(torch.cuda.memory_reserved()) if cuda else None,
+            gpu_mem_peak_gb=gb(torch.cuda.max_memory_allocated()) if cuda else None,
             rss_gb=rss_gb(), skipped=stats["skipped"], captured=stats["captured"])
         self.view.step(record)
         if pos.bad_steps_in_a_row >= cfg.max_bad_steps:
@@ -442,22 +351,17 @@ class FineTune:
 
     def _non_finite_cause(self) -> str:
         lr = f"the learning rate is likely too high: lower --learning-rate (now {self.cfg.learning_rate:g})"
-        if self.dtype == torch.float16:
+        if self.bundle.dtype == torch.float16:
             return (f"float16 overflows (Phi-2's attention does): use --compute-dtype bfloat16, or float32 "
                     f"on a GPU without bfloat16; or {lr}")
         return lr
 
     def _evaluate(self, split: str, epoch: int) -> dict:
         s = self.splits[split]
-        while True:
-            try:
-                result, logits = evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size,
-                                          self.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.world)
-                break
-            except torch.OutOfMemoryError:
-                pass  # handled outside the except block, as in _step
-            self._free_after_oom()
-            self._apply(oom.eval_oom(self.cfg, split, self.run_dir))
+        result, logits = self._retrying(
+            lambda: evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size,
+                             self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.world),
+            lambda: oom.eval_oom(self.cfg, split, self.run_dir))
         pred_file = self._write_predictions(s, logits, epoch) if split == "test" else None
         record = self._log(
             "eval", split=split, step=self.pos.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],
@@ -473,12 +377,8 @@ class FineTune:
             return None
         rel = f"predictions/{s.name}-epoch{epoch}.jsonl"
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        with writing(self.run_dir / rel), open_atomic(self.run_dir / rel, "w", encoding="utf-8") as f:
-            for r, p in zip(s.rows, probs):
-                ex = s.examples[r.index]
-                f.write(json.dumps({"line": ex.line, "id": ex.id, "premise": ex.premise, "hypothesis": ex.hypothesis,
-                                    "gold": LABELS[ex.label], "predicted": LABELS[int(p.argmax())],
-                                    "probabilities": dict(zip(LABELS, map(lambda v: round(float(v), 5), p)))}) + "\n")
+        with writing(self.run_dir / rel):
+            write_predictions(self.run_dir / rel, [s.examples[r.index] for r in s.rows], probs)
         return rel
 
     def _checkpoint(self, name: str, kind: str, wait: bool = True) -> None:
@@ -506,7 +406,7 @@ class FineTune:
             return
         self.ended = True
         self.stop.mode = "noted"
-        peak_gpu = _gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+        peak_gpu = gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
         try:
             self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
                       gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(), skipped_steps=self.pos.skipped_steps)

@@ -144,6 +144,23 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, global_rows: int | None = None
+               ) -> tuple[dict, float]:
+    """(train_step's stats, seconds): the host-to-device copy and the whole step, optimizer update
+    included. The device is synchronized before the clock starts and before it is read, so the
+    time is this step's own; the loop and the tuner both time a step this way."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    stats = train_step(t, [to_device(b, device) for b in host_batches], global_rows)
+    synchronize(device)  # the optimizer step was queued after train_step's one host sync
+    return stats, time.perf_counter() - t0
+
+
 def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = None) -> dict:
     """One optimizer step over `micro_batches` (gradient accumulation when more than one).
 
