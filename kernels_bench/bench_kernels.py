@@ -3,7 +3,7 @@
 - the 4-bit NF4 linear (forward; backward = the input gradient, the base being frozen) against bf16,
   at Phi-2's shapes;
 - a LoRA linear (peft's adapter on a bitsandbytes Linear4bit), forward and backward;
-- the label head (three logits at the answer position: nli_qlora.scoring's `label` loss) against
+- the label head (three logits at the answer position: nli_qlora.training.scoring's `label` loss) against
   the full vocabulary projected at every position (its `lm` loss);
 - bitsandbytes' (paged) 8-bit AdamW against torch AdamW (fused on CUDA) over Phi-2's LoRA set.
 
@@ -119,7 +119,7 @@ def bench_lora_linear(benchmark, shape, tokens, device, case_memory):
 
 class _FixedDecoder(torch.nn.Module):
     """Stands where the decoder stands and returns given final hidden states, so that only the
-    scoring head of nli_qlora.scoring.LabelScorer is timed."""
+    scoring head of nli_qlora.training.scoring.LabelScorer is timed."""
 
     def __init__(self, hidden: torch.Tensor):
         super().__init__()

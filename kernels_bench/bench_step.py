@@ -1,4 +1,4 @@
-"""One optimizer step of the real loop (nli_qlora.step.train_step), over batch size x sequence length x
+"""One optimizer step of the real loop (nli_qlora.training.step.train_step), over batch size x sequence length x
 gradient checkpointing x bucketing: how fast, how much memory, and why.
 
 Each round is one step on the next batch: host-to-device copy, forward, backward, clipping, the

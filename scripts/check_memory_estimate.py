@@ -1,4 +1,4 @@
-"""Hold nli_qlora.memory's peak estimate against torch's measured peak on a CUDA machine.
+"""Hold nli_qlora.tools.memory's peak estimate against torch's measured peak on a CUDA machine.
 
     python scripts/check_memory_estimate.py --out memory_check.json
 

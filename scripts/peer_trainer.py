@@ -183,7 +183,7 @@ class PeerRun:
         for name, file, size in (("train", cfg.train_file, cfg.train_size),
                                  ("validation", cfg.validation_file, cfg.validation_size),
                                  ("test", cfg.test_file, cfg.test_size)):
-            examples, stats = load_split(name, file, cfg.dataset, size, cfg.skip_bad_rows)
+            examples, stats = load_split(name, file, cfg.dataset, size, cfg.skip_bad_rows, cfg.label_set)
             rows, too_long = encode(examples, self.peer.tokenizer, cfg.prompt_template, cfg.max_length, stats.source,
                                     skip_long=cfg.skip_bad_rows)
             stats.bad_skipped += too_long
@@ -261,7 +261,7 @@ class PeerRun:
         bf16 = self.device.type == "cuda" and self.peer.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.peer.dtype, enabled=bf16):  # as the Trainer computes
             result, logits = evaluate(self.scorer, rows, self.cfg.eval_batch_size, self.peer.tokenizer.pad_token_id,
-                                      PAD_MULTIPLE)
+                                      PAD_MULTIPLE, names=self.cfg.labels)
         pred_file = self._write_predictions(split, examples, rows, logits, epoch) if split == "test" else None
         record = self.metrics.write(
             "eval", split=split, step=self.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],
@@ -274,7 +274,7 @@ class PeerRun:
     def _write_predictions(self, split, examples, rows, logits, epoch: int) -> str:
         rel = f"predictions/{split}-epoch{epoch}.jsonl"
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        write_predictions(self.run_dir / rel, [examples[r.index] for r in rows], probs)
+        write_predictions(self.run_dir / rel, [examples[r.index] for r in rows], probs, self.cfg.labels)
         return rel
 
     def train(self) -> None:

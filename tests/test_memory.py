@@ -1,4 +1,4 @@
-"""nli_qlora.memory: the peak-memory estimate, held against what autograd really keeps (on CPU, with
+"""nli_qlora.tools.memory: the peak-memory estimate, held against what autograd really keeps (on CPU, with
 real bitsandbytes 4-bit layers and peft adapters) and against peaks measured on a GPU."""
 
 from __future__ import annotations

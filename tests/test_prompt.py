@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nli_qlora.config import DEFAULT_PROMPT, LABELS
+from nli_qlora.config import DEFAULT_PROMPT
+from nli_qlora.labels import NLI_NAMES as LABELS
 from nli_qlora.infra.errors import UserError
 from nli_qlora.model.gguf import SMOLLM2_GGUF, smollm2_path
 from nli_qlora.model.load import _resolve_name, load_tokenizer

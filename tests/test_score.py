@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nli_qlora.training.classification import summarize
-from nli_qlora.config import LABELS
+from nli_qlora.labels import NLI_NAMES as LABELS
 from nli_qlora.cli.score import main as score_main
 from nli_qlora.data.builtin import tiny_split
 from nli_qlora.cli.train import main as train_main

@@ -1,4 +1,4 @@
-"""nli_qlora.token_cache: tokenized prompts cached on disk give exactly what batches.encode gives."""
+"""nli_qlora.data.token_cache: tokenized prompts cached on disk give exactly what batches.encode gives."""
 
 from __future__ import annotations
 

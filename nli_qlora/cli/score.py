@@ -44,7 +44,9 @@ def build_parser() -> OneLineParser:
     what.add_argument("--preset", choices=list(PRESETS), default=None,
                       help="zero-shot only: prompt, label words and model settings to start from (default seed)")
     _config_flag(what, "prompt_template", metavar="TEXT")
-    _config_flag(what, "label_words", nargs=3, metavar="WORD")
+    _config_flag(what, "label_words", nargs="+", metavar="WORD")
+    _config_flag(what, "labels", nargs="+", metavar="NAME")
+    _config_flag(what, "label_map", nargs="+", metavar="TEXT=NAME")
     _config_flag(what, "tokenizer", metavar="ID_OR_PATH")
     io = p.add_argument_group("input and output")
     io.add_argument("--input", required=True, metavar="FILE", help="rows to score (.jsonl .json .csv .tsv .parquet; "

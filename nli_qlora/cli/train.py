@@ -15,16 +15,17 @@ import traceback
 from pathlib import Path
 
 from nli_qlora.config import PRESETS, OneLineParser, add_config_flags
-from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.interrupt import Interrupted
+from nli_qlora.infra.oom import OutOfMemory
 from nli_qlora.infra.storage import DiskError, disk_error, writing
-from nli_qlora.run.checkpoint import latest
 from nli_qlora.run.lock import unlock_run_dir
 from nli_qlora.run.report import write_report
-from nli_qlora.run.rundir import QuietExit, completed_run, prepare_everywhere
+from nli_qlora.run.rundir import (QuietExit, completed_run, prepare_everywhere, rebuild_missing_report, resume_hint,
+                                  write_error_log)
 
 PROG = "python -m nli_qlora.train"
-_world = None  # this process's nli_qlora.distributed.World once known: names its rank in errors
+_world = None  # this process's nli_qlora.infra.distributed.World once known: names its rank in errors
 
 
 def build_parser() -> OneLineParser:
@@ -53,36 +54,20 @@ def _say(message: str) -> None:
 
 
 def _already_completed(run_dir: Path) -> int:
-    rebuilt = ""
-    if not ((run_dir / "report.md").is_file() and (run_dir / "summary.json").is_file()):
-        with writing(run_dir / "report.md"):
-            write_report(run_dir)  # the run ended before its report was written
-        rebuilt = " (report rebuilt)"
+    rebuilt = " (report rebuilt)" if rebuild_missing_report(run_dir) else ""
     _say(f"{run_dir} already completed; nothing to resume. Report: {run_dir / 'report.md'}{rebuilt}")
     return 0
 
 
 def _last_checkpoint_note(run_dir: Path | None) -> str:
-    if run_dir is None:
-        return ""
-    path = latest(run_dir)
-    if path is None:
-        return f"; no checkpoint yet: --resume {run_dir} starts over"
-    return f"; continue from {path} with: {PROG} --resume {run_dir}"
+    return resume_hint(run_dir, PROG) if run_dir is not None else ""
 
 
 def _bug(err: Exception, recipe, run_dir: Path | None) -> int:
     """A real bug: the traceback goes to RUN_DIR/error.log, the terminal gets one line saying where."""
     text = traceback.format_exc()
     first = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-    log = None
-    if run_dir is not None and run_dir.is_dir():
-        try:
-            name = "error.log" if _world is None or _world.writer else f"error-rank{_world.rank}.log"
-            write_text(run_dir / name, text)
-            log = run_dir / name
-        except OSError:
-            pass
+    log = write_error_log(run_dir, text, _world.rank if _world is not None else 0)
     if recipe is not None:
         recipe.finish("failed", error=first, log=str(log) if log else None)
     if log is None:
@@ -100,8 +85,6 @@ def main(argv=None) -> int:
     # lazy: torch, transformers and the console load only for a run, so --help and flag errors are instant
     from nli_qlora.infra.console import ProgressView
     from nli_qlora.infra.distributed import PeerFailed, World, init_world
-    from nli_qlora.infra.interrupt import Interrupted
-    from nli_qlora.infra.oom import OutOfMemory
     from nli_qlora.training.recipe import FineTune
 
     global _world
@@ -125,7 +108,7 @@ def main(argv=None) -> int:
         return 0
     except UserError as err:  # bad input, a full or read-only disk, settings that do not fit the GPU
         if recipe is not None:
-            recipe.stop.mode = "noted"
+            recipe.wind_down()
             if isinstance(err, (OutOfMemory, PeerFailed)):  # the weights are those of the last step boundary
                 recipe.save_before_failing()
             recipe.finish("failed", error=str(err))
@@ -135,7 +118,7 @@ def main(argv=None) -> int:
     except (Interrupted, KeyboardInterrupt) as err:
         message = str(err) or "interrupted"
         if recipe is not None:
-            recipe.stop.mode = "noted"
+            recipe.wind_down()
             recipe.finish("interrupted", error=message)
         if not isinstance(err, Interrupted):
             message += _last_checkpoint_note(run_dir if recipe is not None else None)
@@ -146,7 +129,7 @@ def main(argv=None) -> int:
         return err.code
     except Exception as err:
         if recipe is not None:
-            recipe.stop.mode = "noted"
+            recipe.wind_down()
         disk = disk_error(err, run_dir or Path.cwd())  # a disk failure outside the guarded writes
         if disk is not None:
             if recipe is not None:

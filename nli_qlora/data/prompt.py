@@ -1,4 +1,4 @@
-"""The prompt template and the verbalizer: three label words whose first tokens are the classes."""
+"""The prompt template and the verbalizer: label words whose first tokens are the classes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 from nli_qlora.infra.errors import UserError
 
-# Tried in order when the configured words clash under a tokenizer.
+# Tried in order when the configured words clash under a tokenizer (NLI's three classes).
 _ALTERNATIVES = (
     (" entailment", " neutral", " contradiction"),
     (" yes", " maybe", " no"),
@@ -37,24 +37,24 @@ def first_tokens(tokenizer, words) -> list[int]:
 
 
 def label_token_ids(tokenizer, words) -> list[int]:
-    """The three label words' first token ids; a UserError naming the clash (and words that work) if two agree."""
+    """The label words' first token ids; a UserError naming the clash (and words that work) if two agree."""
     ids = first_tokens(tokenizer, words)
     unk = tokenizer.unk_token_id
     if unk is not None and unk in ids:  # checked first: two unknown words also "share" <unk>
         bad = words[ids.index(unk)]
-        raise UserError(f"--label-words: {bad!r} is unknown to the tokenizer{_hint(tokenizer)}")
-    if len(set(ids)) == 3:
+        raise UserError(f"--label-words: {bad!r} is unknown to the tokenizer{_hint(tokenizer, len(words))}")
+    if len(set(ids)) == len(words):
         return ids
     clash = [f"{w!r}" for w, i in zip(words, ids) if ids.count(i) > 1]
     token = tokenizer.convert_ids_to_tokens([i for i in ids if ids.count(i) > 1][0])
-    raise UserError(f"--label-words: {' and '.join(clash)} begin with the same token {token!r}{_hint(tokenizer)}")
+    raise UserError(f"--label-words: {' and '.join(clash)} begin with the same token {token!r}{_hint(tokenizer, len(words))}")
 
 
-def _hint(tokenizer) -> str:
-    """'; try --label-words ...' with the first alternative that passes the check, or nothing."""
-    for alt in _ALTERNATIVES:
+def _hint(tokenizer, n: int) -> str:
+    """'; try --label-words ...' with the first alternative of n words that passes the check, or nothing."""
+    for alt in (a for a in _ALTERNATIVES if len(a) == n):
         alt_ids = first_tokens(tokenizer, alt)
-        if len(set(alt_ids)) == 3 and (tokenizer.unk_token_id is None or tokenizer.unk_token_id not in alt_ids):
+        if len(set(alt_ids)) == len(alt) and (tokenizer.unk_token_id is None or tokenizer.unk_token_id not in alt_ids):
             return f"; try --label-words {' '.join(repr(w) for w in alt)}"
     return ""
 

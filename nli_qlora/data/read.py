@@ -8,27 +8,26 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
-from nli_qlora.config import LABELS
+from nli_qlora.data.builtin import tiny_split
 from nli_qlora.infra.errors import DataError, UserError
+from nli_qlora.labels import NLI, UNLABELED, LabelSet
 
 FORMATS = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
 _FIELD_NAMES = {"premise": ("premise", "sentence1"), "hypothesis": ("hypothesis", "sentence2"),
                 "label": ("label", "gold_label")}
 _ID_NAMES = ("id", "pairID", "pair_id", "idx", "index")
-UNLABELED = object()  # marker: the row has a label field that says "no gold label" (-1 or '-')
 
 
 @dataclass(frozen=True)
 class Example:
     premise: str
     hypothesis: str
-    label: int | None  # 0 entailment, 1 neutral, 2 contradiction; None = no gold label given
+    label: int | None  # the class index in the run's label set (0 entailment, ... for NLI); None = no gold label
     line: int  # 1-based line (jsonl/csv/tsv) or record number (json/parquet/hub)
     id: str | None = None
 
@@ -55,35 +54,11 @@ class SplitStats:
 
 # --- parsing one record ---------------------------------------------------------------------------
 
-def parse_label(value) -> int | object:
-    """0/1/2, the label words, or -1/'-'/'' for no gold label; anything else raises ValueError."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):  # NaN: a missing int in pandas
-        return UNLABELED
-    if isinstance(value, bool):
-        raise ValueError(f"unknown label {value!r}")
-    if isinstance(value, (int, float)) and float(value).is_integer():
-        value = int(value)
-        if value == -1:
-            return UNLABELED
-        if value in (0, 1, 2):
-            return value
-        raise ValueError(f"unknown label {value!r}")
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("-", "", "-1"):
-            return UNLABELED
-        if text in LABELS:
-            return LABELS.index(text)
-        if text in ("0", "1", "2"):
-            return int(text)
-    raise ValueError(f"unknown label {value!r}")
-
-
 def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def parse_record(record, line: int) -> Example | BadRow | object:
+def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow | object:
     """A dict from any format -> Example, BadRow, or UNLABELED when the row has no gold label."""
     if not isinstance(record, dict):
         return BadRow(line, f"expected an object with premise/hypothesis, got {type(record).__name__}")
@@ -105,7 +80,7 @@ def parse_record(record, line: int) -> Example | BadRow | object:
     label = None
     if has_label:
         try:
-            label = parse_label(values["label"])
+            label = labels.parse(values["label"])
         except ValueError as err:
             return BadRow(line, str(err))
     id_name = next((n for n in _ID_NAMES if n in record and record[n] not in (None, "")), None)
@@ -222,13 +197,13 @@ def evenly_spaced(total: int, size: int) -> list[int]:
 
 
 def collect(records: Iterator[tuple[int, dict | BadRow]], source: str, skip_bad: bool,
-            require_label: bool = True) -> tuple[list[Example], SplitStats]:
+            require_label: bool = True, labels: LabelSet = NLI) -> tuple[list[Example], SplitStats]:
     """All usable rows of a source; bad rows raise a DataError unless skip_bad, then they are counted."""
     stats = SplitStats(source)
     examples = []
     for line, record in records:
         stats.rows_read += 1
-        parsed = record if isinstance(record, BadRow) else parse_record(record, line)
+        parsed = record if isinstance(record, BadRow) else parse_record(record, line, labels)
         if require_label and isinstance(parsed, Example) and parsed.label is None:
             parsed = BadRow(line, "missing field 'label' (or 'gold_label')")
         if isinstance(parsed, BadRow):
@@ -246,7 +221,8 @@ def collect(records: Iterator[tuple[int, dict | BadRow]], source: str, skip_bad:
     return examples, stats
 
 
-def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: bool) -> tuple[list[Example], SplitStats]:
+def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: bool,
+               labels: LabelSet = NLI) -> tuple[list[Example], SplitStats]:
     """One split, labelled rows only, then `size` evenly spaced rows of them.
 
     Unlabelled rows are dropped *before* the spacing, so `size` labelled rows come back whenever the
@@ -257,7 +233,7 @@ def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: 
         records, source = BUILTIN_DATASETS[dataset](split), f"{dataset}:{split}"
     else:
         records, source = iter_hub_records(dataset, split), f"{dataset}:{split}"
-    examples, stats = collect(records, source, skip_bad)
+    examples, stats = collect(records, source, skip_bad, labels=labels)
     if not examples:
         raise UserError(f"{source}: no labelled rows")
     chosen = [examples[i] for i in evenly_spaced(len(examples), size)]
@@ -266,7 +242,6 @@ def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: 
 
 
 def _tiny_records(split: str):
-    from nli_qlora.data.builtin import tiny_split
     return enumerate(tiny_split(split), 1)
 
 

@@ -1,6 +1,6 @@
 """Tokenized prompts cached on disk: a preflight (`--dry-run`) tokenizes once, the real run reads it.
 
-`load_or_encode` returns exactly what `nli_qlora.batches.encode` returns. The cache holds the
+`load_or_encode` returns exactly what `nli_qlora.data.batches.encode` returns. The cache holds the
 tokenizer's output for every prompt, before any --max-length check; `encode` itself then applies
 the length rule to the cached ids, so the error message and the skip rule live in one place and a
 changed --max-length reuses the same file.
@@ -27,8 +27,10 @@ from typing import Callable
 import torch
 
 from nli_qlora.data.batches import Encoded, encode
-from nli_qlora.data.read import Example
 from nli_qlora.data.prompt import format_prompt
+from nli_qlora.data.read import Example
+from nli_qlora.infra.atomic import write_bytes
+from nli_qlora.infra.cache import cache_dir
 
 CACHE_VERSION = 1
 
@@ -55,7 +57,6 @@ def cache_key(tokenizer, prompts: list[str]) -> str:
 
 
 def cache_path(key: str) -> Path:
-    from nli_qlora.infra.cache import cache_dir
     return cache_dir() / "tokens" / f"{key}.pt"
 
 
@@ -82,7 +83,6 @@ def _read(path: Path, key: str, rows: int) -> list[list[int]] | None:
 
 def _write(path: Path, key: str, ids: list[list[int]]) -> bool:
     """Write atomically; a cache that cannot be written (read-only, full disk) never fails a run."""
-    from nli_qlora.infra.atomic import write_bytes
     buf = io.BytesIO()
     torch.save({"version": CACHE_VERSION, "key": key,
                 "lengths": torch.tensor([len(x) for x in ids], dtype=torch.int32),

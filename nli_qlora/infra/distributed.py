@@ -10,7 +10,7 @@ their 8-bit optimizer state, and trains on its share of every global batch:
     identical clip, finite check and optimizer step on every rank: replicas never drift
 
 Why not DistributedDataParallel: the step already keeps every LoRA gradient in one contiguous
-buffer (nli_qlora.step.FlatParams), so one all_reduce of that buffer is exactly what DDP's bucketed
+buffer (nli_qlora.training.step.FlatParams), so one all_reduce of that buffer is exactly what DDP's bucketed
 reduction would do with a single bucket (17M LoRA parameters: 70 MB, ~1 ms on NVLink), and it
 runs after the CUDA-graph replays instead of inside them: DDP's autograd hooks cannot be captured
 in the per-shape graphs, and its forward wrapper would bypass the scorer's answer-position head.

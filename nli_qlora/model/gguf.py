@@ -2,7 +2,7 @@
 and convert it once to a normal checkpoint directory.
 
 transformers reads GGUF through the `gguf` package and dequantizes it to a normal model;
-nli_qlora.model then quantizes its linear layers to 4-bit like any other model's. Reading a GGUF
+nli_qlora.model.load then quantizes its linear layers to 4-bit like any other model's. Reading a GGUF
 is slow in pure Python (SmolLM2: ~7 s for the tokenizer and ~20 s for the weights on 2 CPU cores,
 mostly parsing metadata and mapping tensor names, every run), so the first run converts it into
 the cache, `$NLI_QLORA_CACHE/gguf/<stem>-<key>/` (default ~/.cache/nli_qlora): `meta/` holds the

@@ -15,6 +15,7 @@ import torch
 
 from nli_qlora.config import RunConfig
 from nli_qlora.infra.errors import UserError
+from nli_qlora.model import builtin
 from nli_qlora.model.gguf import SMOLLM2_GGUF, converted, drop_gguf_quantizer, find_gguf, smollm2_path
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -36,7 +37,7 @@ class ModelSource:
         return Path(self.path) / self.gguf_file if self.gguf_file else None
 
     def readable(self, part: str) -> "ModelSource":
-        """A GGUF source as its converted checkpoint (nli_qlora.gguf: made once, then read fast);
+        """A GGUF source as its converted checkpoint (nli_qlora.model.gguf: made once, then read fast);
         any other source as it is."""
         if not self.gguf_file:
             return self
@@ -54,7 +55,6 @@ class ModelSource:
 
 def _resolve_name(name: str, revision: str | None, flag: str = "--model") -> ModelSource:
     if name.startswith("builtin:"):
-        from nli_qlora.model import builtin
         if name != builtin.TINY_MODEL:
             raise UserError(f"{flag}: unknown built-in model {name!r} (there is {builtin.TINY_MODEL!r})")
         return ModelSource(builtin.materialize())

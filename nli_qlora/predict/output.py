@@ -13,13 +13,14 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from nli_qlora.infra.atomic import open_atomic
-from nli_qlora.config import LABELS
 from nli_qlora.data.read import BadRow
 from nli_qlora.infra.errors import UserError
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".tsv")
-CSV_COLUMNS = ("line", "id", "premise", "hypothesis", "predicted", *(f"p_{label}" for label in LABELS),
-               "gold", "correct")
+
+
+def csv_columns(names: tuple[str, ...]) -> tuple[str, ...]:
+    return ("line", "id", "premise", "hypothesis", "predicted", *(f"p_{name}" for name in names), "gold", "correct")
 
 
 def output_format(path: str, fmt: str | None = None, flag: str = "--output") -> str:
@@ -45,13 +46,14 @@ def default_errors_path(output: str) -> Path:
 class RowWriter:
     """Prediction rows to an open text file, as JSON Lines or CSV/TSV (probabilities as p_* columns)."""
 
-    def __init__(self, f, fmt: str):
+    def __init__(self, f, fmt: str, names: tuple[str, ...]):
+        self.names = names
         self.f = f
         self.rows = 0
         self.csv = None
         if fmt in (".csv", ".tsv"):
             self.csv = csv.writer(f, delimiter="\t" if fmt == ".tsv" else ",", lineterminator="\n")
-            self.csv.writerow(CSV_COLUMNS)
+            self.csv.writerow(csv_columns(names))
 
     def write(self, row: dict) -> None:
         self.rows += 1
@@ -60,22 +62,22 @@ class RowWriter:
             return
         correct = "" if row["correct"] is None else str(row["correct"]).lower()
         self.csv.writerow([row["line"], row["id"] or "", row["premise"], row["hypothesis"], row["predicted"],
-                           *(row["probabilities"][label] for label in LABELS), row["gold"] or "", correct])
+                           *(row["probabilities"][name] for name in self.names), row["gold"] or "", correct])
 
     def flush(self) -> None:
         self.f.flush()
 
 
 @contextmanager
-def open_output(path: str, fmt: str):
+def open_output(path: str, fmt: str, names: tuple[str, ...]):
     """A RowWriter on stdout (streamed) or on a file that appears only once the block succeeds."""
     if path == "-":
-        writer = RowWriter(sys.stdout, fmt)
+        writer = RowWriter(sys.stdout, fmt, names)
         yield writer
         writer.flush()
         return
     with open_atomic(path, "w", encoding="utf-8", newline="") as f:
-        yield RowWriter(f, fmt)
+        yield RowWriter(f, fmt, names)
 
 
 class ErrorSink:

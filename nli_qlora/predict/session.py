@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nli_qlora.data.read import file_format
 from nli_qlora.infra.atomic import open_atomic, write_text
+from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.predict.output import default_errors_path, open_errors, open_output, output_format
 from nli_qlora.predict.stream import Tally, records_or_empty, score_stream, summary
@@ -34,24 +35,28 @@ def score_file(args, prog: str) -> int:
         note(args, f"{'compare' if m is not models[0] else 'scoring'} with {m.target.name} (base {m.cfg.model}, "
                    f"{'fine-tuned' if m.target.checkpoint else 'zero-shot'}, label words {list(m.cfg.label_words)})")
 
-    tally = Tally()
+    names = main.cfg.labels
+    if compare and compare.cfg.labels != names:
+        raise UserError(f"--compare: {compare.name} has the labels {' '.join(compare.cfg.labels)}, not "
+                        f"{' '.join(names)}: only models of one label set compare")
+    tally = Tally(names)
     source = "stdin" if args.input == "-" else args.input
     t0 = time.perf_counter()
     with ExitStack() as stack:
-        out = stack.enter_context(open_output(args.output, out_fmt))
+        out = stack.enter_context(open_output(args.output, out_fmt, names))
         errors = stack.enter_context(open_errors(errors_path, source, prog))
         compare_out = stack.enter_context(_open_text(args.compare_out))
         progress = stack.enter_context(RowProgress(enabled=not args.quiet))
         score_stream(models, records, args.chunk_rows, out, errors, compare_out, tally, progress)
     seconds = time.perf_counter() - t0
 
-    metrics = summary(tally.confusion)
+    metrics = summary(tally.confusion, names)
     result = dict(metrics, input=source, output=args.output, model=main.cfg.model,
                   checkpoint=str(main.checkpoint) if main.checkpoint else None, rows_in=tally.rows_in,
                   rows_scored=tally.scored, rows_failed=errors.rows, rows_without_gold=tally.unlabelled,
                   seconds=round(seconds, 3), rows_per_s=round(tally.scored / max(seconds, 1e-9), 1))
     if compare:
-        result["compare"] = dict(summary(tally.compare_confusion), name=compare.name, model=compare.cfg.model,
+        result["compare"] = dict(summary(tally.compare_confusion, names), name=compare.name, model=compare.cfg.model,
                                  checkpoint=str(compare.checkpoint) if compare.checkpoint else None,
                                  cases=dict(tally.cases))
     if args.metrics_out:

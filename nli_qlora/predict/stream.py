@@ -13,11 +13,11 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from nli_qlora.config import LABELS
 from nli_qlora.data.batches import encode
 from nli_qlora.data.prompt import format_prompt
 from nli_qlora.data.read import BadRow, Example, iter_records, parse_record
 from nli_qlora.infra.errors import UserError
+from nli_qlora.labels import LabelSet
 from nli_qlora.predict.targets import Loaded
 from nli_qlora.run.predictions import failure_cases, prediction_row
 from nli_qlora.training.classification import summarize
@@ -68,10 +68,10 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def parse(line: int, record) -> Example | BadRow:
+def parse(line: int, record, labels: LabelSet) -> Example | BadRow:
     if isinstance(record, BadRow):
         return record
-    parsed = parse_record(record, line)
+    parsed = parse_record(record, line, labels)
     return parsed[1] if isinstance(parsed, tuple) else parsed  # (UNLABELED, example): scored, no gold
 
 
@@ -87,26 +87,34 @@ def records_or_empty(path: str, fmt: str | None) -> Iterator[tuple[int, object]]
 
 @dataclass
 class Tally:
+    names: tuple[str, ...]  # the label set's class names: rows and columns of the confusion matrices
     rows_in: int = 0
     scored: int = 0
     unlabelled: int = 0
-    confusion: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((3, 3), dtype=np.int64))
-    compare_confusion: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((3, 3), dtype=np.int64))
+    confusion: np.ndarray = None
+    compare_confusion: np.ndarray = None
     cases: dict = dataclasses.field(default_factory=lambda: {"corrected": 0, "not_corrected": 0, "regressed": 0,
                                                               "both_right": 0})
 
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        self.confusion = np.zeros((n, n), dtype=np.int64)
+        self.compare_confusion = np.zeros((n, n), dtype=np.int64)
 
-def summary(confusion: np.ndarray) -> dict:
+
+def summary(confusion: np.ndarray, names: tuple[str, ...]) -> dict:
     """classification.summarize over the rows a confusion matrix counts (kept instead of every row)."""
+    n = len(names)
     cells = confusion.reshape(-1)
-    return summarize(np.repeat(np.repeat(np.arange(3), 3), cells), np.repeat(np.tile(np.arange(3), 3), cells))
+    return summarize(np.repeat(np.repeat(np.arange(n), n), cells), np.repeat(np.tile(np.arange(n), n), cells), names)
 
 
 def score_stream(models: list[Loaded], records, chunk_rows: int, out, errors, compare_out, tally: Tally,
                  progress: Callable[[int], None] | None = None) -> None:
     """Read a chunk, score it, write its rows in input order; repeat. Nothing outlives a chunk but counts."""
     for chunk in chunked(records, chunk_rows):
-        items = [parse(line, record) for line, record in chunk]
+        labels = models[0].cfg.label_set
+        items = [parse(line, record, labels) for line, record in chunk]
         examples = [it for it in items if isinstance(it, Example)]
         good, probs, too_long = score_examples(models, examples, progress)
         at = {i: k for k, i in enumerate(good)}
@@ -121,16 +129,16 @@ def score_stream(models: list[Loaded], records, chunk_rows: int, out, errors, co
             if i in too_long:
                 errors.write(BadRow(item.line, too_long[i]))
                 continue
-            row = prediction_row(item, probs[0][at[i]])
+            row = prediction_row(item, probs[0][at[i]], labels.names)
             out.write(row)
             tally.scored += 1
             if item.label is None:
                 tally.unlabelled += 1
                 continue
-            tally.confusion[item.label, LABELS.index(row["predicted"])] += 1
+            tally.confusion[item.label, labels.names.index(row["predicted"])] += 1
             if len(models) > 1:
-                prev = prediction_row(item, probs[1][at[i]])
-                tally.compare_confusion[item.label, LABELS.index(prev["predicted"])] += 1
+                prev = prediction_row(item, probs[1][at[i]], labels.names)
+                tally.compare_confusion[item.label, labels.names.index(prev["predicted"])] += 1
                 after.append(row)
                 before.append(prev)
         out.flush()

@@ -11,8 +11,6 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
-from nli_qlora.config import LABELS
-
 
 def note(args, message: str) -> None:
     if not args.quiet:
@@ -61,14 +59,15 @@ def metrics_tables(metrics: dict, title: str) -> list:
     per_class = Table()
     for col in ("class", "precision", "recall", "F1", "support"):
         per_class.add_column(col, justify="left" if col == "class" else "right")
-    for label in LABELS:
+    names = metrics["labels"]
+    for label in names:
         per_class.add_row(label, pct(metrics["per_class_precision"][label]), pct(metrics["per_class_recall"][label]),
                           pct(metrics["per_class_f1"][label]), str(metrics["support"][label]))
     matrix = Table()
     matrix.add_column("gold \\ predicted")
-    for label in LABELS:
+    for label in names:
         matrix.add_column(label, justify="right")
-    for label, counts in zip(LABELS, metrics["confusion"]):
+    for label, counts in zip(names, metrics["confusion"]):
         matrix.add_row(label, *(str(c) for c in counts))
     return [head, per_class, matrix]
 

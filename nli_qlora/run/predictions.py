@@ -9,14 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from nli_qlora.config import LABELS
 from nli_qlora.data.read import Example
 from nli_qlora.infra.atomic import open_atomic
+from nli_qlora.labels import NLI_NAMES
 
 DIGITS = 6  # probabilities are rounded to this many decimals
 
 
-def prediction_row(ex: Example, probs: np.ndarray, labels: tuple[str, ...] = LABELS) -> dict:
+def prediction_row(ex: Example, probs: np.ndarray, labels: tuple[str, ...] = NLI_NAMES) -> dict:
     predicted = int(probs.argmax())
     return {"line": ex.line, "id": ex.id, "premise": ex.premise, "hypothesis": ex.hypothesis,
             "predicted": labels[predicted],
@@ -25,7 +25,8 @@ def prediction_row(ex: Example, probs: np.ndarray, labels: tuple[str, ...] = LAB
             "correct": None if ex.label is None else predicted == ex.label}
 
 
-def write_predictions(path: Path, examples: list[Example], probs: np.ndarray, labels: tuple[str, ...] = LABELS) -> None:
+def write_predictions(path: Path, examples: list[Example], probs: np.ndarray,
+                      labels: tuple[str, ...] = NLI_NAMES) -> None:
     """JSON Lines, one row per example in the given order, written whole or not at all."""
     with open_atomic(path, "w", encoding="utf-8") as f:
         for ex, p in zip(examples, probs):

@@ -11,10 +11,13 @@ import time
 from pathlib import Path
 
 from nli_qlora.config import RunConfig, resolve
+from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.storage import writing
+from nli_qlora.run.checkpoint import latest
 from nli_qlora.run.lock import lock_run_dir
 from nli_qlora.run.metrics import read_metrics
+from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
                    "checkpoint_every_steps")  # change memory use or bookkeeping, not what is being trained
@@ -116,3 +119,32 @@ def completed_run(run_dir: Path) -> dict | None:
     ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
     last = ends[-1] if ends else None
     return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None
+
+
+def rebuild_missing_report(run_dir: Path) -> bool:
+    """Write report.md and summary.json when a completed run ended before writing them."""
+    if (run_dir / "report.md").is_file() and (run_dir / "summary.json").is_file():
+        return False
+    with writing(run_dir / "report.md"):
+        write_report(run_dir)
+    return True
+
+
+def resume_hint(run_dir: Path, prog: str) -> str:
+    """What the user can do after a failure: resume from the newest checkpoint, or start over."""
+    path = latest(run_dir)
+    if path is None:
+        return f"; no checkpoint yet: --resume {run_dir} starts over"
+    return f"; continue from {path} with: {prog} --resume {run_dir}"
+
+
+def write_error_log(run_dir: Path | None, text: str, rank: int = 0) -> Path | None:
+    """A bug's traceback in RUN_DIR/error.log (error-rankN.log for another process); None when it cannot be written."""
+    if run_dir is None or not run_dir.is_dir():
+        return None
+    path = run_dir / ("error.log" if rank == 0 else f"error-rank{rank}.log")
+    try:
+        write_text(path, text)
+    except OSError:
+        return None
+    return path

@@ -4,7 +4,7 @@ One job: `estimate_peak_bytes(model_config, run_config, batch_size, seq_len)` re
 counts and their total, so a preflight on a CPU can say whether a batch will fit before a GPU is
 rented. Every term counts what the code this project really runs keeps alive (transformers' Phi and
 Llama decoder layers, peft's LoRA layers over bitsandbytes 4-bit layers, bitsandbytes' 8-bit AdamW,
-`nli_qlora.scoring`), so each term's docstring below names the tensors it counts.
+`nli_qlora.training.scoring`), so each term's docstring below names the tensors it counts.
 
 Units: bytes. `N = batch_size * seq_len` tokens; `c` = bytes of the compute dtype (2 for bf16).
 
@@ -129,7 +129,7 @@ def lora_parameter_count(shape: ModelShape, cfg: RunConfig) -> int:
 
 def _lora_tensor_sizes(shape: ModelShape, cfg: RunConfig) -> list[int]:
     """Sizes of the tensors the optimizer steps: each LoRA weight, or in step_mode fast the one flat
-    buffer that holds them all (nli_qlora.step.FlatParams)."""
+    buffer that holds them all (nli_qlora.training.step.FlatParams)."""
     targets, head = lora_targets(shape, cfg)
     sizes = [n for lin in targets for n in (cfg.lora_r * lin.fan_in, cfg.lora_r * lin.fan_out)] * shape.layers
     sizes += [cfg.lora_r * shape.hidden, cfg.lora_r * shape.vocab] if head else []

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from nli_qlora.config import LABELS, RunConfig, resolve
+from nli_qlora.config import RunConfig, resolve
 from nli_qlora.data.batches import bucketed_batches, micro_batches, padded_length
 from nli_qlora.data.prompt import answer_token_ids, format_prompt, label_token_ids
 from nli_qlora.data.read import collect, iter_records, load_split
@@ -160,7 +160,7 @@ def check_label_words(cfg: RunConfig, tok, report: Report) -> list[int] | None:
         return None
     tokens = tok.convert_ids_to_tokens(ids)
     report.data["label_token_ids"] = {label: {"word": word, "token_id": i, "token": t}
-                                      for label, word, i, t in zip(LABELS, cfg.label_words, ids, tokens)}
+                                      for label, word, i, t in zip(cfg.labels, cfg.label_words, ids, tokens)}
     return ids
 
 
@@ -219,12 +219,12 @@ def check_data(cfg: RunConfig, tok, report: Report) -> dict[str, list]:
 
 def _read_split(cfg: RunConfig, split: str, file: str | None, size: int, entry: dict, report: Report):
     try:
-        examples, stats = load_split(split, file, cfg.dataset, size, skip_bad=True)
+        examples, stats = load_split(split, file, cfg.dataset, size, skip_bad=True, labels=cfg.label_set)
     except UserError as err:
         report.problem(err)
         if file and Path(file).is_file():  # a file with no usable row: still name its bad rows
             try:
-                _, stats = collect(iter_records(file), file, skip_bad=True)
+                _, stats = collect(iter_records(file), file, skip_bad=True, labels=cfg.label_set)
                 entry["bad_rows"] = [{"line": b.line, "reason": b.reason} for b in stats.bad_rows]
                 _bad_row_problems(cfg, file, stats.bad_rows, report)
             except UserError:

@@ -27,6 +27,7 @@ import torch
 from nli_qlora.config import RunConfig
 from nli_qlora.data.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode, micro_batches
 from nli_qlora.data.read import load_split
+from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
@@ -83,7 +84,7 @@ def encoded_rows(cfg: RunConfig, tokenizer, split: str = "train", file: str | No
                                           "test": cfg.test_file}[split]
     size = size if size is not None else {"train": cfg.train_size, "validation": cfg.validation_size,
                                           "test": cfg.test_size}[split]
-    examples, stats = load_split(split, file, cfg.dataset, size, cfg.skip_bad_rows)
+    examples, stats = load_split(split, file, cfg.dataset, size, cfg.skip_bad_rows, cfg.label_set)
     rows, _ = encode(examples, tokenizer, cfg.prompt_template, cfg.max_length, stats.source, skip_long=True)
     return rows
 
@@ -315,7 +316,6 @@ def write_outputs(out: Path, settings: dict, results: list[Result], best: Result
     """The YAML config (RunConfig keys) and, beside it, the measured table in markdown."""
     import yaml
 
-    from nli_qlora.infra.atomic import write_text
     comments = "".join(f"# {line}\n" for line in context)
     write_text(out, f"# written by {PROG}; measured table: {out.with_suffix('.md').name}\n" + comments
                + yaml.safe_dump(settings, sort_keys=False))

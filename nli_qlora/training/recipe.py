@@ -9,14 +9,14 @@
 Side effects are all here and all explicit: the metrics file (rank 0 only), checkpoints,
 prediction files and the report in the run directory; the terminal view.
 
-Data parallel (torchrun, nli_qlora.distributed): every rank runs this same recipe on its share of
+Data parallel (torchrun, nli_qlora.infra.distributed): every rank runs this same recipe on its share of
 each global batch and of each evaluation; train_step sums the gradients; rank 0 alone writes, and
 the others wait for its checkpoints so that all stop or go on together.
 
 Surviving interruptions (docs/reliability.md): a stop request (Ctrl-C, SIGTERM, SIGHUP) is honoured
 at the next step boundary with a checkpoint; a resume restores the newest complete checkpoint and
 cuts the metrics file back to what it held then, so redone steps appear once; disk failures become
-one-line errors naming the path (storage.writing); CUDA out of memory follows nli_qlora.oom."""
+one-line errors naming the path (infra.storage.writing); CUDA out of memory follows nli_qlora.infra.oom."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nli_qlora.config import LABELS, RunConfig
+from nli_qlora.config import RunConfig
 from nli_qlora.data.batches import Encoded, bucketed_batches, collate, micro_batches, token_counts
 from nli_qlora.data.read import Example, SplitStats, load_split
 from nli_qlora.data.token_cache import load_or_encode
@@ -95,7 +95,9 @@ class FineTune:
         self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / self.cfg.batch_size)
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
         self.trainer, notes = self._setup_optimizer(self.bundle, self.total_steps)
-        self.restored = self._setup_resume()
+        self.restored, self.pos = self._setup_resume(self.trainer)
+        if self.restored is not None:
+            self.last_checkpoint, self._saved_at = self.restored, self._here()
         self.world.broadcast_([self.trainer.flat.param.data] if self.trainer.flat is not None
                               else [p.data for p in self.trainer.params])
         self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
@@ -122,7 +124,7 @@ class FineTune:
 
     def _setup_model(self, device: torch.device) -> ModelBundle:
         bundle = with_lora(load_bundle(self.cfg, device))
-        self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(LABELS, bundle.label_ids))}")
+        self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(self.cfg.labels, bundle.label_ids))}")
         if self.cfg.gradient_checkpointing:
             enable_checkpointing(bundle.model)
         counts = bundle.counts
@@ -138,7 +140,8 @@ class FineTune:
         for name, file, size in (("train", self.cfg.train_file, self.cfg.train_size),
                                  ("validation", self.cfg.validation_file, self.cfg.validation_size),
                                  ("test", self.cfg.test_file, self.cfg.test_size)):
-            examples, stats = load_split(name, file, self.cfg.dataset, size, self.cfg.skip_bad_rows)
+            examples, stats = load_split(name, file, self.cfg.dataset, size, self.cfg.skip_bad_rows,
+                                         self.cfg.label_set)
             # encode's result; cached by --dry-run or a last run
             rows, too_long = load_or_encode(examples, tokenizer, self.cfg.prompt_template, self.cfg.max_length,
                                             stats.source, skip_long=self.cfg.skip_bad_rows, log=self.view.log,
@@ -158,10 +161,11 @@ class FineTune:
         self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
         return trainer, notes
 
-    def _setup_resume(self) -> Path | None:
-        """Load the newest complete checkpoint: adapter weights, optimizer, scheduler, RNG, position."""
+    def _setup_resume(self, trainer: Trainer) -> tuple[Path | None, ckpt.Position]:
+        """(the checkpoint resumed from, where training stands): the newest complete checkpoint's
+        adapter weights, optimizer, scheduler and RNG loaded; (None, the start) when there is none."""
         if not self.resume:
-            return None
+            return None, ckpt.Position()
         if self.rank == 0:
             for folder in (self.run_dir / "checkpoints", self.run_dir, self.run_dir / "predictions"):
                 with writing(folder, "clean up"):
@@ -171,13 +175,11 @@ class FineTune:
         path = ckpt.latest(self.run_dir)
         if path is None:
             self.view.log("resume: no complete checkpoint yet, starting from the beginning")
-            return None
+            return None, ckpt.Position()
         ckpt.load_adapter_weights(self.model, path)
-        self.pos = ckpt.load_trainer_state(path, self.trainer.optimizer, self.trainer.scheduler)
-        self.last_checkpoint, self._saved_at = path, self._here()
-        self.view.log(f"resume: from {path} at step {self.pos.step} (epoch {self.pos.epoch}, "
-                      f"{self.pos.epoch_step} batches done)")
-        return path
+        pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler)
+        self.view.log(f"resume: from {path} at step {pos.step} (epoch {pos.epoch}, {pos.epoch_step} batches done)")
+        return path, pos
 
     def _setup_metrics(self, restored: Path | None, notes: list[str]):
         if self.rank != 0:
@@ -360,7 +362,8 @@ class FineTune:
         s = self.splits[split]
         result, logits = self._retrying(
             lambda: evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size,
-                             self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.world),
+                             self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.world,
+                             self.cfg.labels),
             lambda: oom.eval_oom(self.cfg, split, self.run_dir))
         pred_file = self._write_predictions(s, logits, epoch) if split == "test" else None
         record = self._log(
@@ -378,7 +381,7 @@ class FineTune:
         rel = f"predictions/{s.name}-epoch{epoch}.jsonl"
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
         with writing(self.run_dir / rel):
-            write_predictions(self.run_dir / rel, [s.examples[r.index] for r in s.rows], probs)
+            write_predictions(self.run_dir / rel, [s.examples[r.index] for r in s.rows], probs, self.cfg.labels)
         return rel
 
     def _checkpoint(self, name: str, kind: str, wait: bool = True) -> None:
@@ -398,6 +401,10 @@ class FineTune:
         self.last_checkpoint, self._saved_at = path, self._here()
 
     # --- the end ---------------------------------------------------------------------------------
+
+    def wind_down(self) -> None:
+        """After an error or an interrupt: from here a signal is only noted while the run records its end."""
+        self.stop.mode = "noted"
 
     def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
         """The run_end record, once. Best effort after a failure: a full or read-only disk may refuse

@@ -1,4 +1,4 @@
-"""The one scoring function: hidden state at the answer position -> the three label-token logits.
+"""The one scoring function: hidden state at the answer position -> the label words' logits.
 
 It serves evaluation in the loop, the score CLI, zero-shot baselines and the failure-case
 comparison. The vocabulary projection runs only at the answer position (one row per example),
@@ -34,13 +34,13 @@ class LabelScorer:
         return self.lm_head(h[rows, batch["answer_pos"]]).float()
 
     def label_logits(self, batch: dict) -> torch.Tensor:
-        """The three label words' logits at the answer position, [B, 3]: the prediction is their argmax."""
+        """The label words' logits at the answer position, [B, classes]: the prediction is their argmax."""
         return self.answer_logits(batch)[:, self.label_ids]
 
     def loss(self, batch: dict, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean loss, label logits [B, 3]) for the training loss `kind`.
+        """(mean loss, label logits [B, classes]) for the training loss `kind`.
 
-        label:  cross-entropy over the three label logits (the classifier the scorer is);
+        label:  cross-entropy over the label logits (the classifier the scorer is);
         answer: cross-entropy over the full vocabulary for the answer's first token;
         lm:     the naive recipe, language-model loss over the whole sequence with its answer."""
         labels = batch["labels"]
