@@ -60,6 +60,18 @@ class Split:
     stats: SplitStats
 
 
+@dataclass(frozen=True)
+class Pieces:
+    """What setup() built, in dependency order: the recipe keeps them as attributes of the same names."""
+    device: torch.device
+    bundle: ModelBundle  # tokenizer, label tokens, the 4-bit base with LoRA
+    splits: dict[str, Split]
+    trainer: Trainer
+    restored: Path | None  # the checkpoint a resume started from
+    pos: ckpt.Position
+    metrics: MetricsWriter | NullMetrics
+
+
 class FineTune:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None,
                  changed: dict | None = None, world: World | None = None):
@@ -84,26 +96,28 @@ class FineTune:
 
     # --- setup: each piece in dependency order ---------------------------------------------------
 
-    def setup(self) -> None:
-        """Each piece in dependency order; every helper returns what it builds."""
+    def setup(self) -> Pieces:
+        """Each piece in dependency order; every helper takes what it needs and returns what it builds."""
         self.stop.install()  # "immediate" until the metrics file is open: nothing to save before that
         quiet_libraries()
         torch.manual_seed(self.cfg.seed)
-        self.device = self._setup_device()
-        self.bundle = self._setup_model(self.device)
-        self.splits = self._setup_data(self.bundle.tokenizer)
-        self.steps_per_epoch = math.ceil(len(self.splits["train"].rows) / self.cfg.batch_size)
+        self.device = device = self._setup_device()
+        self.bundle = bundle = self._setup_model(device)
+        self.splits = splits = self._setup_data(bundle.tokenizer)
+        self.steps_per_epoch = math.ceil(len(splits["train"].rows) / self.cfg.batch_size)
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
-        self.trainer, notes = self._setup_optimizer(self.bundle, self.total_steps)
-        self.restored, self.pos = self._setup_resume(self.trainer)
-        if self.restored is not None:
-            self.last_checkpoint, self._saved_at = self.restored, self._here()
-        self.world.broadcast_([self.trainer.flat.param.data] if self.trainer.flat is not None
-                              else [p.data for p in self.trainer.params])
+        trainer, notes = self._setup_optimizer(bundle, self.total_steps)
+        self.trainer = trainer
+        restored, pos = self._setup_resume(bundle, trainer)
+        self.restored, self.pos = restored, pos
+        if restored is not None:
+            self.last_checkpoint, self._saved_at = restored, self._here()
+        self.world.broadcast_([trainer.flat.param.data] if trainer.flat is not None else [p.data for p in trainer.params])
         self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
-        self.metrics = self._setup_metrics(self.restored, notes)
-        if self.device.type == "cuda":  # peaks from here on are training's, not loading's
-            torch.cuda.reset_peak_memory_stats(self.device)
+        self.metrics = metrics = self._setup_metrics(restored, notes)
+        if device.type == "cuda":  # peaks from here on are training's, not loading's
+            torch.cuda.reset_peak_memory_stats(device)
+        return Pieces(device, bundle, splits, trainer, restored, pos, metrics)
 
     @property
     def model(self):
@@ -161,7 +175,7 @@ class FineTune:
         self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
         return trainer, notes
 
-    def _setup_resume(self, trainer: Trainer) -> tuple[Path | None, ckpt.Position]:
+    def _setup_resume(self, bundle: ModelBundle, trainer: Trainer) -> tuple[Path | None, ckpt.Position]:
         """(the checkpoint resumed from, where training stands): the newest complete checkpoint's
         adapter weights, optimizer, scheduler and RNG loaded; (None, the start) when there is none."""
         if not self.resume:
@@ -176,7 +190,7 @@ class FineTune:
         if path is None:
             self.view.log("resume: no complete checkpoint yet, starting from the beginning")
             return None, ckpt.Position()
-        ckpt.load_adapter_weights(self.model, path)
+        ckpt.load_adapter_weights(bundle.model, path)
         pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler)
         self.view.log(f"resume: from {path} at step {pos.step} (epoch {pos.epoch}, {pos.epoch_step} batches done)")
         return path, pos
