@@ -3,7 +3,7 @@
 - the 4-bit NF4 linear (forward; backward = the input gradient, the base being frozen) against bf16,
   at Phi-2's shapes;
 - a LoRA linear (peft's adapter on a bitsandbytes Linear4bit), forward and backward;
-- the label head (three logits at the answer position: nli_qlora.scoring's `label` loss) against
+- the label head (three logits at the answer position: nli_qlora.training.scoring's `label` loss) against
   the full vocabulary projected at every position (its `lm` loss);
 - bitsandbytes' (paged) 8-bit AdamW against torch AdamW (fused on CUDA) over Phi-2's LoRA set.
 
@@ -55,7 +55,7 @@ class Holder(torch.nn.Module):
 def linear(shape: tuple[int, int], impl: str, device: torch.device) -> torch.nn.Module:
     """A frozen Phi-2-shaped linear layer, 4-bit NF4 (double-quantized) as the loop quantizes, or bf16."""
     from nli_qlora.config import RunConfig
-    from nli_qlora.model import quantize_linears_
+    from nli_qlora.model.load import quantize_linears_
 
     torch.manual_seed(0)
     holder = Holder(torch.nn.Linear(*shape, bias=True, dtype=DTYPE, device=device))
@@ -119,7 +119,7 @@ def bench_lora_linear(benchmark, shape, tokens, device, case_memory):
 
 class _FixedDecoder(torch.nn.Module):
     """Stands where the decoder stands and returns given final hidden states, so that only the
-    scoring head of nli_qlora.scoring.LabelScorer is timed."""
+    scoring head of nli_qlora.training.scoring.LabelScorer is timed."""
 
     def __init__(self, hidden: torch.Tensor):
         super().__init__()
@@ -145,7 +145,7 @@ class _HeadOnly(torch.nn.Module):
 @pytest.mark.parametrize("loss", ["label", "lm"], ids=["label3-at-answer", "full-vocab-every-position"])
 @pytest.mark.parametrize("bt", sizes.HEAD_BATCHES, ids=lambda bt: f"b{bt[0]}-seq{bt[1]}")
 def bench_head(benchmark, bt, loss, device, case_memory):
-    from nli_qlora.scoring import LabelScorer
+    from nli_qlora.training.scoring import LabelScorer
 
     (rows, width), (hidden, vocab) = bt, sizes.HEAD_SHAPE
     g = torch.Generator(device="cpu").manual_seed(0)
@@ -185,7 +185,8 @@ def lora_parameters(device: torch.device) -> list[torch.nn.Parameter]:
 @pytest.mark.parametrize("optimizer", ["paged_adamw_8bit", "adamw_8bit", "torch_adamw"])
 def bench_optimizer(benchmark, optimizer, device, case_memory):
     from nli_qlora.config import RunConfig
-    from nli_qlora.optim import build_optimizer, quiet_paged_fallback
+    from nli_qlora.infra.quiet import quiet_paged_fallback
+    from nli_qlora.training.optim import build_optimizer
 
     params = lora_parameters(device)
     if optimizer == "torch_adamw":

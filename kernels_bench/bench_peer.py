@@ -20,7 +20,7 @@ import torch
 
 from kernels_bench import sizes
 from kernels_bench.conftest import REPO, build_or_skip, config_for
-from nli_qlora.hardware import utilization
+from kernels_bench.hardware import utilization
 
 
 def peer_module():

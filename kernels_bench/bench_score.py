@@ -1,4 +1,4 @@
-"""Scoring rows: the score CLI's path (nli_qlora.score.score_examples: tokenize, the label-token
+"""Scoring rows: the score CLI's path (nli_qlora.predict.stream.score_examples: tokenize, the label-token
 scorer over length-sorted batches, softmax) against the way users often score a causal LM (batched
 greedy `model.generate` of a few tokens, decode, see which label word the text starts with).
 
@@ -51,7 +51,7 @@ _RATES: dict[str, float] = {}
 def tiny_answer_checkpoint(folder) -> str:
     """A tiny adapter trained briefly on the answer token (full-vocabulary loss), so that greedy
     generation does answer with label words and the agreement check has rows to compare."""
-    from nli_qlora.train import main as train
+    from nli_qlora.cli.train import main as train
 
     run = folder / "tiny-answer"
     argv = ["--preset", "tiny", "--loss", "answer", "--epochs", "1", "--train-size", "320", "--validation-size", "10",
@@ -62,7 +62,8 @@ def tiny_answer_checkpoint(folder) -> str:
 
 def score_target(tmp_path_factory):
     """What to score: NLI_BENCH_CHECKPOINT when set; else SmolLM2 zero-shot (full) or a tiny adapter (smoke)."""
-    from nli_qlora.score import build_parser, main_target
+    from nli_qlora.cli.score import build_parser
+    from nli_qlora.predict.targets import main_target
 
     checkpoint, model = os.environ.get("NLI_BENCH_CHECKPOINT"), os.environ.get("NLI_BENCH_MODEL")
     if checkpoint:
@@ -80,7 +81,7 @@ def score_target(tmp_path_factory):
 
 def score_rows():
     """ROWS labelled examples: evenly spaced SNLI validation rows (full), or the tiny test split."""
-    from nli_qlora.data import Example, evenly_spaced, iter_records, parse_record
+    from nli_qlora.data.read import Example, evenly_spaced, iter_records, parse_record
 
     if sizes.FULL:
         folder = snli_dir()
@@ -89,14 +90,14 @@ def score_rows():
         parsed = (parse_record(r, line) for line, r in iter_records(str(folder / "validation.jsonl")))
         examples = [e for e in parsed if isinstance(e, Example) and e.label is not None]
         return [examples[i] for i in evenly_spaced(len(examples), ROWS)]
-    from nli_qlora.tiny import tiny_split
+    from nli_qlora.data.builtin import tiny_split
     return [parse_record(r, i) for i, r in enumerate(tiny_split("test")[:ROWS], 1)]
 
 
 @torch.no_grad()
 def generate_labels(m, examples, batch_size: int, new_tokens: int) -> list[int | None]:
     """The naive way: greedy generation, decode, the label word the text starts with (None: no label word)."""
-    from nli_qlora.prompt import format_prompt
+    from nli_qlora.data.prompt import format_prompt
 
     tok, model = m.tokenizer, m.scorer.model
     words = sorted(((w.strip().lower(), i) for i, w in enumerate(m.cfg.label_words)), key=lambda x: -len(x[0]))
@@ -121,8 +122,9 @@ def generate_labels(m, examples, batch_size: int, new_tokens: int) -> list[int |
 @pytest.fixture(scope="module")
 def setup(model_cache, device, tmp_path_factory):
     """The model as the score CLI loads it, the rows, and the scorer's own predictions (untimed)."""
-    from nli_qlora.loop import quiet_libraries
-    from nli_qlora.score import load, score_examples
+    from nli_qlora.infra.quiet import quiet_libraries
+    from nli_qlora.predict.stream import score_examples
+    from nli_qlora.predict.targets import load
 
     quiet_libraries()
     target = score_target(tmp_path_factory)
@@ -159,7 +161,7 @@ def _info(setup, device_name: str, method: str, seconds: float, peak_gb) -> dict
 
 @pytest.mark.parametrize("method", METHODS)
 def bench_score_rows(benchmark, setup, method, device, device_name, case_memory):
-    from nli_qlora.score import score_examples
+    from nli_qlora.predict.stream import score_examples
 
     m, examples = setup["m"], setup["examples"]
     result: dict = {}

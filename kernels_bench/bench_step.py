@@ -1,4 +1,4 @@
-"""One optimizer step of the real loop (nli_qlora.step.train_step), over batch size x sequence length x
+"""One optimizer step of the real loop (nli_qlora.training.step.train_step), over batch size x sequence length x
 gradient checkpointing x bucketing: how fast, how much memory, and why.
 
 Each round is one step on the next batch: host-to-device copy, forward, backward, clipping, the
@@ -17,9 +17,10 @@ import torch
 
 from kernels_bench import sizes
 from kernels_bench.conftest import round_times
-from nli_qlora.hardware import A40, lookup, roofline_seconds, utilization
-from nli_qlora.tune import (answer_ids, build_trainer, draw_batches, fixed_rows, release, run_step, set_checkpointing,
-                            step_counts, with_warmup)
+from kernels_bench.hardware import A40, lookup, roofline_seconds, utilization
+from nli_qlora.tools.tune import draw_batches, fixed_rows, release, set_checkpointing, step_counts, with_warmup
+from nli_qlora.training.optim import trainer_for
+from nli_qlora.training.step import timed_step
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
                               bucketing=case.bucketing, step_mode=case.step_mode)
     measured = draw_batches(rows, case.batch, 1, case.bucketing, sizes.STEP_ROUNDS, rig.tokenizer.pad_token_id,
                             cfg.pad_to_multiple, cfg.seed, pin=device.type == "cuda",
-                            answer=answer_ids(cfg, rig.tokenizer))
+                            answer=rig.appended_answers(cfg.loss))
     plan = with_warmup(measured, sizes.STEP_WARMUP)  # plus one step per shape: CUDA graphs captured before timing
     queue, used, own, captured = iter(plan), [], [], []
 
@@ -89,13 +90,12 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
     trainer, oom = None, False
     try:
         set_checkpointing(rig.model, case.checkpointing)
-        trainer = build_trainer(rig, cfg)
+        trainer, _ = trainer_for(cfg, rig.model, rig.label_ids, total_steps=1000)
         case_memory.reset()
 
         def one_step(micro):
-            t0 = time.perf_counter()
-            stats = run_step(trainer, micro, device)  # ends with a device sync
-            own.append(time.perf_counter() - t0)
+            stats, seconds = timed_step(trainer, micro, device)  # synchronized at both ends, as the loop times
+            own.append(seconds)
             captured.append(bool(stats.get("captured")))
 
         benchmark.pedantic(one_step, setup=setup, rounds=len(measured), warmup_rounds=len(plan) - len(measured))

@@ -1,7 +1,7 @@
 """Shared fixtures of the benchmark suites.
 
 - `device`, `device_name`: where the suites run (torch.cuda.get_device_name, or "cpu").
-- `rig_for(model_name)`: the model as the loop builds it (nli_qlora.tune.load_rig), cached per
+- `rig_for(model_name)`: the model as the loop builds it (nli_qlora.tools.tune.prepare), cached per
   session; only one model is resident at a time, so a case's peak memory is its own model's.
 - `model_cache`: that one-resident cache, for suites that build models their own way (the peer).
 - `snli_rows_for(rig)`: the SNLI validation prompts tokenized by the rig's tokenizer (skips when
@@ -101,7 +101,7 @@ def model_cache(device):
 
 def build_or_skip(model_name: str, build):
     """Build, or skip the case with the one-line reason when the model cannot be had here."""
-    from nli_qlora.errors import UserError
+    from nli_qlora.infra.errors import UserError
     try:
         return build()
     except UserError as err:
@@ -112,18 +112,18 @@ def build_or_skip(model_name: str, build):
 
 @pytest.fixture(scope="session")
 def rig_for(model_cache, device):
-    from nli_qlora.tune import load_rig
+    from nli_qlora.tools.tune import prepare
 
     def get(model_name: str):
         return model_cache.get(("rig", model_name),
-                               lambda: build_or_skip(model_name, lambda: load_rig(config_for(model_name), device)))
+                               lambda: build_or_skip(model_name, lambda: prepare(config_for(model_name), device)))
     return get
 
 
 @pytest.fixture(scope="session")
 def snli_rows_for():
     """SNLI validation prompts through a rig's tokenizer and template, cached per model."""
-    from nli_qlora.tune import encoded_rows
+    from nli_qlora.tools.tune import encoded_rows
     cache: dict[str, list] = {}
 
     def get(rig):
@@ -198,8 +198,8 @@ def _git_commit() -> str | None:
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    from nli_qlora.hardware import lookup
-    from nli_qlora.loop import versions
+    from kernels_bench.hardware import lookup
+    from nli_qlora.infra.machine import versions
 
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name(0) if cuda else "cpu"

@@ -1,4 +1,4 @@
-from nli_qlora.train import main
+from nli_qlora.cli.train import main
 import sys
 
 sys.exit(main())

@@ -13,11 +13,13 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nli_qlora.errors import UserError
+from nli_qlora.data.builtin import TINY_DATASET, TINY_LABEL_WORDS, TINY_PROMPT
+from nli_qlora.infra.atomic import write_text
+from nli_qlora.infra.errors import UserError
+from nli_qlora.labels import NLI_NAMES, NLI_WORDS, LabelSet, parse_label_map
+from nli_qlora.model.builtin import TINY_MODEL
+from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS, TARGET_ALIASES
 
-PUBLISHED_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "lm_head")
-PHI_TARGETS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
-LABELS = ("entailment", "neutral", "contradiction")  # Hugging Face ClassLabel order 0, 1, 2
 DEFAULT_PROMPT = (
     "Instruct: Does the premise entail the hypothesis? Answer entailment, neutral or contradiction.\n"
     "Premise: {premise}\nHypothesis: {hypothesis}\nOutput:"
@@ -63,8 +65,11 @@ class RunConfig:
     max_length: int = _f(512, "longest prompt in tokens; longer rows are an error (or skipped with --skip-bad-rows)")
     # --- prompt ---
     prompt_template: str = _f(DEFAULT_PROMPT, "prompt with {premise} and {hypothesis}; the answer follows it")
-    label_words: tuple[str, ...] = _f((" entailment", " neutral", " contradiction"),
-                                      "three label words, in the order entailment neutral contradiction")
+    label_words: tuple[str, ...] = _f(NLI_WORDS, "one label word per label, in the order of --labels (default: "
+                                      "entailment neutral contradiction)")
+    labels: tuple[str, ...] = _f(NLI_NAMES, "class names; a data file's labels are these names or their numbers "
+                                 "0, 1, ... (the label set: docs/architecture.md)")
+    label_map: tuple[str, ...] = _f((), "more data labels as TEXT=NAME, e.g. neutral=not_entailment 2=not_entailment")
     # --- training ---
     epochs: int = _f(5, "passes over the training rows")
     batch_size: int = _f(8, "rows per optimizer step (the effective batch)")
@@ -100,10 +105,12 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.target_modules, str):
             self.target_modules = (self.target_modules,)
-        if tuple(self.target_modules) == ("phi",):
-            self.target_modules = PHI_TARGETS
+        if len(self.target_modules) == 1 and self.target_modules[0] in TARGET_ALIASES:
+            self.target_modules = TARGET_ALIASES[self.target_modules[0]]
         self.target_modules = tuple(self.target_modules)
         self.label_words = tuple(self.label_words)
+        self.labels = tuple(self.labels)
+        self.label_map = tuple(self.label_map)
 
     def validate(self) -> "RunConfig":
         """Check values a type cannot express; raise a UserError naming the flag."""
@@ -133,16 +140,27 @@ class RunConfig:
             raise bad("learning_rate", f"must be positive, got {self.learning_rate}")
         if self.batch_size % self.grad_accum:
             raise bad("grad_accum", f"{self.grad_accum} does not divide --batch-size {self.batch_size}")
-        if len(self.label_words) != 3:
-            raise bad("label_words", f"needs exactly three words, got {len(self.label_words)}")
-        if len(set(self.label_words)) != 3:
-            raise bad("label_words", f"must be three different words, got {list(self.label_words)}")
+        n = len(self.labels)
+        if n < 2 or len(set(self.labels)) != n:
+            raise bad("labels", f"needs two or more different names, got {list(self.labels)}")
+        if len(self.label_words) != n:
+            raise bad("label_words", f"needs exactly {_count(n)} words, got {len(self.label_words)}")
+        if len(set(self.label_words)) != n:
+            raise bad("label_words", f"must be {_count(n)} different words, got {list(self.label_words)}")
+        try:
+            parse_label_map(self.label_map, self.labels)
+        except ValueError as err:
+            raise bad("label_map", str(err)) from None
         for key in ("{premise}", "{hypothesis}"):
             if key not in self.prompt_template:
                 raise bad("prompt_template", f"must contain {key}")
         if not self.target_modules:
             raise bad("target_modules", "needs at least one module name")
         return self
+
+    @property
+    def label_set(self) -> LabelSet:
+        return LabelSet(self.labels, self.label_words, parse_label_map(self.label_map, self.labels))
 
     # --- persistence ---
     def to_dict(self) -> dict:
@@ -160,12 +178,15 @@ class RunConfig:
         return cls(**{k: _coerce(k, v, hints[k], source) for k, v in data.items()})
 
     def save(self, path: Path) -> None:
-        from nli_qlora.atomic import write_text
         write_text(path, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")  # strict JSON: no NaN
 
     @classmethod
     def load(cls, path: str | Path, flag: str = "--config") -> "RunConfig":
         return cls.from_dict(read_config_file(path, flag), source=str(path))
+
+
+def _count(n: int) -> str:
+    return {2: "two", 3: "three", 4: "four", 5: "five"}.get(n, str(n))
 
 
 def _coerce(name: str, value, tp, source: str):
@@ -233,7 +254,6 @@ def read_config_file(path: str | Path, flag: str = "--config") -> dict:
 # --- presets: instances of the one dataclass ---------------------------------------------------
 
 def _tiny() -> RunConfig:
-    from nli_qlora.tiny import TINY_DATASET, TINY_LABEL_WORDS, TINY_MODEL, TINY_PROMPT
     return RunConfig(
         preset="tiny", model=TINY_MODEL, dataset=TINY_DATASET, train_size=0, validation_size=0, test_size=0,
         prompt_template=TINY_PROMPT, label_words=TINY_LABEL_WORDS, lora_r=8, lora_alpha=16, lora_dropout=0.0,

@@ -1,4 +1,4 @@
-"""Hold nli_qlora.memory's peak estimate against torch's measured peak on a CUDA machine.
+"""Hold nli_qlora.tools.memory's peak estimate against torch's measured peak on a CUDA machine.
 
     python scripts/check_memory_estimate.py --out memory_check.json
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def synthetic_rows(batch_size: int, seq_len: int, vocab: int, seed: int = 0):
     """Rows of exactly seq_len prompt tokens (no padding), labels cycling over the three classes."""
-    from nli_qlora.batches import Encoded
+    from nli_qlora.data.batches import Encoded
     rng = random.Random(seed)
     return [Encoded(tuple(rng.randrange(3, vocab) for _ in range(seq_len)), i % 3, i) for i in range(batch_size)]
 
@@ -69,9 +69,9 @@ def render(rows: list[dict]) -> str:
 
 def make_trainer(model, cfg, device):
     """The loop's trainer for cfg (flat buffers and CUDA graphs in step_mode fast), on fresh parameters."""
-    from nli_qlora.optim import build_optimizer, build_scheduler
-    from nli_qlora.scoring import LabelScorer
-    from nli_qlora.step import build_trainer
+    from nli_qlora.training.optim import build_optimizer, build_scheduler
+    from nli_qlora.training.scoring import LabelScorer
+    from nli_qlora.training.step import build_trainer
 
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -90,9 +90,9 @@ def run_case(trainer, model_config, cfg, batch_size: int, seq_len: int, steps: i
     new shape in step_mode fast includes its CUDA-graph capture, as in the loop)."""
     import torch
 
-    from nli_qlora.batches import collate
-    from nli_qlora.memory import estimate_peak_bytes
-    from nli_qlora.step import to_device, train_step
+    from nli_qlora.data.batches import collate
+    from nli_qlora.tools.memory import estimate_peak_bytes
+    from nli_qlora.training.step import to_device, train_step
 
     rows = synthetic_rows(batch_size, seq_len, model_config.vocab_size)
     answer = [[1], [2], [3]] if cfg.loss == "lm" else None
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
         return 2
 
     from nli_qlora.config import RunConfig
-    from nli_qlora.model import attach_lora, compute_dtype, load_base_model, load_config, match_targets, resolve_source
+    from nli_qlora.model.load import attach_lora, compute_dtype, load_base_model, load_config, match_targets, resolve_source
 
     device = torch.device("cuda")
     torch.cuda.init()

@@ -105,7 +105,7 @@ import subprocess, sys
 code = r'''
 import hashlib, torch, dataclasses
 from nli_qlora.config import RunConfig
-from nli_qlora.model import load_base_model, resolve_source
+from nli_qlora.model.load import load_base_model, resolve_source
 torch.rand(int(__import__("sys").argv[1]), device="cuda")
 cfg = RunConfig(model="random:phi-2")
 model = load_base_model(cfg, resolve_source(cfg), torch.device("cuda", 0), torch.bfloat16)

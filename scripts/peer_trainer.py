@@ -9,21 +9,21 @@ The training path is the usual recipe and none of ours: a 4-bit NF4 double-quant
 the published list), `transformers.Trainer` with optim="paged_adamw_8bit", gradient checkpointing
 (non-reentrant) unless --no-gradient-checkpointing, bf16 on a GPU, rows in random order (no
 bucketing), loss = the causal-LM loss on the answer tokens only (label word + eos; the prompt is
-masked with -100). Around it, ours, so the numbers mean the same: the same rows (nli_qlora.data,
-prompt, batches.encode), the same evaluation (nli_qlora.evaluate: label-token scoring, zero-shot on
+masked with -100). Around it, ours, so the numbers mean the same: the same rows (nli_qlora.data:
+read, prompt, batches.encode), the same model loading (nli_qlora.model.bundle), the same evaluation
+(nli_qlora.training.evaluate: label-token scoring, zero-shot on
 validation and test before training), the same metrics.jsonl events (docs/metrics.md) and the same
-report.md/summary.json (nli_qlora.report). Settings come from a preset (default seed) and the same
+report.md/summary.json (nli_qlora.run.report). Settings come from a preset (default seed) and the same
 flags as the train CLI; flags the peer cannot honour are refused."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import sys
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script from anywhere: the package lives beside scripts/
@@ -31,8 +31,19 @@ if __package__ in (None, ""):  # run as a script from anywhere: the package live
 
 import torch
 
-from nli_qlora.config import LABELS, PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
-from nli_qlora.errors import UserError
+from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
+from nli_qlora.data.batches import batch_token_counts, collate, encode
+from nli_qlora.data.read import load_split
+from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, rss_gb, versions
+from nli_qlora.infra.quiet import quiet_libraries
+from nli_qlora.model.bundle import ModelBundle, load_bundle, with_lora
+from nli_qlora.run.metrics import MetricsWriter
+from nli_qlora.run.predictions import write_predictions
+from nli_qlora.run.report import write_report
+from nli_qlora.training.evaluate import evaluate
+from nli_qlora.training.scoring import LabelScorer
+from nli_qlora.training.step import synchronize
 
 PROG = "scripts/peer_trainer.py"
 PAD_MULTIPLE = 8  # the usual collator's pad_to_multiple_of
@@ -74,36 +85,15 @@ def resolve_peer(args) -> RunConfig:
 
 # --- the model, the usual way -------------------------------------------------------------------
 
-@dataclass
-class Peer:
-    cfg: RunConfig
-    device: torch.device
-    dtype: torch.dtype
-    model: torch.nn.Module
-    tokenizer: object
-    label_ids: list[int]
-    answer_ids: list[list[int]]
-    counts: dict
-    matched: list[str]
-    unmatched: list[str]
-
-
-def load_peer(cfg: RunConfig, device: torch.device) -> Peer:
-    """4-bit base loaded as from_pretrained loads it, prepare_model_for_kbit_training, then LoRA."""
+def load_peer(cfg: RunConfig, device: torch.device) -> ModelBundle:
+    """4-bit base loaded as the loop loads it (model.bundle), prepare_model_for_kbit_training, then LoRA."""
     from peft import prepare_model_for_kbit_training
 
-    from nli_qlora.loop import quiet_libraries
-    from nli_qlora.prompt import answer_token_ids
-    from nli_qlora.model import attach_lora, load_model, match_targets, parameter_counts
-
     quiet_libraries()
-    tokenizer, label_ids, dtype, model = load_model(cfg, device)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+    bundle = load_bundle(cfg, device)
+    model = prepare_model_for_kbit_training(bundle.model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
-    matched, unmatched = match_targets(model, cfg.target_modules)
-    model = attach_lora(model, cfg, matched)  # peft's get_peft_model with the recipe's LoraConfig
-    return Peer(cfg, device, dtype, model, tokenizer, label_ids, answer_token_ids(tokenizer, cfg.label_words),
-                parameter_counts(model), matched, unmatched)
+    return with_lora(dataclasses.replace(bundle, model=model))  # peft's get_peft_model with the recipe's LoraConfig
 
 
 class AnswerCollator:
@@ -117,7 +107,6 @@ class AnswerCollator:
         self.counts: deque[tuple[int, int, int]] = deque()
 
     def __call__(self, rows) -> dict:
-        from nli_qlora.batches import batch_token_counts, collate
         batch = collate(rows, self.pad_id, self.pad_multiple, self.answer_ids)
         labels = batch["lm_labels"].clone()
         for i, r in enumerate(rows):
@@ -126,7 +115,7 @@ class AnswerCollator:
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
 
 
-def training_arguments(cfg: RunConfig, out_dir: Path, peer: Peer, max_steps: int = -1):
+def training_arguments(cfg: RunConfig, out_dir: Path, peer: ModelBundle, max_steps: int = -1):
     from transformers import TrainingArguments
 
     cuda = peer.device.type == "cuda"
@@ -146,7 +135,7 @@ def training_arguments(cfg: RunConfig, out_dir: Path, peer: Peer, max_steps: int
         use_cpu=not cuda)
 
 
-def make_trainer(peer: Peer, cfg: RunConfig, train_rows, out_dir: Path, max_steps: int = -1, callbacks=()):
+def make_trainer(peer: ModelBundle, cfg: RunConfig, train_rows, out_dir: Path, max_steps: int = -1, callbacks=()):
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
     collator = AnswerCollator(peer.tokenizer.pad_token_id, peer.answer_ids)
@@ -154,11 +143,6 @@ def make_trainer(peer: Peer, cfg: RunConfig, train_rows, out_dir: Path, max_step
                       train_dataset=train_rows, data_collator=collator, callbacks=list(callbacks))
     trainer.remove_callback(PrinterCallback)  # our step events say it all, once
     return trainer, collator
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_timer_callback(device: torch.device):
@@ -171,11 +155,11 @@ def step_timer_callback(device: torch.device):
             self._t0 = None
 
         def on_step_begin(self, args, state, control, **kw):
-            _synchronize(device)
+            synchronize(device)
             self._t0 = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            _synchronize(device)
+            synchronize(device)
             self.times.append(time.perf_counter() - self._t0)
 
     return StepTimer()
@@ -183,12 +167,8 @@ def step_timer_callback(device: torch.device):
 
 # --- the run: metrics events around Trainer.train() ---------------------------------------------
 
-def _gb(n: float | None) -> float | None:
-    return None if n is None else round(n / 2**30, 4)
-
-
 class PeerRun:
-    """Writes the same events as nli_qlora.loop.FineTune: run_start, step, eval, run_end."""
+    """Writes the same events as nli_qlora.training.recipe.FineTune: run_start, step, eval, run_end."""
 
     def __init__(self, cfg: RunConfig, run_dir: Path, max_steps: int = -1, log=print):
         self.cfg, self.run_dir, self.max_steps, self.log = cfg, run_dir, max_steps, log
@@ -196,12 +176,6 @@ class PeerRun:
         self.t_start = time.time()
 
     def setup(self) -> None:
-        from nli_qlora.batches import encode
-        from nli_qlora.data import load_split
-        from nli_qlora.loop import device_info, versions
-        from nli_qlora.metrics import MetricsWriter
-        from nli_qlora.scoring import LabelScorer
-
         cfg = self.cfg
         self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
         self.peer = load_peer(cfg, self.device)
@@ -209,7 +183,7 @@ class PeerRun:
         for name, file, size in (("train", cfg.train_file, cfg.train_size),
                                  ("validation", cfg.validation_file, cfg.validation_size),
                                  ("test", cfg.test_file, cfg.test_size)):
-            examples, stats = load_split(name, file, cfg.dataset, size, cfg.skip_bad_rows)
+            examples, stats = load_split(name, file, cfg.dataset, size, cfg.skip_bad_rows, cfg.label_set)
             rows, too_long = encode(examples, self.peer.tokenizer, cfg.prompt_template, cfg.max_length, stats.source,
                                     skip_long=cfg.skip_bad_rows)
             stats.bad_skipped += too_long
@@ -269,27 +243,25 @@ class PeerRun:
         self.step += 1
         self.epoch_step += 1
         cuda = self.device.type == "cuda"
-        from nli_qlora.loop import rss_gb
         record = self.metrics.write(
             "step", step=self.step, epoch=self.epoch, epoch_step=self.epoch_step, steps_per_epoch=self.steps_per_epoch,
             loss=logs["loss"], lr=logs.get("learning_rate"), grad_norm=logs.get("grad_norm"), samples=samples,
             tokens=tokens, padded_tokens=padded, padding_fraction=round(1 - tokens / padded, 4) if padded else None,
             step_time_s=round(dt, 6), samples_per_s=round(samples / dt, 3), tokens_per_s=round(tokens / dt, 1),
-            gpu_mem_allocated_gb=_gb(torch.cuda.memory_allocated()) if cuda else None,
-            gpu_mem_reserved_gb=_gb(torch.cuda.memory_reserved()) if cuda else None,
-            gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
+            gpu_mem_allocated_gb=gb(torch.cuda.memory_allocated()) if cuda else None,
+            gpu_mem_reserved_gb=gb(torch.cuda.memory_reserved()) if cuda else None,
+            gpu_mem_peak_gb=gb(torch.cuda.max_memory_allocated()) if cuda else None,
             rss_gb=rss_gb(), skipped=False, captured=False)
         if self.step == 1 or self.step % 25 == 0:
             self.log(f"step {record['step']} epoch {record['epoch']} loss {record['loss']:.4f} "
                      f"{record['samples_per_s']:.1f} samples/s")
 
     def evaluate(self, split: str, epoch: int) -> dict:
-        from nli_qlora.evaluate import evaluate
         examples, rows, _ = self.splits[split]
         bf16 = self.device.type == "cuda" and self.peer.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.peer.dtype, enabled=bf16):  # as the Trainer computes
             result, logits = evaluate(self.scorer, rows, self.cfg.eval_batch_size, self.peer.tokenizer.pad_token_id,
-                                      PAD_MULTIPLE)
+                                      PAD_MULTIPLE, names=self.cfg.labels)
         pred_file = self._write_predictions(split, examples, rows, logits, epoch) if split == "test" else None
         record = self.metrics.write(
             "eval", split=split, step=self.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],
@@ -300,15 +272,9 @@ class PeerRun:
         return record
 
     def _write_predictions(self, split, examples, rows, logits, epoch: int) -> str:
-        from nli_qlora.atomic import open_atomic
         rel = f"predictions/{split}-epoch{epoch}.jsonl"
         probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
-        with open_atomic(self.run_dir / rel, "w", encoding="utf-8") as f:
-            for r, p in zip(rows, probs):
-                ex = examples[r.index]
-                f.write(json.dumps({"line": ex.line, "id": ex.id, "premise": ex.premise, "hypothesis": ex.hypothesis,
-                                    "gold": LABELS[ex.label], "predicted": LABELS[int(p.argmax())],
-                                    "probabilities": {k: round(float(v), 5) for k, v in zip(LABELS, p)}}) + "\n")
+        write_predictions(self.run_dir / rel, [examples[r.index] for r in rows], probs, self.cfg.labels)
         return rel
 
     def train(self) -> None:
@@ -323,10 +289,9 @@ class PeerRun:
     def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
         if self.metrics is None:
             return
-        from nli_qlora.loop import peak_rss_gb
         cuda = torch.cuda.is_available()
         self.metrics.write("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
-                           gpu_mem_peak_gb=_gb(torch.cuda.max_memory_allocated()) if cuda else None,
+                           gpu_mem_peak_gb=gb(torch.cuda.max_memory_allocated()) if cuda else None,
                            peak_rss_gb=peak_rss_gb(), skipped_steps=0)
         self.metrics.close()
 
@@ -350,7 +315,6 @@ def main(argv=None) -> int:
         run.setup()
         run.train()
         run.finish("completed")
-        from nli_qlora.report import write_report
         write_report(run_dir)
         log(f"report {run_dir / 'report.md'}")
         return 0

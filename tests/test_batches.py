@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from nli_qlora.batches import (Encoded, batch_token_counts, bucketed_batches, collate, encode, eval_batches,
+from nli_qlora.data.batches import (Encoded, batch_token_counts, bucketed_batches, collate, encode, eval_batches,
                                padded_length)
 from nli_qlora.config import DEFAULT_PROMPT, RunConfig
-from nli_qlora.data import Example, load_split
-from nli_qlora.errors import DataError
-from nli_qlora.gguf import SMOLLM2_GGUF, smollm2_path
-from nli_qlora.model import _resolve_name, load_tokenizer
-from nli_qlora.tiny import TINY_PROMPT, build_tokenizer
+from nli_qlora.data.read import Example, load_split
+from nli_qlora.infra.errors import DataError
+from nli_qlora.model.gguf import SMOLLM2_GGUF, smollm2_path
+from nli_qlora.model.load import _resolve_name, load_tokenizer
+from nli_qlora.data.builtin import TINY_PROMPT
+from nli_qlora.model.builtin import build_tokenizer
 
 VALIDATION = Path("/work/shared/data/snli/validation.jsonl")
 

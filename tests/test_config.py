@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
-from nli_qlora.config import (PHI_TARGETS, PRESETS, PUBLISHED_TARGETS, OneLineParser, RunConfig, add_config_flags,
-                              preset, resolve)
-from nli_qlora.errors import UserError
-from nli_qlora.train import build_parser, main, run_dir_for
+from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, preset, resolve
+from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS
+from nli_qlora.infra.errors import UserError
+from nli_qlora.cli.train import build_parser, main
+from nli_qlora.run.rundir import run_dir_for
 
 FIELDS = [f.name for f in dataclasses.fields(RunConfig)]
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from nli_qlora.config import preset
-from nli_qlora.metrics import read_metrics
-from nli_qlora.model import load_base_model, resolve_source
+from nli_qlora.run.metrics import read_metrics
+from nli_qlora.model.load import load_base_model, resolve_source
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--train-size", "96", "--validation-size", "48", "--test-size", "48", "--epochs", "2"]
@@ -27,7 +27,7 @@ import sys
 import nli_qlora  # first, as in every command: it quiets bitsandbytes' import-time notice
 import bitsandbytes.nn.modules
 bitsandbytes.nn.modules.has_avx512bf16 = lambda: True  # as on a CPU with AVX512-BF16
-from nli_qlora.train import main
+from nli_qlora.cli.train import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -12,9 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nli_qlora.config import LABELS
-from nli_qlora.data import evenly_spaced, load_split
-from nli_qlora.errors import DataError, UserError
+from nli_qlora.labels import NLI_NAMES as LABELS
+from nli_qlora.data.read import evenly_spaced, load_split
+from nli_qlora.infra.errors import DataError, UserError
 
 SNLI = Path("/work/shared/data/snli")
 VALIDATION = SNLI / "validation.jsonl"

@@ -24,8 +24,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nli_qlora import checkpoint as ckpt
-from nli_qlora.metrics import read_metrics
+from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.run.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--epochs", "2", "--train-size", "160", "--validation-size", "60", "--test-size", "60",
@@ -211,7 +211,7 @@ def test_a_batch_smaller_than_the_world_and_the_eager_step_with_micro_batches(tm
 def test_a_broken_torchrun_environment_is_one_line(monkeypatch, capsys):
     """WORLD_SIZE without a RANK (a hand-made environment, not torchrun's): exit 2, one line, for the
     run and for the dry run alike."""
-    from nli_qlora.train import main
+    from nli_qlora.cli.train import main
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("RANK", raising=False)
     for extra in ([], ["--dry-run"]):

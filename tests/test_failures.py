@@ -27,11 +27,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nli_qlora import checkpoint as ckpt
-from nli_qlora import oom
+from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.infra import oom
 from nli_qlora.config import RunConfig
-from nli_qlora.metrics import read_metrics
-from nli_qlora.train import PROG, main
+from nli_qlora.run.metrics import read_metrics
+from nli_qlora.cli.train import PROG, main
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
@@ -262,7 +262,7 @@ def test_out_of_memory_at_micro_batch_one_says_what_is_left():
 
 
 def test_auto_batch_is_a_config_flag_off_by_default():
-    from nli_qlora.train import build_parser
+    from nli_qlora.cli.train import build_parser
     from nli_qlora.config import resolve
     assert RunConfig().auto_batch is False
     assert resolve(build_parser().parse_args(["--auto-batch"])).auto_batch is True
@@ -338,7 +338,7 @@ def test_output_dir_holding_a_run_is_one_line(diverged, capfd):
 def test_run_directory_in_use_by_another_process_is_one_line(diverged, capfd):
     run_dir, _, _ = diverged
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
-                               "from nli_qlora.runlock import lock_run_dir; "
+                               "from nli_qlora.run.lock import lock_run_dir; "
                                f"lock_run_dir(Path({str(run_dir)!r}), 'x'); print('locked', flush=True); "
                                "sys.stdin.read()"], cwd=REPO, env=ENV, stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -373,7 +373,7 @@ def test_metrics_file_cut_below_the_checkpoint_is_one_line(diverged, tmp_path, c
 
 def test_a_bug_writes_its_traceback_to_error_log_and_one_line(tmp_path, capfd, monkeypatch):
     """A bug planted in the loop's evaluation (the only way to have one on purpose)."""
-    from nli_qlora import loop
+    from nli_qlora.training import recipe as loop
 
     def broken(self, split, epoch):
         return {}["no such key"]

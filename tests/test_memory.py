@@ -1,4 +1,4 @@
-"""nli_qlora.memory: the peak-memory estimate, held against what autograd really keeps (on CPU, with
+"""nli_qlora.tools.memory: the peak-memory estimate, held against what autograd really keeps (on CPU, with
 real bitsandbytes 4-bit layers and peft adapters) and against peaks measured on a GPU."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import dataclasses
 import pytest
 import torch
 
-from nli_qlora.errors import UserError
+from nli_qlora.infra.errors import UserError
 from nli_qlora.config import RunConfig
-from nli_qlora.memory import (ModelShape, estimate_peak_bytes, layer_activation_bytes, lora_parameter_count,
+from nli_qlora.tools.memory import (ModelShape, estimate_peak_bytes, layer_activation_bytes, lora_parameter_count,
                               parse_budget)
-from nli_qlora.model import attach_lora, load_config, match_targets, random_model, resolve_source
-from nli_qlora.scoring import LabelScorer
+from nli_qlora.model.load import attach_lora, load_config, match_targets, random_model, resolve_source
+from nli_qlora.training.scoring import LabelScorer
 
 GIB = 2**30
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nli_qlora.config import PHI_TARGETS, PUBLISHED_TARGETS, RunConfig, preset
-from nli_qlora.errors import UserError
-from nli_qlora.model import (attach_lora, build_skeleton, compute_dtype, load_base_model, match_targets,
+from nli_qlora.config import RunConfig, preset
+from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS
+from nli_qlora.infra.errors import UserError
+from nli_qlora.model.load import (attach_lora, build_skeleton, compute_dtype, load_base_model, match_targets,
                              parameter_counts, resolve_source)
 
 PHI2_HIDDEN, PHI2_FFN, PHI2_VOCAB, PHI2_LAYERS = 2560, 10240, 51200, 32
@@ -159,7 +160,7 @@ def test_a_missing_local_directory_is_one_user_error(tmp_path):
 WEIGHTS_DIGEST = """
 import hashlib, sys, dataclasses, torch
 from nli_qlora.config import preset
-from nli_qlora.model import load_base_model, resolve_source
+from nli_qlora.model.load import load_base_model, resolve_source
 torch.rand(int(sys.argv[2]))  # another process's random state differs: it must not matter
 cfg = dataclasses.replace(preset("tiny"), model="random:builtin:tiny-phi", seed=int(sys.argv[1]))
 model = load_base_model(cfg, resolve_source(cfg), torch.device("cpu"), torch.float32)

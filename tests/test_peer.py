@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nli_qlora.metrics import read_metrics
+from nli_qlora.run.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "peer_trainer.py"

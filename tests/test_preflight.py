@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from nli_qlora.config import RunConfig
-from nli_qlora.gguf import SMOLLM2_GGUF, smollm2_path
-from nli_qlora.preflight import length_stats, padding_summary
-from nli_qlora.train import main as train_main
+from nli_qlora.model.gguf import SMOLLM2_GGUF, smollm2_path
+from nli_qlora.tools.preflight import length_stats, padding_summary
+from nli_qlora.cli.train import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 

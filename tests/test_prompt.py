@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from nli_qlora.config import DEFAULT_PROMPT, LABELS
-from nli_qlora.errors import UserError
-from nli_qlora.gguf import SMOLLM2_GGUF, smollm2_path
-from nli_qlora.model import _resolve_name, load_tokenizer
-from nli_qlora.prompt import format_prompt, label_token_ids
-from nli_qlora.tiny import TINY_LABEL_WORDS, TINY_PROMPT, build_tokenizer
+from nli_qlora.config import DEFAULT_PROMPT
+from nli_qlora.labels import NLI_NAMES as LABELS
+from nli_qlora.infra.errors import UserError
+from nli_qlora.model.gguf import SMOLLM2_GGUF, smollm2_path
+from nli_qlora.model.load import _resolve_name, load_tokenizer
+from nli_qlora.data.prompt import format_prompt, label_token_ids
+from nli_qlora.data.builtin import TINY_LABEL_WORDS, TINY_PROMPT
+from nli_qlora.model.builtin import build_tokenizer
 
 PUBLISHED_WORDS = (" entailment", " neutral", " contradiction")
 

@@ -24,8 +24,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nli_qlora import checkpoint as ckpt
-from nli_qlora.metrics import read_metrics
+from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.run.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--preset", "tiny", "--epochs", "2", "--train-size", "160", "--validation-size", "60", "--test-size", "60",
@@ -136,7 +136,7 @@ CRASH_ON_THIRD_SAVE = textwrap.dedent("""
     # kill -9 this process from inside the third checkpoint save, after the adapter files are written
     import os, signal, sys
     import peft
-    from nli_qlora.train import main
+    from nli_qlora.cli.train import main
     original, calls = peft.PeftModel.save_pretrained, []
     def save_then_die(self, *a, **kw):
         original(self, *a, **kw)
@@ -247,7 +247,7 @@ def test_crash_during_a_checkpoint_save_keeps_the_previous_one_loadable(started,
     from peft import PeftModel, get_peft_model_state_dict
 
     from nli_qlora.config import RunConfig
-    from nli_qlora.model import load_base_model, resolve_source
+    from nli_qlora.model.load import load_base_model, resolve_source
     cfg = RunConfig.load(previous / "config.json")
     base = load_base_model(cfg, resolve_source(cfg), torch.device("cpu"), torch.float32)
     model = PeftModel.from_pretrained(base, str(previous))
@@ -289,7 +289,7 @@ def test_kill_between_epoch_eval_and_its_checkpoint_redoes_the_eval_once(referen
 # --- a completed run --------------------------------------------------------------------------
 
 def test_resume_of_a_completed_run_says_so_and_rebuilds_a_missing_report(reference, tmp_path, capfd):
-    from nli_qlora.train import main
+    from nli_qlora.cli.train import main
     run_dir = tmp_path / "done"
     shutil.copytree(reference, run_dir, ignore=shutil.ignore_patterns(".lock"))
     before = (run_dir / "metrics.jsonl").read_bytes()
@@ -349,7 +349,7 @@ def test_second_ctrl_c_stops_at_once(tmp_path):
 
 def test_stop_flag_semantics_with_real_signals():
     """In this process: immediate during setup, a flag at first when graceful, at once on a second Ctrl-C."""
-    from nli_qlora.interrupt import StopFlag, StopNow
+    from nli_qlora.infra.interrupt import StopFlag, StopNow
     said, before = [], signal.getsignal(signal.SIGINT)
     flag = StopFlag(announce=said.append).install()
     try:
@@ -372,7 +372,7 @@ def test_stop_flag_semantics_with_real_signals():
 
 HANGUP = textwrap.dedent("""
     import os, signal, sys
-    from nli_qlora.interrupt import StopFlag
+    from nli_qlora.infra.interrupt import StopFlag
     flag = StopFlag().install()
     flag.mode = "graceful"
     print("before", flush=True)

@@ -18,11 +18,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from nli_qlora.classification import summarize
-from nli_qlora.config import LABELS
-from nli_qlora.score import main as score_main
-from nli_qlora.tiny import tiny_split
-from nli_qlora.train import main as train_main
+from nli_qlora.training.classification import summarize
+from nli_qlora.labels import NLI_NAMES as LABELS
+from nli_qlora.cli.score import main as score_main
+from nli_qlora.data.builtin import tiny_split
+from nli_qlora.cli.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,16 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nli_qlora.batches import collate, encode
+from nli_qlora.data.batches import collate, encode
 from nli_qlora.config import preset
-from nli_qlora.data import Example
-from nli_qlora.evaluate import predict
-from nli_qlora.model import attach_lora, load_base_model, load_tokenizer, match_targets, resolve_source
-from nli_qlora.optim import build_optimizer, build_scheduler
-from nli_qlora.prompt import label_token_ids
-from nli_qlora.scoring import LabelScorer
-from nli_qlora.step import build_trainer, train_step
-from nli_qlora.tiny import tiny_split
+from nli_qlora.data.read import Example
+from nli_qlora.training.evaluate import predict
+from nli_qlora.model.load import attach_lora, load_base_model, load_tokenizer, match_targets, resolve_source
+from nli_qlora.training.optim import build_optimizer, build_scheduler
+from nli_qlora.data.prompt import label_token_ids
+from nli_qlora.training.scoring import LabelScorer
+from nli_qlora.training.step import build_trainer, train_step
+from nli_qlora.data.builtin import tiny_split
 
 CFG = dataclasses.replace(preset("tiny"), lr_schedule="constant", warmup_steps=0)  # a few steps at full rate
 LOSSES = ("label", "answer", "lm")
@@ -198,7 +198,7 @@ def test_gradient_accumulation_matches_one_big_batch(label_ids, rows, tokenizer)
 # --- the metrics computed from the scores ---------------------------------------------------------------
 
 def test_balanced_accuracy_is_the_mean_recall_over_the_gold_classes():
-    from nli_qlora.classification import summarize
+    from nli_qlora.training.classification import summarize
     gold = [0, 0, 0, 0, 1, 1, 2, 2]
     pred = [0, 0, 0, 1, 1, 2, 2, 0]
     s = summarize(gold, pred)
@@ -212,14 +212,14 @@ def test_balanced_accuracy_is_the_mean_recall_over_the_gold_classes():
 
 def test_a_class_absent_from_gold_does_not_count_in_balanced_accuracy():
     """As sklearn's balanced_accuracy_score: the mean is over classes that occur in gold."""
-    from nli_qlora.classification import summarize
+    from nli_qlora.training.classification import summarize
     s = summarize([0, 0, 1, 1], [0, 2, 1, 1])
     assert s["balanced_accuracy"] == pytest.approx((0.5 + 1.0) / 2)
     assert s["per_class_recall"]["contradiction"] == 0.0
 
 
 def test_always_predicting_one_class_scores_chance_balanced_accuracy():
-    from nli_qlora.classification import summarize
+    from nli_qlora.training.classification import summarize
     gold = [0] * 60 + [1] * 30 + [2] * 10
     s = summarize(gold, [0] * 100)
     assert s["accuracy"] == 0.6 and s["balanced_accuracy"] == pytest.approx(1 / 3)

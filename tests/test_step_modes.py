@@ -7,12 +7,13 @@ import sys
 import pytest
 import torch
 
-from nli_qlora.batches import Encoded, collate
+from nli_qlora.data.batches import Encoded, collate
 from nli_qlora.config import RunConfig, preset
-from nli_qlora.model import attach_lora, load_base_model, match_targets, resolve_source
-from nli_qlora.optim import build_optimizer, build_scheduler, quiet_paged_fallback
-from nli_qlora.scoring import LabelScorer
-from nli_qlora.step import ALIGN, build_trainer, train_step
+from nli_qlora.model.load import attach_lora, load_base_model, match_targets, resolve_source
+from nli_qlora.infra.quiet import quiet_paged_fallback
+from nli_qlora.training.optim import build_optimizer, build_scheduler
+from nli_qlora.training.scoring import LabelScorer
+from nli_qlora.training.step import ALIGN, build_trainer, train_step
 
 
 def _trainer(cfg: RunConfig, mode: str):

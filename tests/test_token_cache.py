@@ -1,14 +1,15 @@
-"""nli_qlora.token_cache: tokenized prompts cached on disk give exactly what batches.encode gives."""
+"""nli_qlora.data.token_cache: tokenized prompts cached on disk give exactly what batches.encode gives."""
 
 from __future__ import annotations
 
 import pytest
 
-from nli_qlora.batches import encode
-from nli_qlora.data import load_split
-from nli_qlora.errors import DataError
-from nli_qlora.tiny import TINY_DATASET, TINY_PROMPT, build_tokenizer
-from nli_qlora.token_cache import cache_key, cache_path, load_or_encode
+from nli_qlora.data.batches import encode
+from nli_qlora.data.read import load_split
+from nli_qlora.infra.errors import DataError
+from nli_qlora.data.builtin import TINY_DATASET, TINY_PROMPT
+from nli_qlora.model.builtin import build_tokenizer
+from nli_qlora.data.token_cache import cache_key, cache_path, load_or_encode
 
 
 @pytest.fixture()
@@ -28,7 +29,7 @@ def examples():
 
 
 def _prompts(examples, template=TINY_PROMPT):
-    from nli_qlora.prompt import format_prompt
+    from nli_qlora.data.prompt import format_prompt
     return [format_prompt(template, ex.premise, ex.hypothesis) for ex in examples]
 
 
@@ -56,7 +57,7 @@ def test_max_length_is_applied_to_cached_ids_like_encode(cache, tok, examples):
 
 
 def test_key_changes_with_template_rows_and_tokenizer(tok, examples):
-    from nli_qlora.tiny import vocabulary
+    from nli_qlora.data.builtin import vocabulary
     base = cache_key(tok, _prompts(examples))
     assert cache_key(tok, _prompts(examples)) == base
     assert cache_key(tok, _prompts(examples, "answer : " + TINY_PROMPT)) != base

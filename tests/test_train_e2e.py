@@ -18,7 +18,7 @@ import torch
 
 from metrics_schema import LABELS, problems, run_problems
 from nli_qlora.config import RunConfig, preset
-from nli_qlora.metrics import read_metrics
+from nli_qlora.run.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "tests" / "data" / "tiny_run_metrics.jsonl"
@@ -84,12 +84,12 @@ def test_the_last_checkpoint_loads_with_peft_and_reproduces_the_final_prediction
     scoring function then gives the run's own final test predictions."""
     from peft import PeftModel
 
-    from nli_qlora.batches import encode
-    from nli_qlora.data import load_split
-    from nli_qlora.evaluate import predict
-    from nli_qlora.model import load_base_model, load_tokenizer, resolve_source
-    from nli_qlora.prompt import label_token_ids
-    from nli_qlora.scoring import LabelScorer
+    from nli_qlora.data.batches import encode
+    from nli_qlora.data.read import load_split
+    from nli_qlora.training.evaluate import predict
+    from nli_qlora.model.load import load_base_model, load_tokenizer, resolve_source
+    from nli_qlora.data.prompt import label_token_ids
+    from nli_qlora.training.scoring import LabelScorer
 
     run_dir, _, _ = run
     cfg = RunConfig.load(run_dir / "config.json")

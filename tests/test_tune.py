@@ -4,10 +4,11 @@ import dataclasses
 
 import pytest
 
-from nli_qlora import tune
+from nli_qlora.cli import tune as tune_cli
+from nli_qlora.tools import tune
 from nli_qlora.config import RunConfig, preset, read_config_file, resolve
-from nli_qlora.errors import UserError
-from nli_qlora.train import build_parser as train_parser
+from nli_qlora.infra.errors import UserError
+from nli_qlora.cli.train import build_parser as train_parser
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 TINY = ["--preset", "tiny", "--train-size", "48", "--steps", "1", "--warmup", "0"]
@@ -16,7 +17,7 @@ TINY = ["--preset", "tiny", "--train-size", "48", "--steps", "1", "--warmup", "0
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory):
     out = tmp_path_factory.mktemp("tune") / "tuned.yaml"
-    code = tune.main(TINY + ["--batch-sizes", "2", "4", "--out", str(out)])
+    code = tune_cli.main(TINY + ["--batch-sizes", "2", "4", "--out", str(out)])
     return code, out
 
 
@@ -52,7 +53,7 @@ def test_measured_table_lies_beside_the_config_with_every_candidate(tuned):
 
 def test_keep_effective_batch_keeps_batch_size_and_picks_a_dividing_grad_accum(tmp_path):
     out = tmp_path / "keep.yaml"
-    assert tune.main(TINY + ["--batch-size", "2", "--keep-effective-batch", "--out", str(out)]) == 0
+    assert tune_cli.main(TINY + ["--batch-size", "2", "--keep-effective-batch", "--out", str(out)]) == 0
     values = read_config_file(out)
     assert values["batch_size"] == 2
     assert values["grad_accum"] in (1, 2)
@@ -76,18 +77,18 @@ def test_fastest_ignores_candidates_that_do_not_fit():
 def test_the_tuner_takes_a_card_name_as_its_memory_budget_as_the_dry_run_does(capsys, tmp_path):
     """One budget reader for every command: `--memory-budget A40` is 48 GB for the tuner too."""
     out = tmp_path / "tuned.yaml"
-    assert tune.main(TINY + ["--batch-sizes", "2", "--memory-budget", "A40", "--out", str(out)]) == 0
+    assert tune_cli.main(TINY + ["--batch-sizes", "2", "--memory-budget", "A40", "--out", str(out)]) == 0
     assert out.is_file()
 
 
 def test_unreadable_memory_budget_is_one_line_exit_2(capsys):
-    assert tune.main(["--preset", "tiny", "--memory-budget", "lots"]) == 2
+    assert tune_cli.main(["--preset", "tiny", "--memory-budget", "lots"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--memory-budget" in err and "lots" in err
 
 
 def test_out_must_be_yaml(capsys, tmp_path):
-    assert tune.main(["--preset", "tiny", "--out", str(tmp_path / "tuned.txt")]) == 2
+    assert tune_cli.main(["--preset", "tiny", "--out", str(tmp_path / "tuned.txt")]) == 2
     assert "--out" in capsys.readouterr().err
 
 

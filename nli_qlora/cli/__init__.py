@@ -1,0 +1,1 @@
+"""The commands: each module parses flags and calls into the package."""

@@ -1,0 +1,119 @@
+"""Tokenized rows, the length-bucketing sampler and the collate function.
+
+Bucketing: shuffle, cut into pools of many batches, sort each pool by length, cut it into batches,
+shuffle the batches. Rows in a batch have similar lengths (little padding), the order still changes
+every epoch, and everything is a function of (seed, epoch) so a resumed run sees the same batches."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from nli_qlora.data.read import Example
+from nli_qlora.infra.errors import DataError
+from nli_qlora.data.prompt import format_prompt
+
+POOL_BATCHES = 64  # batches per sorting pool: larger = less padding, less randomness
+
+
+@dataclass(frozen=True)
+class Encoded:
+    prompt_ids: tuple[int, ...]  # the prompt; the answer is predicted after its last token
+    label: int | None
+    index: int  # position in the split, to restore order and join predictions back to rows
+
+
+def encode(examples: list[Example], tokenizer, template: str, max_length: int, source: str,
+           skip_long: bool = False) -> tuple[list[Encoded], int]:
+    """Tokenize prompts in one batched call; rows longer than max_length raise (or are counted when skipped)."""
+    prompts = [format_prompt(template, ex.premise, ex.hypothesis) for ex in examples]
+    ids = tokenizer(prompts, add_special_tokens=True)["input_ids"] if prompts else []
+    out, skipped = [], 0
+    for i, (ex, tokens) in enumerate(zip(examples, ids)):
+        if len(tokens) > max_length:
+            if not skip_long:
+                raise DataError(f"{source}: line {ex.line}: prompt is {len(tokens)} tokens, over --max-length "
+                                f"{max_length} (raise it, or --skip-bad-rows)")
+            skipped += 1
+            continue
+        out.append(Encoded(tuple(tokens), ex.label, i))
+    return out, skipped
+
+
+def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, bucketing: bool = True,
+                     shuffle: bool = True) -> list[list[int]]:
+    """Index batches for one epoch; the last batch may be short (no row is dropped)."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed * 1_000_003 + epoch)
+    if shuffle:
+        rng.shuffle(order)
+    if bucketing:
+        pool = batch_size * POOL_BATCHES
+        order = [i for start in range(0, len(order), pool)
+                 for i in sorted(order[start:start + pool], key=lambda j: lengths[j])]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if shuffle and bucketing:
+        rng.shuffle(batches)
+    return batches
+
+
+def micro_batches(rows: list, grad_accum: int) -> list[list]:
+    """One step's rows (sorted by length) cut into `grad_accum` micro-batches of at most
+    ceil(rows / grad_accum): the one cutting the loop, the tuner and the dry run all use."""
+    micro = max(1, -(-len(rows) // grad_accum))
+    return [rows[i:i + micro] for i in range(0, len(rows), micro)]
+
+
+def eval_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Evaluation order: sorted by length (least padding), deterministic; callers restore row order."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def padded_length(longest: int, multiple: int) -> int:
+    return -(-longest // multiple) * multiple if multiple > 1 else longest
+
+
+def collate(rows: list[Encoded], pad_id: int, pad_multiple: int = 8, answer_ids: list[list[int]] | None = None,
+            pin: bool = False) -> dict:
+    """Right-padded tensors. With `answer_ids` (the lm loss), each row gets its answer tokens appended
+    and `lm_labels` marks every real token; `answer_pos` is always the last prompt token."""
+    seqs = [list(r.prompt_ids) + (list(answer_ids[r.label]) if answer_ids is not None else []) for r in rows]
+    width = padded_length(max(len(s) for s in seqs), pad_multiple)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, seq in enumerate(seqs):
+        input_ids[i, :len(seq)] = torch.tensor(seq)
+        attention_mask[i, :len(seq)] = 1
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "answer_pos": torch.tensor([len(r.prompt_ids) - 1 for r in rows]),
+        "labels": torch.tensor([-100 if r.label is None else r.label for r in rows]),
+        "index": torch.tensor([r.index for r in rows]),
+    }
+    if answer_ids is not None:
+        lm_labels = input_ids.masked_fill(attention_mask == 0, -100)
+        batch["lm_labels"] = lm_labels
+    if pin:
+        batch = {k: v.pin_memory() for k, v in batch.items()}
+    return batch
+
+
+def token_counts(micro_batches: list[list[int]], pad_multiple: int) -> tuple[int, int]:
+    """(real tokens, tokens including padding) of micro-batches given as sequence lengths: what
+    collate would pad them to, without building them (a rank counts the whole global batch)."""
+    tokens = padded = 0
+    for lengths in micro_batches:
+        if lengths:
+            tokens += sum(lengths)
+            padded += len(lengths) * padded_length(max(lengths), pad_multiple)
+    return tokens, padded
+
+
+def batch_token_counts(batch: dict) -> tuple[int, int]:
+    """(real tokens, tokens including padding) — computed on the host copy, no device sync."""
+    mask = batch["attention_mask"]
+    return int(mask.sum()), mask.numel()

@@ -1,0 +1,37 @@
+"""Facts about this machine and process that a run records: device, memory in use, library versions."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+import torch
+
+
+def gb(n: float | None) -> float | None:
+    return None if n is None else round(n / 2**30, 4)
+
+
+def rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 4)
+
+
+def peak_rss_gb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 4)  # Linux reports KiB
+
+
+def device_info(device: torch.device) -> dict:
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return {"type": "cuda", "name": props.name, "count": torch.cuda.device_count(),
+                "total_memory_gb": gb(props.total_memory), "capability": f"{props.major}.{props.minor}"}
+    return {"type": "cpu", "name": "cpu", "count": os.cpu_count(), "total_memory_gb": None, "capability": None}
+
+
+def versions() -> dict:
+    import bitsandbytes  # lazy: these import in seconds, and only a run's first record needs them
+    import peft
+    import transformers
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
+            "bitsandbytes": bitsandbytes.__version__}

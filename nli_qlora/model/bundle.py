@@ -1,0 +1,64 @@
+"""The model bundle: everything a run, the score command, the tuner and the peer script load for
+one model, built one way (tokenizer, label and answer tokens, compute dtype, 4-bit base, LoRA).
+
+    bundle = load_bundle(cfg, device)      # the 4-bit base, as from_pretrained or random: loads it
+    bundle = with_lora(bundle)             # new LoRA adapters on cfg.target_modules
+
+The score command puts a saved adapter on the base instead (predict.targets.load_adapter)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from nli_qlora.config import RunConfig
+from nli_qlora.data.prompt import answer_token_ids, label_token_ids
+from nli_qlora.model.load import (ModelSource, attach_lora, compute_dtype, load_base_model, load_tokenizer,
+                                  match_targets, parameter_counts, resolve_source, tokenizer_source)
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    cfg: RunConfig
+    device: torch.device
+    dtype: torch.dtype
+    source: ModelSource
+    tokenizer: object
+    label_ids: list[int]  # each label word's first token: the scorer's classes
+    answer_ids: list[list[int]]  # each label word's tokens plus eos: what the lm loss appends
+    model: torch.nn.Module
+    matched: list[str] = field(default_factory=list)  # LoRA targets found in the model
+    unmatched: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)  # model.load.parameter_counts, once adapters are on
+
+    def appended_answers(self, loss: str) -> list[list[int]] | None:
+        """What collate appends to each row: its answer tokens under the lm loss, else nothing."""
+        return self.answer_ids if loss == "lm" else None
+
+
+def load_bundle(cfg: RunConfig, device: torch.device, trains: bool = True) -> ModelBundle:
+    """Tokenizer, label tokens and the 4-bit base model. `trains`: see model.load.load_base_model."""
+    torch.manual_seed(cfg.seed)
+    source = resolve_source(cfg)
+    tokenizer = load_tokenizer(tokenizer_source(cfg, source))
+    label_ids = label_token_ids(tokenizer, cfg.label_words)
+    dtype = compute_dtype(cfg, device)
+    model = load_base_model(cfg, source, device, dtype, trains=trains)
+    return ModelBundle(cfg, device, dtype, source, tokenizer, label_ids,
+                       answer_token_ids(tokenizer, cfg.label_words), model)
+
+
+def with_lora(bundle: ModelBundle) -> ModelBundle:
+    """New LoRA adapters (seeded by cfg.seed) on the targets the model has, and the counts."""
+    matched, unmatched = match_targets(bundle.model, bundle.cfg.target_modules)
+    model = attach_lora(bundle.model, bundle.cfg, matched)
+    return dataclasses.replace(bundle, model=model, matched=matched, unmatched=unmatched,
+                               counts=parameter_counts(model))
+
+
+def enable_checkpointing(model) -> None:
+    """Gradient checkpointing as every trainer here turns it on: non-reentrant, input grads on."""
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.enable_input_require_grads()

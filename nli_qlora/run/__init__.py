@@ -1,0 +1,1 @@
+"""A run directory: its lock, checkpoints, the metrics file, prediction files and the report."""

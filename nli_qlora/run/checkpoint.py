@@ -1,0 +1,183 @@
+"""Checkpoints: a peft adapter (loadable with `PeftModel.from_pretrained`) plus what resuming needs.
+
+    RUN_DIR/checkpoints/epoch-3/
+        adapter_model.safetensors, adapter_config.json   peft's own files
+        config.json                                     the RunConfig of the run
+        trainer_state.pt                                optimizer, scheduler, RNG states, position
+        state.json                                      step, epoch, epoch_step, metrics offset (readable)
+        checksums.json                                  SHA-256 of each file above, checked when loaded
+        COMPLETE                                        written last; a directory without it is ignored
+
+Each is written under a temporary name and renamed into place (atomic.staged_dir), so a crash
+mid-save leaves the previous checkpoint intact and never a half one that looks complete.
+`latest` picks the newest complete one; a resume starts from it (docs/reliability.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nli_qlora.infra.atomic import staged_dir
+from nli_qlora.config import RunConfig
+from nli_qlora.infra.errors import UserError
+
+
+@dataclass
+class Position:
+    """Where training stands: `epoch_step` batches of `epoch` are done (epoch is 1-based)."""
+    step: int = 0
+    epoch: int = 1
+    epoch_step: int = 0
+    metrics_offset: int = 0  # bytes of metrics.jsonl written when this checkpoint was taken
+    bad_steps_in_a_row: int = 0
+    skipped_steps: int = 0
+    zero_shot_done: bool = False  # the epoch-0 evaluations are in the metrics file already
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path: Path, model, cfg: RunConfig, optimizer, scheduler, pos: Position) -> Path:
+    with staged_dir(path) as tmp:
+        model.save_pretrained(tmp, save_embedding_layers=False)  # the base lm_head is frozen
+        cfg.save(tmp / "config.json")
+        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                 "position": asdict(pos)}
+        with open(tmp / "trainer_state.pt", "wb") as f:  # a Python file: a full disk surfaces as OSError
+            torch.save(state, f)
+        (tmp / "state.json").write_text(json.dumps(asdict(pos)) + "\n")
+        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
+    return path
+
+
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify(path: Path, flag: str) -> None:
+    """Every file the checkpoint's checksums.json names still has its SHA-256: a file changed after
+    it was written (a bad disk, a copy cut short, an edit) is named, never loaded. Checkpoints made
+    before checksums were written have none to check."""
+    listed = path / CHECKSUMS
+    if not listed.is_file():
+        return
+    try:
+        sums = json.loads(listed.read_text())
+    except ValueError as err:
+        raise UserError(f"{flag}: {listed} is damaged ({err}); move the checkpoint aside") from None
+    for name, expected in sums.items():
+        file = path / name
+        if not file.is_file() or _sha256(file) != expected:
+            raise UserError(f"{flag}: {file} is {'missing' if not file.is_file() else 'damaged'}: it does not "
+                            f"match the checksum written with the checkpoint; move it aside")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path, flag: str) -> None:
+    """Adapter weights with NaN or inf would score every row the same and train nothing: refuse them."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise UserError(f"{flag}: the adapter in {path} holds non-finite values (NaN or inf) in {name}; "
+                            f"it cannot be used")
+
+
+def is_complete(path: Path) -> bool:
+    return (path / "COMPLETE").is_file() and (path / "trainer_state.pt").is_file()
+
+
+def _order(path: Path) -> tuple[int, int] | None:
+    try:
+        state = json.loads((path / "state.json").read_text())
+        return int(state["step"]), int(state.get("metrics_offset", 0))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint; half-written ones (no COMPLETE, dot names) are never chosen.
+
+    Newest = highest step, then the most metrics written: an interrupt checkpoint at an epoch's last
+    step comes before that epoch's own checkpoint (same step, taken after its evaluation)."""
+    root = Path(run_dir) / "checkpoints"
+    best, best_key = None, None
+    for path in root.iterdir() if root.is_dir() else []:
+        if path.name.startswith(".") or not is_complete(path):
+            continue
+        key = _order(path)
+        if key is None:  # skipping it would silently pick an older checkpoint
+            raise UserError(f"checkpoint {path} has a damaged state.json; move the checkpoint aside to use "
+                            f"the one before")
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
+
+
+def _damaged(path: Path, err: Exception) -> UserError:
+    why = f"{type(err).__name__}: {str(err).splitlines()[0]}" if str(err) else type(err).__name__
+    return UserError(f"--resume: checkpoint {path} is damaged ({why}); move it aside to resume from the one before")
+
+
+def load_trainer_state(path: Path, optimizer, scheduler) -> Position:
+    try:
+        # weights_only=False: the file holds numpy RNG state; it is our own file from this run directory
+        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        return Position(**state["position"])
+    except Exception as err:  # unpickling, a truncated zip, missing keys: the file is not what we wrote
+        raise _damaged(path / "trainer_state.pt", err) from None
+
+
+def load_adapter_weights(model, path: Path) -> None:
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise UserError(f"{path}: no adapter_model.safetensors (not a checkpoint of this toolkit?)")
+    verify(path, "--resume")
+    try:
+        tensors = load_file(str(weights), device=str(next(model.parameters()).device))
+    except Exception as err:  # safetensors raises its own error type for a broken file
+        raise _damaged(weights, err) from None
+    check_finite(tensors, path, "--resume")
+    result = set_peft_model_state_dict(model, tensors)
+    if getattr(result, "unexpected_keys", None):
+        raise UserError(f"{path}: adapter does not fit the base model (unexpected {result.unexpected_keys[0]})")
+
+
+def config_of(path: str | Path) -> RunConfig:
+    """The RunConfig a checkpoint (or run directory) carries."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--checkpoint: no such checkpoint {path}")
+    cfg_file = path / "config.json"
+    if not cfg_file.is_file():
+        raise UserError(f"--checkpoint: {path} has no config.json (not a checkpoint of this toolkit?)")
+    return RunConfig.load(cfg_file, flag="--checkpoint")

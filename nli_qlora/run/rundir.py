@@ -1,0 +1,152 @@
+"""The run directory: where a new run goes, what a resume may change, and whether a run completed.
+
+A resume runs the run's own config.json; only RESUME_SETTINGS (memory use and bookkeeping, not
+what is trained) may change, and the run directory is locked for the one process that runs it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+from nli_qlora.config import RunConfig, resolve
+from nli_qlora.infra.atomic import write_text
+from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.storage import writing
+from nli_qlora.run.checkpoint import latest
+from nli_qlora.run.lock import lock_run_dir
+from nli_qlora.run.metrics import read_metrics
+from nli_qlora.run.report import write_report
+
+RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
+                   "checkpoint_every_steps")  # change memory use or bookkeeping, not what is being trained
+RESUME_FLAGS = {"resume", "quiet", "help"}
+
+
+def run_dir_for(cfg: RunConfig) -> Path:
+    if cfg.output_dir:
+        return Path(cfg.output_dir)
+    return Path("runs") / f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def refuse_flags_on_resume(args, parser) -> None:
+    """A resume runs the run's own config.json; only RESUME_SETTINGS may change."""
+    for action in parser._actions:
+        dest = action.dest
+        if dest in RESUME_FLAGS or dest in RESUME_SETTINGS or not action.option_strings:
+            continue
+        if action.default is argparse.SUPPRESS:  # the RunConfig flags: present only when given
+            given = hasattr(args, dest)
+        else:
+            given = getattr(args, dest, action.default) != action.default
+        if given:
+            allowed = " ".join("--" + n.replace("_", "-") for n in RESUME_SETTINGS)
+            raise UserError(f"--resume continues with the run's own settings: drop {action.option_strings[0]} "
+                            f"(only {allowed} may change)")
+
+
+def resume_config(args, run_dir: Path) -> tuple[RunConfig, dict]:
+    if not run_dir.is_dir():
+        raise UserError(f"--resume: no such run directory {run_dir}")
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
+    try:
+        cfg = RunConfig.load(run_dir / "config.json")
+    except UserError as err:
+        raise UserError(f"--resume: {run_dir} is not a run directory of this toolkit ({err})") from None
+    changed = {n: (getattr(cfg, n), getattr(args, n)) for n in RESUME_SETTINGS
+               if hasattr(args, n) and getattr(args, n) != getattr(cfg, n)}
+    cfg = dataclasses.replace(cfg, **{n: new for n, (_, new) in changed.items()}).validate()
+    return cfg, changed
+
+
+def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:
+    """(config, run directory, resuming?, settings a resume changed), the directory locked for this process."""
+    if args.resume:
+        refuse_flags_on_resume(args, parser)
+        run_dir = Path(args.resume)
+        cfg, changed = resume_config(args, run_dir)
+        with writing(run_dir / "config.json"):
+            lock_run_dir(run_dir, "--resume")
+            if changed and not completed_run(run_dir):
+                cfg.save(run_dir / "config.json")
+        return cfg, run_dir, True, changed
+    cfg = resolve(args)
+    run_dir = run_dir_for(cfg)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--output-dir: {run_dir} is a file, not a directory")
+    if (run_dir / "metrics.jsonl").exists():
+        raise UserError(f"--output-dir: {run_dir} already holds a run; continue it with --resume {run_dir} "
+                        f"or choose another directory")
+    with writing(run_dir, "create the run directory"):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run_dir, "--output-dir")
+        cfg.output_dir = str(run_dir)
+        cfg.save(run_dir / "config.json")
+    return cfg, run_dir, False, {}
+
+
+def prepare_everywhere(args, parser, world) -> tuple[RunConfig, Path, bool, dict]:
+    """prepare_run_dir on rank 0 (it locks the directory and names it: a timestamp could differ
+    between processes); the others take what it decided, or stop when it could not."""
+    if not world.enabled:
+        return prepare_run_dir(args, parser)
+    prepared = error = None
+    if world.writer:
+        try:
+            prepared = prepare_run_dir(args, parser)
+        except UserError as err:
+            error = err
+    prepared, error = world.broadcast_object((prepared, error))
+    if error is not None:
+        if world.writer:
+            raise error
+        raise QuietExit(error.exit_code)
+    return prepared
+
+
+class QuietExit(Exception):
+    """Another process already said why (rank 0's error about the run directory)."""
+
+    def __init__(self, code: int):
+        self.code = code
+
+
+def completed_run(run_dir: Path) -> dict | None:
+    """The final run_end record when the run already completed, else None."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
+    last = ends[-1] if ends else None
+    return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None
+
+
+def rebuild_missing_report(run_dir: Path) -> bool:
+    """Write report.md and summary.json when a completed run ended before writing them."""
+    if (run_dir / "report.md").is_file() and (run_dir / "summary.json").is_file():
+        return False
+    with writing(run_dir / "report.md"):
+        write_report(run_dir)
+    return True
+
+
+def resume_hint(run_dir: Path, prog: str) -> str:
+    """What the user can do after a failure: resume from the newest checkpoint, or start over."""
+    path = latest(run_dir)
+    if path is None:
+        return f"; no checkpoint yet: --resume {run_dir} starts over"
+    return f"; continue from {path} with: {prog} --resume {run_dir}"
+
+
+def write_error_log(run_dir: Path | None, text: str, rank: int = 0) -> Path | None:
+    """A bug's traceback in RUN_DIR/error.log (error-rankN.log for another process); None when it cannot be written."""
+    if run_dir is None or not run_dir.is_dir():
+        return None
+    path = run_dir / ("error.log" if rank == 0 else f"error-rank{rank}.log")
+    try:
+        write_text(path, text)
+    except OSError:
+        return None
+    return path

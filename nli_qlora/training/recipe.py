@@ -1,0 +1,459 @@
+"""The fine-tuning recipe: `setup()` builds the pieces in dependency order, `train()` reads top to bottom.
+
+    zero-shot eval (validation, test)
+    for each epoch:
+        for each batch (bucketed by length):  train_step -> metrics `step`
+        eval validation -> metrics `eval`;  checkpoint -> metrics `checkpoint`
+    eval test -> predictions -> report.md, summary.json
+
+Side effects are all here and all explicit: the metrics file (rank 0 only), checkpoints,
+prediction files and the report in the run directory; the terminal view.
+
+Data parallel (torchrun, nli_qlora.infra.distributed): every rank runs this same recipe on its share of
+each global batch and of each evaluation; train_step sums the gradients; rank 0 alone writes, and
+the others wait for its checkpoints so that all stop or go on together.
+
+Surviving interruptions (docs/reliability.md): a stop request (Ctrl-C, SIGTERM, SIGHUP) is honoured
+at the next step boundary with a checkpoint; a resume restores the newest complete checkpoint and
+cuts the metrics file back to what it held then, so redone steps appear once; disk failures become
+one-line errors naming the path (infra.storage.writing); CUDA out of memory follows nli_qlora.infra.oom."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nli_qlora.config import RunConfig
+from nli_qlora.data.batches import Encoded, bucketed_batches, collate, micro_batches, token_counts
+from nli_qlora.data.read import Example, SplitStats, load_split, no_rows_left
+from nli_qlora.data.token_cache import load_or_encode
+from nli_qlora.infra import oom
+from nli_qlora.infra.atomic import remove_leftovers
+from nli_qlora.infra.console import ProgressView
+from nli_qlora.infra.distributed import World
+from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.interrupt import Interrupted, StopFlag
+from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, rss_gb, versions
+from nli_qlora.infra.quiet import quiet_libraries
+from nli_qlora.infra.storage import writing
+from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
+from nli_qlora.model.load import compute_dtype
+from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
+from nli_qlora.run.predictions import write_predictions
+from nli_qlora.training.evaluate import evaluate
+from nli_qlora.training.optim import trainer_for
+from nli_qlora.training.step import Trainer, timed_step
+
+
+@dataclass
+class Split:
+    name: str
+    examples: list[Example]
+    rows: list[Encoded]
+    stats: SplitStats
+
+
+@dataclass(frozen=True)
+class Pieces:
+    """What setup() built, in dependency order: the recipe keeps them as attributes of the same names."""
+    device: torch.device
+    bundle: ModelBundle  # tokenizer, label tokens, the 4-bit base with LoRA
+    splits: dict[str, Split]
+    trainer: Trainer
+    restored: Path | None  # the checkpoint a resume started from
+    pos: ckpt.Position
+    metrics: MetricsWriter | NullMetrics
+
+
+class FineTune:
+    def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None,
+                 changed: dict | None = None, world: World | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.changed = changed or {}  # settings a resume changed (train.RESUME_SETTINGS): {name: (old, new)}
+        self.world = world or World()
+        self.view = progress or ProgressView(enabled=self.rank == 0)
+        self.stop = StopFlag(announce=None if self.view.enabled else (lambda message: None))
+        self.pos = ckpt.Position()
+        self.metrics = NullMetrics()
+        self.restored: Path | None = None
+        self.last_checkpoint: Path | None = None
+        self._saved_at: tuple | None = None  # the position of the newest checkpoint on disk
+        self.ended = False
+        self.t_start = time.time()
+
+    @property
+    def rank(self) -> int:
+        return self.world.rank
+
+    # --- setup: each piece in dependency order ---------------------------------------------------
+
+    def setup(self) -> Pieces:
+        """Each piece in dependency order; every helper takes what it needs and returns what it builds."""
+        self.stop.install()  # "immediate" until the metrics file is open: nothing to save before that
+        quiet_libraries()
+        torch.manual_seed(self.cfg.seed)
+        self.device = device = self._setup_device()
+        self.bundle = bundle = self._setup_model(device)
+        self.splits = splits = self._setup_data(bundle.tokenizer)
+        self.steps_per_epoch = math.ceil(len(splits["train"].rows) / self.cfg.batch_size)
+        self.total_steps = self.steps_per_epoch * self.cfg.epochs
+        trainer, notes = self._setup_optimizer(bundle, self.total_steps)
+        self.trainer = trainer
+        restored, pos = self._setup_resume(bundle, trainer)
+        self.restored, self.pos = restored, pos
+        if restored is not None:
+            self.last_checkpoint, self._saved_at = restored, self._here()
+        self.world.broadcast_([trainer.flat.param.data] if trainer.flat is not None else [p.data for p in trainer.params])
+        self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
+        self.metrics = metrics = self._setup_metrics(restored, notes)
+        if device.type == "cuda":  # peaks from here on are training's, not loading's
+            torch.cuda.reset_peak_memory_stats(device)
+        return Pieces(device, bundle, splits, trainer, restored, pos, metrics)
+
+    @property
+    def model(self):
+        return self.bundle.model
+
+    @property
+    def answer_ids(self) -> list[list[int]] | None:
+        return self.bundle.appended_answers(self.cfg.loss)
+
+    def _setup_device(self) -> torch.device:
+        device = torch.device("cuda", self.world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        self.view.log(f"device {device_info(device)['name']} ({device.type}), compute "
+                      f"{str(compute_dtype(self.cfg, device))[6:]}"
+                      + (f", {self.world.size} processes ({self.world.backend})" if self.world.enabled else ""))
+        return device
+
+    def _setup_model(self, device: torch.device) -> ModelBundle:
+        bundle = with_lora(load_bundle(self.cfg, device))
+        self.view.log(f"tokenizer {self.cfg.model}: label tokens {dict(zip(self.cfg.labels, bundle.label_ids))}")
+        if self.cfg.gradient_checkpointing:
+            enable_checkpointing(bundle.model)
+        counts = bundle.counts
+        self.view.log(f"model: LoRA on {bundle.matched}; trainable {counts['trainable']:,} of {counts['total']:,} "
+                      f"({counts['trainable_percent']:.2f}%); bitsandbytes' packed count "
+                      f"{counts['total_packed']:,}")
+        if bundle.unmatched:
+            self.view.log(f"WARNING: LoRA targets {bundle.unmatched} match no layer of this model and train nothing")
+        return bundle
+
+    def _setup_data(self, tokenizer) -> dict[str, Split]:
+        splits = {}
+        for name, file, size in (("train", self.cfg.train_file, self.cfg.train_size),
+                                 ("validation", self.cfg.validation_file, self.cfg.validation_size),
+                                 ("test", self.cfg.test_file, self.cfg.test_size)):
+            examples, stats = load_split(name, file, self.cfg.dataset, size, self.cfg.skip_bad_rows,
+                                         self.cfg.label_set)
+            # encode's result; cached by --dry-run or a last run
+            rows, too_long = load_or_encode(examples, tokenizer, self.cfg.prompt_template, self.cfg.max_length,
+                                            stats.source, skip_long=self.cfg.skip_bad_rows, log=self.view.log,
+                                            write=self.rank == 0)
+            stats.bad_skipped += too_long
+            stats.selected = len(rows)
+            if not rows:  # nothing to train or evaluate on: never a run that "completes" having done nothing
+                raise UserError(no_rows_left(name, stats.source, too_long, self.cfg.max_length))
+            splits[name] = Split(name, examples, rows, stats)
+            self.view.log(f"data {name}: {stats.selected} rows selected of {stats.rows_read} read "
+                          f"({stats.unlabeled_dropped} unlabelled dropped, {stats.bad_skipped} bad skipped)")
+            if stats.shortfall(name):
+                self.view.log(f"WARNING: {stats.shortfall(name)}")
+        return splits
+
+    def _setup_optimizer(self, bundle: ModelBundle, total_steps: int) -> tuple[Trainer, list[str]]:
+        bundle.model.train()
+        trainer, notes = trainer_for(self.cfg, bundle.model, bundle.label_ids, total_steps, self.world)
+        mode = "eager" if trainer.flat is None else ("flat optimizer + CUDA graphs" if trainer.graphed
+                                                     else "flat optimizer")
+        self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
+        return trainer, notes
+
+    def _setup_resume(self, bundle: ModelBundle, trainer: Trainer) -> tuple[Path | None, ckpt.Position]:
+        """(the checkpoint resumed from, where training stands): the newest complete checkpoint's
+        adapter weights, optimizer, scheduler and RNG loaded; (None, the start) when there is none."""
+        if not self.resume:
+            return None, ckpt.Position()
+        if self.rank == 0:
+            for folder in (self.run_dir / "checkpoints", self.run_dir, self.run_dir / "predictions"):
+                with writing(folder, "clean up"):
+                    for name in remove_leftovers(folder):
+                        self.view.log(f"resume: removed {folder / name}, left by an interrupted write")
+        self.world.barrier()  # rank 0 cleaned up: every rank now finds the same newest checkpoint
+        path = ckpt.latest(self.run_dir)
+        if path is None:
+            self.view.log("resume: no complete checkpoint yet, starting from the beginning")
+            return None, ckpt.Position()
+        ckpt.load_adapter_weights(bundle.model, path)
+        pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler)
+        self.view.log(f"resume: from {path} at step {pos.step} (epoch {pos.epoch}, {pos.epoch_step} batches done)")
+        return path, pos
+
+    def _setup_metrics(self, restored: Path | None, notes: list[str]):
+        if self.rank != 0:
+            return NullMetrics()
+        path = self.run_dir / "metrics.jsonl"
+        with writing(path):
+            if restored is None:
+                return self._start_metrics(path, notes)
+            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed)
+        if discarded:
+            self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
+        return metrics
+
+    def _start_metrics(self, path: Path, notes: list[str]) -> MetricsWriter:
+        metrics = MetricsWriter(path)
+        metrics.write(
+            "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
+            model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
+                   "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization},
+            device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
+            lora_targets={"matched": self.bundle.matched, "unmatched": self.bundle.unmatched},
+            data={name: s.stats.as_dict() for name, s in self.splits.items()},
+            planned={"epochs": self.cfg.epochs, "steps_per_epoch": self.steps_per_epoch,
+                     "total_steps": self.total_steps, "samples": len(self.splits["train"].rows) * self.cfg.epochs},
+            versions=versions(), label_token_ids=self.bundle.label_ids)
+        if self.bundle.unmatched:
+            metrics.write("warning", kind="lora_unmatched",
+                          message=f"LoRA targets {self.bundle.unmatched} match no layer of this model and train nothing")
+        for note in notes:
+            metrics.write("warning", kind="paged_fallback", message=note)
+        for name, split in self.splits.items():
+            if split.stats.shortfall(name):
+                metrics.write("warning", kind="data_shortfall", message=split.stats.shortfall(name))
+        return metrics
+
+    def _log(self, event: str, **fields) -> dict:
+        """One metrics record; a disk failure becomes a DiskError naming the metrics file."""
+        with writing(self.metrics.path or self.run_dir):
+            return self.metrics.write(event, **fields)
+
+    # --- train: top to bottom --------------------------------------------------------------------
+
+    def train(self) -> dict:
+        cfg, pos = self.cfg, self.pos
+        train_rows = self.splits["train"].rows
+        lengths = [len(r.prompt_ids) for r in train_rows]
+        if cfg.zero_shot_eval and pos.step == 0 and not pos.zero_shot_done:
+            self._evaluate("validation", epoch=0)
+            if cfg.test_eval:
+                self._evaluate("test", epoch=0)
+        pos.zero_shot_done = True
+        self._boundary()  # a stop asked for during the zero-shot evaluations: checkpoint step 0
+        self.view.start(self.total_steps, done=pos.step)
+        try:
+            while pos.epoch <= cfg.epochs:
+                batches = bucketed_batches(lengths, cfg.batch_size, cfg.seed, pos.epoch, cfg.bucketing)
+                for batch_idx in batches[pos.epoch_step:]:
+                    self._train_one(train_rows, batch_idx)
+                    # every N steps, except an epoch's last step: the epoch checkpoint follows its eval
+                    self._boundary(due=bool(cfg.checkpoint_every_steps) and pos.step % cfg.checkpoint_every_steps == 0
+                                   and pos.epoch_step < len(batches))
+                self._evaluate("validation", epoch=pos.epoch)
+                pos.epoch, pos.epoch_step = pos.epoch + 1, 0
+                self._checkpoint(f"epoch-{pos.epoch - 1}", "epoch")
+                self._boundary()
+        finally:
+            self.view.stop()
+        self.stop.mode = "noted"  # the test evaluation is the last piece: finish it
+        return self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}
+
+    def _here(self) -> tuple[int, int, int]:
+        return self.pos.step, self.pos.epoch, self.pos.epoch_step
+
+    def _boundary(self, due: bool = False) -> None:
+        """A point where training can stop and resume exactly: checkpoint when `due` or a stop was
+        asked for (unless the newest checkpoint is of this very point), then stop if asked. Under
+        data parallelism the ranks agree first: a signal one rank saw stops them all here."""
+        if self.world.any(self.stop.requested is not None) and self.stop.requested is None:
+            self.stop.requested = "a stop request to another process of this run"
+        if (due or self.stop.requested) and self._saved_at != self._here():
+            self._checkpoint(f"step-{self.pos.step}", "interrupt" if self.stop.requested else "steps")
+        if self.stop.requested:
+            raise Interrupted(f"stopped by {self.stop.requested} at step {self.pos.step} (epoch {self.pos.epoch}); "
+                              f"checkpoint {self.last_checkpoint}; continue with: python -m nli_qlora.train "
+                              f"--resume {self.run_dir}")
+
+    def _micro_batches(self, mine: list[Encoded]) -> list[dict]:
+        return [collate(chunk, self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.answer_ids,
+                        pin=self.device.type == "cuda") for chunk in micro_batches(mine, self.cfg.grad_accum)]
+
+    def _token_counts(self, chosen: list[Encoded]) -> tuple[int, int]:
+        """Real and padded tokens of the whole global batch, as every rank's micro-batches hold them."""
+        answer = self.answer_ids
+        extra = (lambda r: len(answer[r.label])) if answer is not None else (lambda r: 0)
+        groups = [[len(r.prompt_ids) + extra(r) for r in chunk] for rank in range(self.world.size)
+                  for chunk in micro_batches(chosen[rank::self.world.size], self.cfg.grad_accum)]
+        return token_counts(groups, self.cfg.pad_to_multiple)
+
+    def _retrying(self, attempt, decide):
+        """attempt() until it fits: on CUDA out of memory, free what the failed try held and apply
+        nli_qlora.infra.oom's decision `decide()` (smaller batches from now on, or OutOfMemory)."""
+        while True:
+            try:
+                return attempt()
+            except torch.OutOfMemoryError:
+                pass  # handled below, outside the except block: its traceback holds the activations
+            self._free_after_oom()
+            self._apply(decide())
+
+    def _step(self, chosen: list[Encoded]) -> tuple[dict, float]:
+        """(stats, seconds) of train_step on this rank's share of the batch; on out of memory, retry
+        with smaller micro-batches (--auto-batch) or stop with the settings that would fit."""
+        mine = self.world.shard(chosen)
+        return self._retrying(
+            lambda: timed_step(self.trainer, self._micro_batches(mine), self.device, global_rows=len(chosen)),
+            lambda: oom.train_oom(self.cfg, self.pos.step + 1, self.run_dir, self._gpu_total_gb()))
+
+    def _free_after_oom(self) -> None:
+        self.trainer.zero_grad()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()  # peaks from here on are the smaller batches' own
+
+    def _gpu_total_gb(self) -> float | None:
+        return device_info(self.device)["total_memory_gb"]
+
+    def _apply(self, retry: oom.Retry) -> None:
+        """Continue with smaller batches: the run directory's config.json (what a resume reads) and
+        the checkpoints carry them from now on."""
+        self.cfg = retry.cfg
+        self._log("warning", kind="auto_batch", message=retry.message)
+        self.view.log(f"WARNING: {retry.message}")
+        if self.rank == 0:
+            with writing(self.run_dir / "config.json"):
+                self.cfg.save(self.run_dir / "config.json")
+
+    def save_before_failing(self) -> None:
+        """After an error that leaves the weights as they were at this step boundary (out of memory,
+        a data error), keep the progress since the last checkpoint. Best effort: the error matters more."""
+        if self.pos.step == 0 or self._saved_at == self._here() or isinstance(self.metrics, NullMetrics):
+            return
+        try:
+            self._checkpoint(f"step-{self.pos.step}", "interrupt", wait=False)  # other ranks may be gone
+        except Exception:  # the disk may be the problem; the original error is what to report
+            pass
+
+    def _train_one(self, rows: list[Encoded], batch_idx: list[int]) -> None:
+        chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
+        stats, dt = self._step(chosen)  # dt: the step alone, synchronized at both ends (timed_step)
+        cfg, pos = self.cfg, self.pos  # after the step: an out-of-memory retry may have changed the micro-batch
+        tokens, padded = self._token_counts(chosen)  # the global batch: samples/s and tokens/s are global
+        pos.step += 1
+        pos.epoch_step += 1
+        if stats["skipped"]:
+            pos.bad_steps_in_a_row += 1
+            pos.skipped_steps += 1
+        else:
+            pos.bad_steps_in_a_row = 0
+        cuda = self.device.type == "cuda"
+        record = self._log(
+            "step", step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step, steps_per_epoch=self.steps_per_epoch,
+            loss=stats["loss"], lr=self.trainer.scheduler.get_last_lr()[0], grad_norm=stats["grad_norm"],
+            samples=len(chosen), tokens=tokens, padded_tokens=padded, padding_fraction=round(1 - tokens / padded, 4),
+            step_time_s=round(dt, 6), samples_per_s=round(len(chosen) / dt, 3), tokens_per_s=round(tokens / dt, 1),
+            gpu_mem_allocated_gb=gb(torch.cuda.memory_allocated()) if cuda else None,
+            gpu_mem_reserved_gb=gb(torch.cuda.memory_reserved()) if cuda else None,
+            gpu_mem_peak_gb=gb(torch.cuda.max_memory_allocated()) if cuda else None,
+            rss_gb=rss_gb(), skipped=stats["skipped"], captured=stats["captured"])
+        self.view.step(record)
+        if pos.bad_steps_in_a_row >= cfg.max_bad_steps:
+            raise UserError(f"{pos.bad_steps_in_a_row} non-finite losses in a row at step {pos.step} "
+                            f"({pos.skipped_steps} steps skipped in all; --max-bad-steps {cfg.max_bad_steps}): "
+                            f"{self._non_finite_cause()}")
+
+    def _non_finite_cause(self) -> str:
+        lr = f"the learning rate is likely too high: lower --learning-rate (now {self.cfg.learning_rate:g})"
+        if self.bundle.dtype == torch.float16:
+            return (f"float16 overflows (Phi-2's attention does): use --compute-dtype bfloat16, or float32 "
+                    f"on a GPU without bfloat16; or {lr}")
+        return lr
+
+    def _evaluate(self, split: str, epoch: int) -> dict:
+        s = self.splits[split]
+        result, logits = self._retrying(
+            lambda: evaluate(self.trainer.scorer, s.rows, self.cfg.eval_batch_size,
+                             self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.world,
+                             self.cfg.labels),
+            lambda: oom.eval_oom(self.cfg, split, self.run_dir))
+        pred_file = self._write_predictions(s, logits, epoch) if split == "test" else None
+        record = self._log(
+            "eval", split=split, step=self.pos.step, epoch=epoch, loss=result["loss"], accuracy=result["accuracy"],
+            balanced_accuracy=result["balanced_accuracy"], per_class_recall=result["per_class_recall"],
+            confusion=result["confusion"], labels=result["labels"], rows=result["rows"],
+            eval_time_s=result["eval_time_s"], predictions=pred_file)
+        self.view.log(f"eval {split} epoch {epoch}: balanced accuracy {result['balanced_accuracy']:.4f}, "
+                      f"accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}")
+        return record
+
+    def _write_predictions(self, s: Split, logits: np.ndarray, epoch: int) -> str | None:
+        if self.rank != 0:
+            return None
+        rel = f"predictions/{s.name}-epoch{epoch}.jsonl"
+        probs = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+        with writing(self.run_dir / rel):
+            write_predictions(self.run_dir / rel, [s.examples[r.index] for r in s.rows], probs, self.cfg.labels)
+        return rel
+
+    def _checkpoint(self, name: str, kind: str, wait: bool = True) -> None:
+        """Rank 0 writes; every rank records it, and (`wait`) all wait until it is on disk, so none
+        goes on, or exits, while the checkpoint is half written."""
+        path = self.run_dir / "checkpoints" / name
+        if self.rank == 0:
+            # the metrics file as it is now, without this checkpoint's own record: a resume from this
+            # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
+            self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
+            with writing(path, "write checkpoint"):
+                path = ckpt.save(path, self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
+            epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
+            self._log("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
+        if wait:
+            self.world.barrier()
+        self.last_checkpoint, self._saved_at = path, self._here()
+
+    # --- the end ---------------------------------------------------------------------------------
+
+    def wind_down(self) -> None:
+        """After an error or an interrupt: from here a signal is only noted while the run records its end."""
+        self.stop.mode = "noted"
+
+    def finish(self, status: str, error: str | None = None, log: str | None = None) -> None:
+        """The run_end record, once. Best effort after a failure: a full or read-only disk may refuse
+        it, and the one-line error on the terminal has already said why."""
+        if self.ended:
+            return
+        self.ended = True
+        self.stop.mode = "noted"
+        peak_gpu = gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
+        try:
+            self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
+                      gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(), skipped_steps=self.pos.skipped_steps)
+        except UserError:  # a DiskError
+            if status == "completed":
+                raise
+        finally:
+            self._close_metrics()
+
+    def _close_metrics(self) -> None:
+        try:
+            self.metrics.close()
+        except OSError:  # the unwritable tail of a failed write: nothing more can be saved
+            pass
+
+    def cleanup(self) -> None:
+        self._close_metrics()
+        self.stop.uninstall()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
