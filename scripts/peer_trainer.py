@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 import traceback
@@ -296,8 +297,17 @@ class PeerRun:
         self.metrics.close()
 
 
+def one_gpu_unless_torchrun() -> None:
+    """transformers.Trainer wraps the model in torch.nn.DataParallel when it sees several GPUs and
+    no torchrun; its replicas lose bitsandbytes' 4-bit quantization state ("quant_state is
+    required"). The published recipe ran on one GPU: show the Trainer one, before CUDA starts."""
+    if "WORLD_SIZE" not in os.environ and "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = "0"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    one_gpu_unless_torchrun()
     log = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     run = None
     try:
