@@ -87,6 +87,10 @@ CASES = [
          "{d}/run-bad-state"), 2, "damaged state.json"),
     Case("numeric-ids", "numeric ids in the input", (*SCORE, "--checkpoint", "{d}/run", "--input", "{d}/ids.jsonl",
          "--output", "{d}/out-ids.jsonl"), 0, '"id": 17,', "out-ids.jsonl"),
+    Case("adapter-config-broken", "adapter_config.json that is not JSON (no checksums)", (*SCORE, "--checkpoint",
+         "{d}/ckpt-adapter-json", "--input", "{d}/rows.jsonl"), 2, "adapter_config.json is damaged: not JSON"),
+    Case("checkpoint-config-broken", "the checkpoint's config.json that is not JSON (no checksums)", (*SCORE,
+         "--checkpoint", "{d}/ckpt-config-json", "--input", "{d}/rows.jsonl"), 2, "--checkpoint: cannot parse"),
     Case("input-is-dir", "--input is a directory", (*SCORE, "--checkpoint", "{d}/run", "--input", "{d}/folder.jsonl"),
          2, "is a directory, not a data file"),
 ]
@@ -127,11 +131,15 @@ def make_inputs(d: Path) -> None:
         (run / "run_end.ok").write_text("")
     newest = run / "checkpoints" / "epoch-2"
     for name in ("ckpt-garbage", "ckpt-garbage-nosums", "ckpt-nan", "ckpt-incomplete", "run-garbage",
-                 "run-bad-state"):
+                 "run-bad-state", "ckpt-adapter-json", "ckpt-config-json"):
         shutil.rmtree(d / name, ignore_errors=True)
     _corrupt(newest, d / "ckpt-garbage", 3e38, keep_sums=True)
     _corrupt(newest, d / "ckpt-garbage-nosums", 3e38, keep_sums=False)
     _corrupt(newest, d / "ckpt-nan", float("nan"), keep_sums=False)
+    for name, file in (("ckpt-adapter-json", "adapter_config.json"), ("ckpt-config-json", "config.json")):
+        shutil.copytree(newest, d / name)
+        (d / name / file).write_text("{not json")
+        (d / name / "checksums.json").unlink()  # as a checkpoint assembled by hand
     shutil.copytree(newest, d / "ckpt-incomplete")
     (d / "ckpt-incomplete" / "COMPLETE").unlink()
     for name in ("run-garbage", "run-bad-state"):

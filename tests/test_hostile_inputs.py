@@ -64,3 +64,32 @@ def test_a_hang_up_leaves_no_temporary_output_and_the_next_run_removes_stale_one
                             "--input", str(inputs / "rows.jsonl"), "--output", str(out)], cwd=REPO,
                            capture_output=True, text=True)
     assert small.returncode == 0 and not stale.exists() and f"removed {stale}" in small.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs of our own (root only; skipped where mounting is not permitted)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_the_scorer_on_a_full_or_read_only_disk_is_one_line_exit_2(inputs, small_disk, tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text((inputs / "rows.jsonl").read_text() * 500)  # ~1 MB of predictions: more than the disk holds
+    score = [sys.executable, "-m", "nli_qlora.score", "--checkpoint", str(inputs / "run"), "--input", str(big),
+             "--quiet"]
+    full = subprocess.run([*score, "--output", str(small_disk / "preds.jsonl")], cwd=REPO, capture_output=True,
+                          text=True)
+    assert full.returncode == 2 and "No space left on device" in full.stderr, full.stderr
+    assert full.stderr.count("\n") == 1 and not list(small_disk.iterdir())  # no output, no temporary file
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    read_only = subprocess.run([*score, "--output", str(small_disk / "preds.jsonl")], cwd=REPO, capture_output=True,
+                               text=True)
+    assert read_only.returncode == 2 and "cannot write into" in read_only.stderr, read_only.stderr
