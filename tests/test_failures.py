@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 import torch
 from safetensors.torch import load_file
 
@@ -93,16 +94,8 @@ def test_skipped_steps_leave_the_adapter_weights_alone(diverged):
 
 @pytest.fixture
 def tmpfs(tmp_path):
-    """A small tmpfs of our own (root only; skipped where mounting is not permitted)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "8m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def fill(path: Path) -> None:

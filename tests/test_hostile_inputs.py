@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import mounted_tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("hostile_inputs", REPO / "scripts" / "hostile_inputs.py")
@@ -68,16 +69,8 @@ def test_a_hang_up_leaves_no_temporary_output_and_the_next_run_removes_stale_one
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """A 256 KiB tmpfs of our own (root only; skipped where mounting is not permitted)."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "disk", "256k") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def test_the_scorer_on_a_full_or_read_only_disk_is_one_line_exit_2(inputs, small_disk, tmp_path):

@@ -169,11 +169,15 @@ def _csv_records(f: IO[str], delimiter: str) -> Iterator[tuple[int, dict | BadRo
                                        f"on line {start} is not closed where its field ends")
         elif header is None:
             header = row
-        elif len(row) != len(header):
-            yield start, BadRow(start, f"{len(row)} fields, header has {len(header)}")
         else:
-            yield start, dict(zip(header, row))
+            yield start, _fields(header, row, start)
         start = reader.line_num + 1
+
+
+def _fields(header: list[str], row: list[str], line: int) -> dict | BadRow:
+    if len(row) != len(header):
+        return BadRow(line, f"{len(row)} fields, header has {len(header)}")
+    return dict(zip(header, row))
 
 
 def _swallowed_rows(row: list[str], delimiter: str, columns: int) -> bool:
@@ -200,10 +204,8 @@ def _tsv_records(f: IO[str]) -> Iterator[tuple[int, dict | BadRow]]:
         row = [_unquote(v) for v in line.split("\t")]
         if header is None:
             header = row
-        elif len(row) != len(header):
-            yield line_no, BadRow(line_no, f"{len(row)} fields, header has {len(header)}")
         else:
-            yield line_no, dict(zip(header, row))
+            yield line_no, _fields(header, row, line_no)
 
 
 def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict | BadRow]]:
