@@ -39,7 +39,7 @@ from nli_qlora.infra.console import ProgressView
 from nli_qlora.infra.distributed import World
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.interrupt import Interrupted, StopFlag
-from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, rss_gb, versions
+from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, process_start, rss_gb, versions
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
@@ -89,6 +89,7 @@ class FineTune:
         self._saved_at: tuple | None = None  # the position of the newest checkpoint on disk
         self.ended = False
         self.t_start = time.time()
+        self.process_start = process_start()  # before the imports and the model load; this process's under --resume
 
     @property
     def rank(self) -> int:
@@ -206,7 +207,7 @@ class FineTune:
         with writing(path):
             if restored is None:
                 return self._start_metrics(path, notes)
-            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed)
+            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed, self.process_start)
         if discarded:
             self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
         return metrics
@@ -214,7 +215,7 @@ class FineTune:
     def _start_metrics(self, path: Path, notes: list[str]) -> MetricsWriter:
         metrics = MetricsWriter(path)
         metrics.write(
-            "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
+            "run_start", process_start=round(self.process_start, 3), run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
                    "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization},
             device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
@@ -436,7 +437,8 @@ class FineTune:
         self.stop.mode = "noted"
         peak_gpu = gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
         try:
-            self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
+            self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3),
+                      process_wall_s=round(time.time() - self.process_start, 3), error=error, log=log,
                       gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(), skipped_steps=self.pos.skipped_steps)
         except UserError:  # a DiskError
             if status == "completed":
