@@ -46,6 +46,7 @@ from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundl
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
+from nli_qlora.run.tensorboard import sinks_for
 from nli_qlora.run.predictions import write_predictions
 from nli_qlora.training.evaluate import evaluate
 from nli_qlora.training.optim import trainer_for
@@ -207,13 +208,14 @@ class FineTune:
         with writing(path):
             if restored is None:
                 return self._start_metrics(path, notes)
-            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed, self.process_start)
+            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed, self.process_start,
+                                                sinks_for(self.cfg.report_to, self.run_dir, purge_step=self.pos.step + 1))
         if discarded:
             self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
         return metrics
 
     def _start_metrics(self, path: Path, notes: list[str]) -> MetricsWriter:
-        metrics = MetricsWriter(path)
+        metrics = MetricsWriter(path, sinks=sinks_for(self.cfg.report_to, self.run_dir))
         metrics.write(
             "run_start", process_start=round(self.process_start, 3), run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
