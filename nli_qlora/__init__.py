@@ -1,8 +1,12 @@
 """nli-qlora: fine-tune causal language models with QLoRA for natural language inference."""
 
 import logging
+import time
 
 __version__ = "0.1.0"
+
+# The fallback for when this process started, where /proc cannot say (infra.machine.process_start).
+IMPORTED_AT = time.time()
 
 
 class _NoHubKernelNotice(logging.Filter):

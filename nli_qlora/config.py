@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import importlib.util
 import json
 import math
 import types
@@ -100,6 +101,8 @@ class RunConfig:
                           "effective batch) or --eval-batch-size and retry, instead of stopping")
     # --- output ---
     output_dir: str | None = _f(None, "run directory (default: runs/<preset>-<time>)")
+    report_to: str = _f("none", "also write TensorBoard event files to RUN_DIR/tensorboard (metrics.jsonl is "
+                        "written either way; needs pip install tensorboard)", choices=("none", "tensorboard"))
     preset: str = _f("seed", "the preset these settings started from", cli=False)
 
     def __post_init__(self) -> None:
@@ -156,6 +159,8 @@ class RunConfig:
                 raise bad("prompt_template", f"must contain {key}")
         if not self.target_modules:
             raise bad("target_modules", "needs at least one module name")
+        if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise bad("report_to", "tensorboard is not installed: pip install tensorboard")
         return self
 
     @property

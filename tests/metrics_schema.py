@@ -55,6 +55,13 @@ EVENTS: dict[str, dict] = {
     "run_end": {"status": STR, "elapsed_s": NUMBER, "error": nullable(STR), "log": nullable(STR)},
 }
 
+# Fields added within schema 1 (files written before lack them): checked only where present.
+ADDED = {
+    "run_start": {"process_start": NUMBER},
+    "resume": {"process_start": NUMBER},
+    "run_end": {"wall_s": NUMBER, "process_wall_s": NUMBER},
+}
+
 # Fields whose values come from a fixed set.
 CHOICES = {
     ("run_start", "device.type"): {"cuda", "cpu"},
@@ -108,6 +115,8 @@ def problems(record: dict) -> list[str]:
     if event not in EVENTS:
         return out  # readers ignore unknown events
     out += [p.replace("$", event, 1) for p in _check(record, EVENTS[event], "$")]
+    present = {k: v for k, v in ADDED.get(event, {}).items() if k in record}
+    out += [p.replace("$", event, 1) for p in _check(record, present, "$")]
     for (ev, dotted), allowed in CHOICES.items():
         if ev == event and not out:
             value = _get(record, dotted)

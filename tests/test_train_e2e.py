@@ -19,6 +19,7 @@ import torch
 from metrics_schema import LABELS, problems, run_problems
 from nli_qlora.config import RunConfig, preset
 from nli_qlora.run.metrics import read_metrics
+from nli_qlora.run.report import render_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDED = REPO / "tests" / "data" / "tiny_run_metrics.jsonl"
@@ -207,6 +208,10 @@ def test_the_report_has_every_section_with_the_metrics_files_numbers(run):
     assert re.search(r"- Wall time of the run: \d\d:\d\d:\d\d \(", report)
     assert summary["time"]["steps"] == 225
     assert summary["time"]["wall_s"] == round(end["time"] - start["time"], 3)
+    # the whole command counts what came before run_start: at least the run's time, and its start is this process's
+    assert summary["time"]["process_wall_s"] == end["process_wall_s"] >= summary["time"]["wall_s"]
+    assert start["process_start"] <= start["time"]
+    assert re.search(r"- Whole command, from process start: \d\d:\d\d:\d\d \(", report)
     assert f"| r | {TINY.lora_r} |" in report and f"| alpha | {TINY.lora_alpha} |" in report
     assert f"| target modules (matched) | {', '.join(TINY.target_modules)} |" in report
 
@@ -229,6 +234,23 @@ def test_the_failure_cases_are_the_prediction_files_compared(run):
     assert f"| {first['line']} | {first['premise']} | {first['hypothesis']} | {first['gold']} |" in report
 
 
+def test_the_report_embeds_the_learning_curve_and_the_confusion_matrix(run):
+    run_dir, _, _ = run
+    report = (run_dir / "report.md").read_text()
+    for name in ("learning_curve.png", "confusion_matrix.png"):
+        assert f"]({name})" in report, name  # a relative link beside report.md
+        data = (run_dir / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and 10_000 < len(data) < 1_000_000, (name, len(data))
+    assert json.loads((run_dir / "summary.json").read_text())["figures"] == ["learning_curve.png", "confusion_matrix.png"]
+
+
+def test_without_matplotlib_the_report_says_how_to_get_the_pictures(run):
+    run_dir, _, _ = run
+    summary = json.loads((run_dir / "summary.json").read_text()) | {"figures": None}  # what write_report records then
+    report = render_markdown(summary)
+    assert "pip install matplotlib" in report and ".png)" not in report
+
+
 def test_the_report_is_rebuilt_identically_from_the_run_directory_alone(run, tmp_path):
     """Only metrics.jsonl and the prediction files: no checkpoints, no model, no config.json."""
     run_dir, _, _ = run
@@ -241,6 +263,8 @@ def test_the_report_is_rebuilt_identically_from_the_run_directory_alone(run, tmp
     assert proc.returncode == 0, proc.stderr
     assert (copy / "report.md").read_text() == (run_dir / "report.md").read_text()
     assert (copy / "summary.json").read_text() == (run_dir / "summary.json").read_text()
+    for name in ("learning_curve.png", "confusion_matrix.png"):  # the pictures too, drawn from the same records
+        assert (copy / name).read_bytes() == (run_dir / name).read_bytes(), name
 
 
 # --- determinism --------------------------------------------------------------------------------------------
@@ -276,4 +300,5 @@ def test_the_schema_checker_rejects_what_the_document_forbids():
     assert problems(bad) == ["run_end.log: missing"]
     bad["log"] = None
     assert problems(bad) == ["run_end.status: 'done' not one of ['completed', 'failed', 'interrupted']"]
+    assert problems(bad | {"status": "completed", "process_wall_s": "3 s"}) == ["run_end.process_wall_s: '3 s' is not int/float"]
     assert problems({"event": "something_new", "schema": 1, "time": 1.0, "elapsed_s": 0.0}) == []

@@ -1,4 +1,5 @@
-"""Facts about this machine and process that a run records: device, memory in use, library versions."""
+"""Facts about this machine and process that a run records: device, memory in use, library versions,
+when the process started."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import resource
 
 import torch
+
+from nli_qlora import IMPORTED_AT
 
 
 def gb(n: float | None) -> float | None:
@@ -35,3 +38,19 @@ def versions() -> dict:
     import transformers
     return {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
             "bitsandbytes": bitsandbytes.__version__}
+
+
+def process_start() -> float:
+    """When this process started (Unix time), so a report can count the imports and model load that
+    come before run_start. Linux: /proc/self/stat's starttime (clock ticks since boot) + /proc/stat's
+    btime, to about a second (btime is whole seconds); elsewhere, when nli_qlora was imported."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        ticks = int(fields[19])  # field 22 of the line; fields[0] is field 3 (state)
+        with open("/proc/stat") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+    except (OSError, IndexError, ValueError, StopIteration):
+        return IMPORTED_AT
+    # the process cannot have started after the import: btime's rounding could say so
+    return min(btime + ticks / os.sysconf("SC_CLK_TCK"), IMPORTED_AT)

@@ -27,8 +27,11 @@ def _clean(value):
 
 
 class MetricsWriter:
-    def __init__(self, path: str | Path, append: bool = False):
+    """Writes each record to the file, then hands it to each sink (e.g. run.tensorboard's, for --report-to)."""
+
+    def __init__(self, path: str | Path, append: bool = False, sinks=()):
         self.path = Path(path)
+        self.sinks = list(sinks)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a" if append else "w", encoding="utf-8")
         self._t0 = time.time()
@@ -44,9 +47,14 @@ class MetricsWriter:
         self._file.flush()
         if event != "step":
             os.fsync(self._file.fileno())
+        for sink in self.sinks:
+            sink.write(record)
         return record
 
     def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
         if not self._file.closed:
             self._file.close()
 
@@ -99,17 +107,18 @@ def cut_back(path: Path, offset: int, checkpoint: Path) -> list[dict]:
     return later
 
 
-def resume_metrics(path: Path, restored: Path, pos, changed: dict) -> tuple[MetricsWriter, int]:
+def resume_metrics(path: Path, restored: Path, pos, changed: dict, process_start: float,
+                   sinks=()) -> tuple[MetricsWriter, int]:
     """(the writer a resumed run appends with, steps it redoes): the file cut back to what it held
     when `restored` was saved (`pos`, its checkpoint.Position), then the `checkpoint` record of kind
-    "restored", the `resume` record and a warning per setting the resume changed."""
+    "restored", the `resume` record (with this process's start, Unix time) and a warning per setting the resume changed."""
     later = cut_back(path, pos.metrics_offset, restored)
     ends = [r for r in later if r.get("event") == "run_end"]
     discarded = sum(r.get("event") == "step" for r in later)
-    metrics = MetricsWriter(path, append=True)
+    metrics = MetricsWriter(path, append=True, sinks=sinks)
     metrics.write("checkpoint", path=str(restored), step=pos.step, epoch=pos.epoch - (pos.epoch_step == 0),
                   kind="restored")
-    metrics.write("resume", checkpoint=str(restored), step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step,
+    metrics.write("resume", process_start=round(process_start, 3), checkpoint=str(restored), step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step,
                   previous_status=ends[-1]["status"] if ends else "killed", discarded_steps=discarded)
     for name, (old, new) in changed.items():
         metrics.write("warning", kind="resume_setting", message=f"resumed with --{name.replace('_', '-')} {new} (was {old})")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from nli_qlora.infra.atomic import write_text
+from nli_qlora.run.figures import MISSING, write_figures
 from nli_qlora.run.metrics import read_metrics
 from nli_qlora.run.predictions import failure_cases, read_predictions
 
@@ -23,8 +24,9 @@ def hms(seconds: float | None) -> str:
     return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def summarize_run(run_dir: Path) -> dict:
-    records = read_metrics(run_dir / "metrics.jsonl")
+def summarize_run(run_dir: Path, records: list[dict] | None = None) -> dict:
+    if records is None:
+        records = read_metrics(run_dir / "metrics.jsonl")
     start = next((r for r in records if r["event"] == "run_start"), None)
     if start is None:
         raise ValueError(f"{run_dir}/metrics.jsonl has no run_start record")
@@ -55,6 +57,8 @@ def summarize_run(run_dir: Path) -> dict:
         "before": _eval_summary(before), "after": _eval_summary(after),
         "validation": [_eval_summary(e) for e in evals if e["split"] == "validation"],
         "time": {"wall_s": round(end["time"] - start["time"], 3) if end else None,
+                 # from this process's start (imports and model load included); a resumed run's is the last process's
+                 "process_wall_s": end.get("process_wall_s") if end else None,
                  "train_steps_s": round(sum(s["step_time_s"] for s in steps), 3), "steps": len(steps),
                  "mean_samples_per_s": round(sum(s["samples"] for s in steps) / max(1e-9, sum(s["step_time_s"] for s in steps)), 2) if steps else None},
         "resources": {"device": start["device"]["name"], "processes": start.get("world_size", 1), "gpu_mem_peak_gb": peak_gpu,
@@ -67,11 +71,18 @@ def _eval_summary(e: dict | None) -> dict | None:
     if e is None:
         return None
     return {k: e.get(k) for k in ("split", "epoch", "step", "rows", "loss", "accuracy", "balanced_accuracy",
-                                  "per_class_recall", "confusion")}
+                                  "per_class_recall", "confusion", "labels")}
 
 
 def _pct(v) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
+
+
+def _figures(names: list[str] | None) -> list[str]:
+    if names is None:
+        return ["", MISSING]
+    titles = {"learning_curve.png": "Learning curve", "confusion_matrix.png": "Confusion matrix, final test evaluation"}
+    return [line for name in names for line in ("", f"![{titles.get(name, name)}]({name})")]
 
 
 def render_markdown(s: dict) -> str:
@@ -89,8 +100,10 @@ def render_markdown(s: dict) -> str:
     if s["validation"]:
         lines += ["", "Validation by epoch: " + ", ".join(
             f"epoch {e['epoch']} {_pct(e['balanced_accuracy'])}" for e in s["validation"]) + "."]
+    lines += _figures(s.get("figures"))
     lines += ["", "## Time taken", "",
               f"- Wall time of the run: {hms(t['wall_s'])} ({t['wall_s']} s)",
+              f"- Whole command, from process start: {hms(t['process_wall_s'])} ({t['process_wall_s']} s)",
               f"- Training steps: {t['steps']} in {hms(t['train_steps_s'])} ({t['train_steps_s']} s), "
               f"{t['mean_samples_per_s']} samples/s", "",
               "## Parameters", "",
@@ -132,7 +145,10 @@ def render_markdown(s: dict) -> str:
 
 def write_report(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
-    summary = summarize_run(run_dir)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    summary = summarize_run(run_dir, records)
+    # the PNG files beside report.md (None: matplotlib is not installed, and the report says so)
+    summary["figures"] = write_figures(run_dir, records, summary["after"])
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text(run_dir / "report.md", render_markdown(summary))
     return summary

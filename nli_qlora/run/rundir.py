@@ -20,7 +20,7 @@ from nli_qlora.run.metrics import read_metrics
 from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
-                   "checkpoint_every_steps")  # change memory use or bookkeeping, not what is being trained
+                   "checkpoint_every_steps", "report_to")  # change memory use or bookkeeping, not what is being trained
 RESUME_FLAGS = {"resume", "quiet", "help"}
 
 

@@ -39,13 +39,14 @@ from nli_qlora.infra.console import ProgressView
 from nli_qlora.infra.distributed import World
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.interrupt import Interrupted, StopFlag
-from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, rss_gb, versions
+from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, process_start, rss_gb, versions
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
+from nli_qlora.run.tensorboard import sinks_for
 from nli_qlora.run.predictions import write_predictions
 from nli_qlora.training.evaluate import evaluate
 from nli_qlora.training.optim import trainer_for
@@ -89,6 +90,7 @@ class FineTune:
         self._saved_at: tuple | None = None  # the position of the newest checkpoint on disk
         self.ended = False
         self.t_start = time.time()
+        self.process_start = process_start()  # before the imports and the model load; this process's under --resume
 
     @property
     def rank(self) -> int:
@@ -206,15 +208,16 @@ class FineTune:
         with writing(path):
             if restored is None:
                 return self._start_metrics(path, notes)
-            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed)
+            metrics, discarded = resume_metrics(path, restored, self.pos, self.changed, self.process_start,
+                                                sinks_for(self.cfg.report_to, self.run_dir, purge_step=self.pos.step + 1))
         if discarded:
             self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
         return metrics
 
     def _start_metrics(self, path: Path, notes: list[str]) -> MetricsWriter:
-        metrics = MetricsWriter(path)
+        metrics = MetricsWriter(path, sinks=sinks_for(self.cfg.report_to, self.run_dir))
         metrics.write(
-            "run_start", run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
+            "run_start", process_start=round(self.process_start, 3), run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
                    "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization},
             device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
@@ -436,7 +439,8 @@ class FineTune:
         self.stop.mode = "noted"
         peak_gpu = gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
         try:
-            self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3), error=error, log=log,
+            self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3),
+                      process_wall_s=round(time.time() - self.process_start, 3), error=error, log=log,
                       gpu_mem_peak_gb=peak_gpu, peak_rss_gb=peak_rss_gb(), skipped_steps=self.pos.skipped_steps)
         except UserError:  # a DiskError
             if status == "completed":
