@@ -134,9 +134,6 @@ def load_adapter(base, target: Target):
     try:
         with safe_open(str(path / "adapter_model.safetensors"), "pt") as f:
             saved = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-            ckpt.check_finite({k: f.get_tensor(k) for k in saved}, path, target.flag)
-    except UserError:
-        raise
     except Exception as err:  # safetensors' own error type: a truncated or foreign file
         raise UserError(f"{target.flag}: {path / 'adapter_model.safetensors'} is damaged: "
                         f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
@@ -146,7 +143,8 @@ def load_adapter(base, target: Target):
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         why = next((line for line in lines if "mismatch" in line), lines[0] if lines else type(err).__name__)
         raise unfit(why) from None
-    have = {k: tuple(v.shape) for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items()}
+    loaded = get_peft_model_state_dict(model, save_embedding_layers=False)
+    have = {k: tuple(v.shape) for k, v in loaded.items()}
     if set(saved) - set(have):
         raise unfit(f"no layer for {sorted(set(saved) - set(have))[0]}")
     if set(have) - set(saved):
@@ -154,4 +152,5 @@ def load_adapter(base, target: Target):
     bad = next((k for k in saved if saved[k] != have[k]), None)
     if bad:
         raise unfit(f"{bad} is {saved[bad]} in the file, {have[bad]} in the model")
+    ckpt.check_finite(loaded, path, target.flag)  # the weights as loaded: the file is read once, by peft
     return model
