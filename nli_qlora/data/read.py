@@ -73,6 +73,11 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
+def _row_id(value) -> str | int:
+    """An id keeps its type (17 comes back as 17, not "17"); anything but text or an integer is text."""
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value)
+
+
 def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow | object:
     """A dict from any format -> Example, BadRow, or UNLABELED when the row has no gold label."""
     if not isinstance(record, dict):
@@ -99,10 +104,8 @@ def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow 
         except ValueError as err:
             return BadRow(line, str(err))
     id_name = next((n for n in _ID_NAMES if n in record and record[n] not in (None, "")), None)
-    raw_id = record[id_name] if id_name else None
     example = Example(values["premise"], values["hypothesis"], None if label is UNLABELED else label, line,
-                      raw_id if isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) or raw_id is None
-                      else str(raw_id))  # an id keeps its type: 17 comes back as 17, not "17"
+                      _row_id(record[id_name]) if id_name else None)
     return (UNLABELED, example) if label is UNLABELED else example
 
 

@@ -215,8 +215,8 @@ def check_data(cfg: RunConfig, tok, report: Report) -> dict[str, list]:
         entry["selected"] = stats.selected = len(rows)
         if not rows and cfg.skip_bad_rows:  # without --skip-bad-rows each long row is a problem already
             report.problem(no_rows_left(split, stats.source, too_long, cfg.max_length))
-        if stats.shortfall(split):
-            report.notes.append(stats.shortfall(split))
+        if short := stats.shortfall(split):
+            report.notes.append(short)
         out[split] = rows
     return out
 

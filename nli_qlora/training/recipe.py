@@ -169,8 +169,8 @@ class FineTune:
             splits[name] = Split(name, examples, rows, stats)
             self.view.log(f"data {name}: {stats.selected} rows selected of {stats.rows_read} read "
                           f"({stats.unlabeled_dropped} unlabelled dropped, {stats.bad_skipped} bad skipped)")
-            if stats.shortfall(name):
-                self.view.log(f"WARNING: {stats.shortfall(name)}")
+            if short := stats.shortfall(name):
+                self.view.log(f"WARNING: {short}")
         return splits
 
     def _setup_optimizer(self, bundle: ModelBundle, total_steps: int) -> tuple[Trainer, list[str]]:
@@ -232,8 +232,8 @@ class FineTune:
         for note in notes:
             metrics.write("warning", kind="paged_fallback", message=note)
         for name, split in self.splits.items():
-            if split.stats.shortfall(name):
-                metrics.write("warning", kind="data_shortfall", message=split.stats.shortfall(name))
+            if short := split.stats.shortfall(name):
+                metrics.write("warning", kind="data_shortfall", message=short)
         return metrics
 
     def _log(self, event: str, **fields) -> dict:
