@@ -1,6 +1,7 @@
 """The peer baseline (transformers.Trainer) runs on the tiny preset and reports like our train CLI."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,25 @@ def test_peer_refuses_settings_the_usual_recipe_has_not(capsys):
     assert peer_trainer.main(["--preset", "tiny", "--loss", "label"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--loss" in err
+
+
+
+SHOW_GPUS = """
+import os, runpy
+peer = runpy.run_path({script!r}, run_name="peer")
+peer["one_gpu_unless_torchrun"]()
+print(os.environ.get("CUDA_VISIBLE_DEVICES"))
+"""
+
+
+@pytest.mark.parametrize("env,shown", [({}, "0"), ({"WORLD_SIZE": "2"}, "None"),
+                                       ({"CUDA_VISIBLE_DEVICES": "1"}, "1")],
+                         ids=["alone", "under-torchrun", "user-choice"])
+def test_the_peer_shows_the_trainer_one_gpu_unless_torchrun_or_the_user_chose(env, shown):
+    """transformers.Trainer wraps the model in DataParallel on a machine with several GPUs, and its
+    replicas lose bitsandbytes' 4-bit state (seen on two H200s): the peer keeps to one GPU."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "CUDA_VISIBLE_DEVICES")}
+    proc = subprocess.run([sys.executable, "-c", SHOW_GPUS.format(script=str(SCRIPT))], env={**clean, **env},
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == shown
