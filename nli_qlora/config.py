@@ -329,18 +329,20 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                **kw)
 
 
-def resolve(args: argparse.Namespace) -> RunConfig:
-    """preset -> --config file -> flags, then validate.
+def resolve(args: argparse.Namespace, layer: dict | None = None, default_preset: str = "seed") -> RunConfig:
+    """preset -> `layer` (a sweep spec's base) -> --config file -> flags, then validate.
 
     The base preset is --preset, else the file's own `preset` (so a run's config.json given as
-    --config reproduces that run), else seed."""
+    --config reproduces that run), else `default_preset`."""
     overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(RunConfig)
                  if f.metadata.get("cli", True) and hasattr(args, f.name)}  # not `preset`: it picks the base
     file_values = read_config_file(args.config) if getattr(args, "config", None) else {}
-    name = getattr(args, "preset", None) or file_values.get("preset") or "seed"
+    name = getattr(args, "preset", None) or file_values.get("preset") or default_preset
     if not isinstance(name, str):
         raise UserError(f"{args.config}: preset: expected str, got {name!r}")
     base = preset(name).to_dict()
+    if layer:
+        base = RunConfig.from_dict({**base, **layer}).to_dict()  # typed as the fields (a YAML 1e-4 is a str)
     if file_values:
         RunConfig.from_dict({**base, **file_values}, source=args.config)  # names and types checked
         base.update(file_values)
