@@ -94,6 +94,13 @@ def prepare_everywhere(args, parser, world) -> tuple[RunConfig | None, Path, boo
     between processes); the others take what it decided, or stop when it could not. A resume first
     agrees on the newest checkpoint any process's disk holds (run.handover: machines need not share
     a filesystem) and rank 0 writes what it lacked. A run that already completed: no config (None)."""
+    if args.resume:
+        try:
+            refuse_flags_on_resume(args, parser)  # the same flags everywhere: every process refuses them
+        except UserError:
+            if world.writer:
+                raise
+            raise QuietExit(UserError.exit_code) from None
     handed = agree(world, Path(args.resume)) if args.resume else Handover()
     if handed.completed:
         return None, Path(args.resume), True, {}, handed
