@@ -40,12 +40,12 @@ ALONE = [sys.executable, "-m", "nli_qlora.train"]
 class Run:
     """A CLI process (torchrun or plain) in its own process group, as a job scheduler starts one."""
 
-    def __init__(self, run_dir: Path, launcher: list[str], args: list[str]):
+    def __init__(self, run_dir: Path, launcher: list[str], args: list[str], env: dict | None = None):
         self.run_dir = run_dir
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log = run_dir.with_name(f"{run_dir.name}.{int(time.time() * 1e6)}.stderr")
         with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(launcher + args, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+            self.proc = subprocess.Popen(launcher + args, cwd=REPO, env={**ENV, **(env or {})}, stdout=subprocess.DEVNULL,
                                          stderr=err, start_new_session=True)
 
     @classmethod

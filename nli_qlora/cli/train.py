@@ -15,13 +15,13 @@ import traceback
 from pathlib import Path
 
 from nli_qlora.config import PRESETS, OneLineParser, add_config_flags
-from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.errors import QuietExit, UserError
 from nli_qlora.infra.interrupt import Interrupted
 from nli_qlora.infra.oom import OutOfMemory
 from nli_qlora.infra.storage import DiskError, disk_error, writing
 from nli_qlora.run.lock import unlock_run_dir
 from nli_qlora.run.report import write_report
-from nli_qlora.run.rundir import (QuietExit, completed_run, prepare_everywhere, rebuild_missing_report, resume_hint,
+from nli_qlora.run.rundir import (prepare_everywhere, rebuild_missing_report, resume_hint,
                                   write_error_log)
 
 PROG = "python -m nli_qlora.train"
@@ -93,11 +93,11 @@ def main(argv=None) -> int:
     try:
         world = _world = init_world()
         view = ProgressView(enabled=not args.quiet and world.writer)
-        cfg, run_dir, resume, changed = prepare_everywhere(args, parser, world)
-        if resume and completed_run(run_dir):
-            return _already_completed(run_dir) if world.writer else 0
+        cfg, run_dir, resume, changed, handed = prepare_everywhere(args, parser, world)
+        if handed.completed:  # said once, by a process whose disk holds the completed run
+            return _already_completed(run_dir) if handed.reporter else 0
         view.log(f"run directory {run_dir}")
-        recipe = FineTune(cfg, run_dir, resume=resume, progress=view, changed=changed, world=world)
+        recipe = FineTune(cfg, run_dir, resume=resume, progress=view, changed=changed, world=world, handed=handed)
         recipe.setup()
         recipe.train()
         recipe.finish("completed")

@@ -19,11 +19,17 @@ FSDP would shard what is already small (the LoRA weights and optimizer state are
 
 Everything a rank decides alone must be agreed: a stop request (`any`), and evaluation rows,
 which are sharded and gathered so every row is scored exactly once. Only rank 0 writes. A
-collective that fails because another rank died becomes a one-line PeerFailed."""
+collective that fails because another rank died becomes a one-line PeerFailed.
+
+Several machines (torchrun --nnodes N): RANK is global, LOCAL_RANK picks this machine's GPU, and
+nothing here touches a file, so no filesystem is shared (run.handover moves what a resume needs).
+A collective waits at most NLI_QLORA_COLLECTIVE_TIMEOUT seconds (default 1800) for its peers: a
+machine that froze or dropped off the network ends the others with a PeerFailed after that long."""
 
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,7 +40,21 @@ import torch.distributed as dist
 
 from nli_qlora.infra.errors import UserError
 
-TIMEOUT = timedelta(minutes=30)  # long enough for a rank-0 checkpoint or test evaluation while others wait
+TIMEOUT_ENV = "NLI_QLORA_COLLECTIVE_TIMEOUT"
+DEFAULT_TIMEOUT_S = 1800  # long enough for a rank-0 checkpoint or test evaluation while others wait
+
+
+def collective_timeout() -> timedelta:
+    """How long a collective waits for the other processes: NLI_QLORA_COLLECTIVE_TIMEOUT seconds."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(text) if text else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = -1
+    if not 0 < seconds < 1e8:
+        raise UserError(f"{TIMEOUT_ENV}={text!r}: give the seconds a collective may wait for the other "
+                        f"processes, e.g. {DEFAULT_TIMEOUT_S}")
+    return timedelta(seconds=seconds)
 
 
 class PeerFailed(UserError):
@@ -99,14 +119,23 @@ class World:
             out[rank::self.size] = p
         return out
 
-    def broadcast_object(self, obj):
-        """Rank 0's object on every rank (the resolved run directory and config)."""
+    def broadcast_object(self, obj, src: int = 0):
+        """Rank `src`'s object on every rank (the resolved run directory and config; a resume's files)."""
         if not self.enabled:
             return obj
         box = [obj]
         with _peer_errors():
-            dist.broadcast_object_list(box, src=0)
+            dist.broadcast_object_list(box, src=src)
         return box[0]
+
+    def gather_object(self, obj) -> list:
+        """Every rank's object, in rank order, on every rank (what each one's own disk holds)."""
+        if not self.enabled:
+            return [obj]
+        out: list = [None] * self.size
+        with _peer_errors():
+            dist.all_gather_object(out, obj)
+        return out
 
     def barrier(self) -> None:
         if self.enabled:
@@ -127,9 +156,21 @@ def _peer_errors():
     try:
         yield
     except RuntimeError as err:  # torch.distributed.DistError is one
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        lines = str(err).strip().splitlines()
+        first = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(err).__name__  # gloo's source line
+        if "timed out" in first.lower():
+            raise PeerFailed(f"another process of this run did not answer for {_seconds()} s ({TIMEOUT_ENV}): its "
+                             f"machine stopped or the network between them failed, so this one stops too "
+                             f"(here: {first[:100]})") from None
         raise PeerFailed(f"another process of this run ended, so this one stops too (its own error, or "
                          f"torchrun's report, says why; here: {first[:120]})") from None
+
+
+def _seconds() -> str:
+    try:
+        return f"{collective_timeout().total_seconds():g}"
+    except UserError:
+        return "?"
 
 
 def launched() -> World:
@@ -151,6 +192,7 @@ def init_world() -> World:
     me = launched()
     if not me.enabled:
         return me
+    timeout = collective_timeout()  # a bad setting is one line before any process waits on another
     rank, size, local_rank = me.rank, me.size, me.local_rank
     cuda = torch.cuda.is_available()
     if cuda:
@@ -160,5 +202,5 @@ def init_world() -> World:
         torch.cuda.set_device(local_rank)
     backend = "nccl" if cuda else "gloo"
     kwargs = {"device_id": torch.device("cuda", local_rank)} if cuda else {}
-    dist.init_process_group(backend, timeout=TIMEOUT, **kwargs)
+    dist.init_process_group(backend, timeout=timeout, **kwargs)
     return World(rank, size, local_rank, backend)

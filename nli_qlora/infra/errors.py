@@ -9,3 +9,10 @@ class UserError(Exception):
 
 class DataError(UserError):
     """A data row that cannot be used; the message names file and line."""
+
+
+class QuietExit(Exception):
+    """Another process already said why (rank 0's error about the run directory, a resume's damaged checkpoint)."""
+
+    def __init__(self, code: int):
+        self.code = code

@@ -15,6 +15,7 @@ mid-save leaves the previous checkpoint intact and never a half one that looks c
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import random
 from dataclasses import asdict, dataclass
@@ -80,22 +81,35 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify(path: Path, flag: str) -> None:
-    """Every file the checkpoint's checksums.json names still has its SHA-256: a file changed after
-    it was written (a bad disk, a copy cut short, an edit) is named, never loaded. Checkpoints made
-    before checksums were written have none to check."""
-    listed = path / CHECKSUMS
-    if not listed.is_file():
+def read_files(path: Path, flag: str) -> dict[str, bytes]:
+    """The checkpoint's files, {name: bytes}, each checked against the SHA-256 its checksums.json
+    holds: a file changed after it was written (a bad disk, a copy cut short, an edit) is named,
+    never loaded. Checkpoints made before checksums were written have none to check. In memory, so
+    a resume can also hand them to a process on another machine (run.handover)."""
+    files = {f.name: f.read_bytes() for f in sorted(Path(path).iterdir()) if f.is_file()}
+    check_sums(path, files, flag)
+    return files
+
+
+def check_sums(path: Path, files: dict[str, bytes], flag: str) -> None:
+    """Every file checksums.json names is among `files` with that SHA-256."""
+    listed = files.get(CHECKSUMS)
+    if listed is None:
         return
     try:
-        sums = json.loads(listed.read_text())
+        sums = json.loads(listed)
     except ValueError as err:
-        raise UserError(f"{flag}: {listed} is damaged ({err}); move the checkpoint aside") from None
+        raise UserError(f"{flag}: {path / CHECKSUMS} is damaged ({err}); move the checkpoint aside") from None
     for name, expected in sums.items():
-        file = path / name
-        if not file.is_file() or _sha256(file) != expected:
-            raise UserError(f"{flag}: {file} is {'missing' if not file.is_file() else 'damaged'}: it does not "
+        data = files.get(name)
+        if data is None or hashlib.sha256(data).hexdigest() != expected:
+            raise UserError(f"{flag}: {path / name} is {'missing' if data is None else 'damaged'}: it does not "
                             f"match the checksum written with the checkpoint; move it aside")
+
+
+def verify(path: Path, flag: str) -> None:
+    """read_files' check alone (the score command loads the adapter through peft afterwards)."""
+    read_files(path, flag)
 
 
 def check_finite(tensors: dict[str, torch.Tensor], path: Path, flag: str) -> None:
@@ -110,7 +124,8 @@ def is_complete(path: Path) -> bool:
     return (path / "COMPLETE").is_file() and (path / "trainer_state.pt").is_file()
 
 
-def _order(path: Path) -> tuple[int, int] | None:
+def order(path: Path) -> tuple[int, int] | None:
+    """(step, metrics offset): what `latest` compares; None when state.json is damaged."""
     try:
         state = json.loads((path / "state.json").read_text())
         return int(state["step"]), int(state.get("metrics_offset", 0))
@@ -128,7 +143,7 @@ def latest(run_dir: Path) -> Path | None:
     for path in root.iterdir() if root.is_dir() else []:
         if path.name.startswith(".") or not is_complete(path):
             continue
-        key = _order(path)
+        key = order(path)
         if key is None:  # skipping it would silently pick an older checkpoint
             raise UserError(f"checkpoint {path} has a damaged state.json; move the checkpoint aside to use "
                             f"the one before")
@@ -142,10 +157,12 @@ def _damaged(path: Path, err: Exception) -> UserError:
     return UserError(f"--resume: checkpoint {path} is damaged ({why}); move it aside to resume from the one before")
 
 
-def load_trainer_state(path: Path, optimizer, scheduler) -> Position:
+def load_trainer_state(path: Path, optimizer, scheduler, files: dict[str, bytes] | None = None) -> Position:
+    """Optimizer, scheduler and RNG state from the checkpoint's files (read from `path` when not given)."""
+    files = read_files(path, "--resume") if files is None else files
     try:
         # weights_only=False: the file holds numpy RNG state; it is our own file from this run directory
-        state = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(io.BytesIO(files["trainer_state.pt"]), map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -154,20 +171,21 @@ def load_trainer_state(path: Path, optimizer, scheduler) -> Position:
         raise _damaged(path / "trainer_state.pt", err) from None
 
 
-def load_adapter_weights(model, path: Path) -> None:
+def load_adapter_weights(model, path: Path, files: dict[str, bytes] | None = None) -> None:
+    """The LoRA weights from the checkpoint's files (read from `path` when not given)."""
     from peft import set_peft_model_state_dict
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
-    weights = path / "adapter_model.safetensors"
-    if not weights.is_file():
+    files = read_files(path, "--resume") if files is None else files
+    if "adapter_model.safetensors" not in files:
         raise UserError(f"{path}: no adapter_model.safetensors (not a checkpoint of this toolkit?)")
-    verify(path, "--resume")
     try:
-        tensors = load_file(str(weights), device=str(next(model.parameters()).device))
+        tensors = load(files["adapter_model.safetensors"])
     except Exception as err:  # safetensors raises its own error type for a broken file
-        raise _damaged(weights, err) from None
+        raise _damaged(path / "adapter_model.safetensors", err) from None
     check_finite(tensors, path, "--resume")
-    result = set_peft_model_state_dict(model, tensors)
+    device = next(model.parameters()).device
+    result = set_peft_model_state_dict(model, {k: t.to(device) for k, t in tensors.items()})
     if getattr(result, "unexpected_keys", None):
         raise UserError(f"{path}: adapter does not fit the base model (unexpected {result.unexpected_keys[0]})")
 

@@ -123,3 +123,13 @@ def resume_metrics(path: Path, restored: Path, pos, changed: dict, process_start
     for name, (old, new) in changed.items():
         metrics.write("warning", kind="resume_setting", message=f"resumed with --{name.replace('_', '-')} {new} (was {old})")
     return metrics, discarded
+
+
+def completed_run(run_dir: Path) -> dict | None:
+    """The final run_end record when the run already completed, else None."""
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
+    last = ends[-1] if ends else None
+    return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None

@@ -1,7 +1,8 @@
 """The run directory: where a new run goes, what a resume may change, and whether a run completed.
 
 A resume runs the run's own config.json; only RESUME_SETTINGS (memory use and bookkeeping, not
-what is trained) may change, and the run directory is locked for the one process that runs it."""
+what is trained) may change, and the run directory is locked for the one process that runs it
+(under torchrun: global rank 0, the writer, on whichever machine it runs)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 
 from nli_qlora.config import RunConfig, resolve
 from nli_qlora.infra.atomic import write_text
-from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.errors import QuietExit, UserError
 from nli_qlora.infra.storage import writing
 from nli_qlora.run.checkpoint import latest
+from nli_qlora.run.handover import Handover, agree, settle
 from nli_qlora.run.lock import lock_run_dir
-from nli_qlora.run.metrics import read_metrics
+from nli_qlora.run.metrics import completed_run
 from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
@@ -87,14 +89,28 @@ def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:
     return cfg, run_dir, False, {}
 
 
-def prepare_everywhere(args, parser, world) -> tuple[RunConfig, Path, bool, dict]:
+def prepare_everywhere(args, parser, world) -> tuple[RunConfig | None, Path, bool, dict, Handover]:
     """prepare_run_dir on rank 0 (it locks the directory and names it: a timestamp could differ
-    between processes); the others take what it decided, or stop when it could not."""
+    between processes); the others take what it decided, or stop when it could not. A resume first
+    agrees on the newest checkpoint any process's disk holds (run.handover: machines need not share
+    a filesystem) and rank 0 writes what it lacked. A run that already completed: no config (None)."""
+    if args.resume:
+        try:
+            refuse_flags_on_resume(args, parser)  # the same flags everywhere: every process refuses them
+        except UserError:
+            if world.writer:
+                raise
+            raise QuietExit(UserError.exit_code) from None
+    handed = agree(world, Path(args.resume)) if args.resume else Handover()
+    if handed.completed:
+        return None, Path(args.resume), True, {}, handed
     if not world.enabled:
-        return prepare_run_dir(args, parser)
+        return *prepare_run_dir(args, parser), handed
     prepared = error = None
     if world.writer:
         try:
+            if args.resume:
+                settle(Path(args.resume), handed)
             prepared = prepare_run_dir(args, parser)
         except UserError as err:
             error = err
@@ -103,24 +119,7 @@ def prepare_everywhere(args, parser, world) -> tuple[RunConfig, Path, bool, dict
         if world.writer:
             raise error
         raise QuietExit(error.exit_code)
-    return prepared
-
-
-class QuietExit(Exception):
-    """Another process already said why (rank 0's error about the run directory)."""
-
-    def __init__(self, code: int):
-        self.code = code
-
-
-def completed_run(run_dir: Path) -> dict | None:
-    """The final run_end record when the run already completed, else None."""
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
-    last = ends[-1] if ends else None
-    return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None
+    return *prepared, handed
 
 
 def rebuild_missing_report(run_dir: Path) -> bool:

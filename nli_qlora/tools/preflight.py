@@ -42,7 +42,8 @@ from nli_qlora.model.load import (build_skeleton, compute_dtype, load_config, lo
 from nli_qlora.tools.memory import estimate_peak_bytes, parse_budget
 from nli_qlora.tools.preflight_view import render
 from nli_qlora.run.checkpoint import latest
-from nli_qlora.run.rundir import completed_run, refuse_flags_on_resume, resume_config, run_dir_for
+from nli_qlora.run.metrics import completed_run
+from nli_qlora.run.rundir import refuse_flags_on_resume, resume_config, run_dir_for
 
 PROG = "python -m nli_qlora.train"
 PREFLIGHT_FLAGS = ("dry_run", "dry_run_json", "memory_budget")  # not settings of the run itself

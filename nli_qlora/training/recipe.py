@@ -11,7 +11,9 @@ prediction files and the report in the run directory; the terminal view.
 
 Data parallel (torchrun, nli_qlora.infra.distributed): every rank runs this same recipe on its share of
 each global batch and of each evaluation; train_step sums the gradients; rank 0 alone writes, and
-the others wait for its checkpoints so that all stop or go on together.
+the others wait at a barrier (never on the filesystem: machines need not share one) while it
+writes a checkpoint, so that all stop or go on together. A resume loads the checkpoint that
+run.handover agreed on, from this process's disk or as sent by the process that holds it.
 
 Surviving interruptions (docs/reliability.md): a stop request (Ctrl-C, SIGTERM, SIGHUP) is honoured
 at the next step boundary with a checkpoint; a resume restores the newest complete checkpoint and
@@ -45,6 +47,7 @@ from nli_qlora.infra.storage import writing
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.run.handover import Handover
 from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
 from nli_qlora.run.tensorboard import sinks_for
 from nli_qlora.run.predictions import write_predictions
@@ -75,12 +78,13 @@ class Pieces:
 
 class FineTune:
     def __init__(self, cfg: RunConfig, run_dir: Path, resume: bool = False, progress: ProgressView | None = None,
-                 changed: dict | None = None, world: World | None = None):
+                 changed: dict | None = None, world: World | None = None, handed: Handover | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.changed = changed or {}  # settings a resume changed (train.RESUME_SETTINGS): {name: (old, new)}
         self.world = world or World()
+        self.handed = handed or Handover()  # a resume's checkpoint, agreed among the processes
         self.view = progress or ProgressView(enabled=self.rank == 0)
         self.stop = StopFlag(announce=None if self.view.enabled else (lambda message: None))
         self.pos = ckpt.Position()
@@ -191,13 +195,14 @@ class FineTune:
                 with writing(folder, "clean up"):
                     for name in remove_leftovers(folder):
                         self.view.log(f"resume: removed {folder / name}, left by an interrupted write")
-        self.world.barrier()  # rank 0 cleaned up: every rank now finds the same newest checkpoint
-        path = ckpt.latest(self.run_dir)
+        self.world.barrier()  # rank 0 cleaned up: what it reads is the agreed newest checkpoint
+        path, files = self.handed.checkpoint(self.run_dir)  # files: sent by the process that holds it
         if path is None:
             self.view.log("resume: no complete checkpoint yet, starting from the beginning")
             return None, ckpt.Position()
-        ckpt.load_adapter_weights(bundle.model, path)
-        pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler)
+        files = files if files is not None else ckpt.read_files(path, "--resume")
+        ckpt.load_adapter_weights(bundle.model, path, files)
+        pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler, files)
         self.view.log(f"resume: from {path} at step {pos.step} (epoch {pos.epoch}, {pos.epoch_step} batches done)")
         return path, pos
 
@@ -409,8 +414,9 @@ class FineTune:
         return rel
 
     def _checkpoint(self, name: str, kind: str, wait: bool = True) -> None:
-        """Rank 0 writes; every rank records it, and (`wait`) all wait until it is on disk, so none
-        goes on, or exits, while the checkpoint is half written."""
+        """Rank 0 writes; every rank records it, and (`wait`) all meet at a barrier once it is on rank 0's
+        disk, so none goes on, or exits, while the checkpoint is half written. A barrier, not a look
+        at the disk: the other processes may be on machines that never see rank 0's files."""
         path = self.run_dir / "checkpoints" / name
         if self.rank == 0:
             # the metrics file as it is now, without this checkpoint's own record: a resume from this
