@@ -71,3 +71,38 @@ def test_zoomed_log_scale_with_a_cursor(snap_compare):
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=controls)
+
+
+def test_three_runs_compared_at_80x24_page_2_is_the_runs_side_by_side(snap_compare):
+    """Compact compare view: page 2 the runs table on its side (every number whole), page 3 the events."""
+    app, ready = snapshot_app("tui_running_run_metrics.jsonl", "tui_gpu_run_metrics.jsonl",
+                              "tui_failed_run_metrics.jsonl")
+
+    async def page_2(pilot) -> None:
+        await ready(pilot)
+        await pilot.press("2")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=page_2)
+
+
+def test_a_sweep_folder_is_a_list_of_its_runs(snap_compare, tmp_path, monkeypatch):
+    """python -m tui SWEEP_DIR: the runs by score, the chosen one starred, at 80x24."""
+    variants = []
+    for name, data, score in (("b8-l512", "tui_gpu_run_metrics.jsonl", 0.828),
+                              ("b32-l256", "tui_running_run_metrics.jsonl", None),
+                              ("b64-l1024", "tui_failed_run_metrics.jsonl", None)):
+        (tmp_path / "sweep" / name).mkdir(parents=True)
+        (tmp_path / "sweep" / name / "metrics.jsonl").write_bytes((ROOT / DATA / data).read_bytes())
+        variants.append({"name": name, "run_dir": name, "status": "done", "score": score})
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"variants": variants, "chosen": "b8-l512"}))
+    now = last_time(ROOT / DATA / "tui_running_run_metrics.jsonl") + 3.0
+    monkeypatch.chdir(tmp_path)
+    app = DashboardApp([], folder=Path("sweep"), clock=lambda: now)
+
+    async def listed(pilot) -> None:
+        while not getattr(app.screen, "rows", None):
+            await pilot.pause(0.02)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=listed)

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tui.series import ENVELOPE, MEAN, Series, reduce_points
 from tui.state import RunState
@@ -154,6 +156,35 @@ def test_a_step_that_captured_a_cuda_graph_is_left_out_of_the_throughput_views()
     for name in ("step_time_s", "samples_per_s", "tokens_per_s"):
         assert snap.series[name][0] == [2.0]
     assert snap.series["loss"][0] == [1.0, 2.0]
+
+
+MIXED = [start(), step(1, 1.0), step(2, 2.0, captured=True, step_time_s=9.0), "not json",
+         step(3, 3.0, loss=None, skipped=True), step(4, 4.0, loss="high"), step(5, 5.0, time="soon"),
+         rec("eval", 5.5, split="validation", step=5, epoch=1, balanced_accuracy=0.5, accuracy=0.5),
+         step(6, 6.0, loss=0.5),
+         json.dumps({"event": "step", "loss": 1.0}), step(8, 8.0, step_time_s=True), "", step(9, 9.0, loss=0.25),
+         rec("checkpoint", 9.5, path="runs/r/c", step=9, kind="epoch"), step(10, 10.0, epoch=None)]
+
+
+def _folded_in(batches: list[list[str]]):
+    state = RunState()
+    for batch in batches:
+        state.feed(batch)
+    return state.snapshot()
+
+
+@given(st.lists(st.integers(0, len(MIXED)), max_size=6))
+def test_steps_fold_the_same_in_batches_or_one_line_at_a_time(cuts):
+    """Step records are folded a column at a time when their fields are plain, one record at a
+    time otherwise: either way, and wherever the file's reads happen to split it, the same run."""
+    cuts = sorted(set(cuts))
+    batches = [MIXED[a:b] for a, b in zip([0, *cuts], [*cuts, len(MIXED)])]
+    one_by_one = _folded_in([[line] for line in MIXED])
+    assert _folded_in(batches) == one_by_one
+    assert one_by_one.malformed == 5 and one_by_one.skipped_steps == 1 and one_by_one.step == 10
+    assert [e.text.split(":")[0] for e in one_by_one.events if "malformed" in e.text] == [
+        "line 4", "line 6", "line 7", "line 10", "line 11"]
+    assert one_by_one.series["step_time_s"][0] == [1.0, 3.0, 6.0, 9.0, 10.0]  # captured and bad ones out
 
 
 # --- time: status, elapsed, ETA ----------------------------------------------------------------------

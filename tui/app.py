@@ -28,6 +28,7 @@ from tui.watch import RunWatcher
 from tui.widgets.chooser import MetricChooser
 from tui.widgets.compare_view import CompareView, unique_names
 from tui.widgets.help import HelpScreen
+from tui.widgets.run_picker import RunPicker
 from tui.widgets.run_view import RunView
 from tui.widgets.titlebar import TitleBar
 
@@ -50,7 +51,7 @@ class DashboardApp(App[None]):
         Binding("m", "choose_metrics", "metrics"),
         Binding("p", "next_plot", "more"),
         Binding("1", "page(1)", "plots"),
-        Binding("2", "page(2)", "evals"),
+        Binding("2", "page(2)", "tables"),
         Binding("3", "page(3)", "events"),
         Binding("s", "smoothing", "smoothing", show=False),
         Binding("l", "log_scale", "log y", show=False),
@@ -66,13 +67,19 @@ class DashboardApp(App[None]):
         Binding("space", "hide_run", "hide/show run", show=False),
         Binding("e", "export", "export"),
         Binding("question_mark", "help", "help", key_display="?"),
+        Binding("escape,backspace", "back", "runs", key_display="esc"),
     ]
+    PICKER_ACTIONS = ("quit", "help", "focus_next")  # the keys of the app that work over the list
 
     def __init__(self, paths: list[Path], *, stall_after: float = 60.0, follow: bool = True,
-                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25) -> None:
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.25,
+                 folder: Path | None = None) -> None:
+        """``folder``: a folder of runs, listed first (tui.widgets.run_picker); ``paths`` are then
+        what opens when the list is left (escape), and may be empty."""
         super().__init__()
-        if not paths:
+        if not paths and folder is None:
             raise ValueError("DashboardApp needs at least one metrics file")
+        self.folder = folder
         self.paths = [Path(p) for p in paths]
         self.stall_after = stall_after
         self.follow = follow
@@ -109,7 +116,10 @@ class DashboardApp(App[None]):
         self._draw_title()
         self._tick()
         self.set_interval(TICK_INTERVAL, self._tick)
-        self.call_after_refresh(self._read)  # every panel mounted and drawn once before data comes
+        if self.folder is not None:
+            self._show_picker()
+        else:
+            self.call_after_refresh(self._read)  # every panel mounted and drawn once before data comes
 
     def on_unmount(self) -> None:
         self._stop.set()
@@ -119,17 +129,55 @@ class DashboardApp(App[None]):
     def _read(self) -> None:
         worker = get_current_worker()
         watcher = RunWatcher(self.paths, clock=self.clock)
-        while not (worker.is_cancelled or self._stop.is_set()):
+        stop = self._stop  # this reader's: opening other runs sets it and makes a new one
+        while not (worker.is_cancelled or stop.is_set()):
             for index, snapshot in watcher.poll():
                 self.post_message(RunUpdated(index, snapshot))
             if not watcher.busy:
-                self._stop.wait(self.poll_interval)
+                stop.wait(self.poll_interval)
 
     def on_run_updated(self, message: RunUpdated) -> None:
+        if message.index >= len(self.paths) or message.snapshot.source != str(self.paths[message.index]):
+            return  # from the reader of runs no longer open (the list opened others)
         self.latest[message.index] = message.snapshot
-        if self._draw_timer is None:
+        if self.shown[message.index] is None and message.snapshot.caught_up:
+            if self._draw_timer is not None:
+                self._draw_timer.stop()
+            self._draw()  # the file is all read: its first full picture at once, not at the next slot
+        elif self._draw_timer is None:
             wait = self._last_draw + DRAW_INTERVAL - time.monotonic()
             self._draw_timer = self.set_timer(max(wait, 0.01), self._draw)  # a 0 s timer divides by zero
+
+    # --- the list of a folder's runs -----------------------------------------------------------
+    def _show_picker(self) -> None:
+        def chosen(paths: list[Path] | None) -> None:
+            if paths:
+                self.run_worker(self.open_runs(paths), group="open", exclusive=True)
+        self.push_screen(RunPicker(self.folder, clock=self.clock, stall_after=self.stall_after, opened=self.paths),
+                         chosen)
+
+    async def open_runs(self, paths: list[Path]) -> None:
+        """Show these runs instead of the ones open now: a new view, a new reader."""
+        self._stop.set()  # the old reader ends; what it still sends is dropped (on_run_updated)
+        self._stop = threading.Event()
+        if self._draw_timer is not None:
+            self._draw_timer.stop()
+            self._draw_timer = None
+        self.paths = [Path(p) for p in paths]
+        self.latest, self.shown = [None] * len(paths), [None] * len(paths)
+        self.options = ViewOptions()
+        old, self._view = self._view, CompareView(id="view") if self.comparing else RunView(id="view")
+        await old.remove()
+        await self.mount(self._view, after=self._title)
+        self._arrange()
+        self._draw_title()
+        self._tick()
+        self._read()
+
+    def action_back(self) -> None:
+        """Escape or backspace: from the runs of a folder back to its list."""
+        self._stop.set()
+        self._show_picker()
 
     # --- drawing ------------------------------------------------------------------------------
     def _draw(self) -> None:
@@ -153,6 +201,8 @@ class DashboardApp(App[None]):
 
     def _tick(self) -> None:
         """Redraw what depends on the clock (and on the newest lines, even when paused)."""
+        if not self.paths:
+            return
         now = self.clock()
         view = self._view
         if self.comparing:
@@ -164,6 +214,8 @@ class DashboardApp(App[None]):
         return unique_names(self.latest, [str(p) for p in self.paths])
 
     def _draw_title(self) -> None:
+        if not self.paths:
+            return
         if self.comparing:
             what = f"comparing {len(self.paths)} runs"
         else:
@@ -215,6 +267,10 @@ class DashboardApp(App[None]):
     # --- view controls ------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """Keys that do nothing in this view or at this size are left out of the footer."""
+        if isinstance(self.screen, RunPicker):
+            return action in self.PICKER_ACTIONS
+        if action == "back":
+            return self.folder is not None
         if action == "choose_metrics":
             return not self.comparing
         if action == "hide_run":

@@ -18,13 +18,28 @@ class NotARun(ValueError):
     """The path exists but holds no run: the message says what it is instead, in one line."""
 
 
-def find_runs(folder: Path) -> list[Path]:
-    """The metrics files of the runs one level inside ``folder`` (a sweep directory), by name."""
+class FolderOfRuns(list):
+    """The metrics files of a folder of runs, remembering the folder (the picker lists it)."""
+
+    def __init__(self, runs: list[Path], folder: Path) -> None:
+        super().__init__(runs)
+        self.folder = folder
+
+
+def find_runs(folder: Path, depth: int = 2) -> list[Path]:
+    """The metrics files of the runs inside ``folder``, by name: its subfolders that hold one, and
+    (``depth`` 2) the subfolders of those that do not (a folder of sweeps)."""
     try:
         children = sorted(p for p in folder.iterdir() if p.is_dir())
     except OSError:
         return []
-    return [child / METRICS_FILE for child in children if (child / METRICS_FILE).is_file()]
+    runs = []
+    for child in children:
+        if (child / METRICS_FILE).is_file():
+            runs.append(child / METRICS_FILE)
+        elif depth > 1:
+            runs += find_runs(child, depth - 1)
+    return runs
 
 
 def not_metrics(path: Path) -> str | None:
@@ -51,7 +66,7 @@ def resolve(text: str) -> list[Path]:
     """The metrics files a command-line path stands for.
 
     - a run directory: DIR/metrics.jsonl;
-    - a folder of runs (subfolders with a metrics.jsonl): each of them, to compare;
+    - a folder of runs (subfolders, or theirs, with a metrics.jsonl): each of them (a FolderOfRuns);
     - a metrics file: itself, if its first lines are metrics records;
     - a path that does not exist yet: waited for (ending in .jsonl: the file, else a run directory).
     Raises NotARun for an existing path that cannot be a run."""
@@ -60,7 +75,7 @@ def resolve(text: str) -> list[Path]:
         if (path / METRICS_FILE).exists():
             return [path / METRICS_FILE]
         runs = find_runs(path)
-        return runs or [path / METRICS_FILE]  # an empty run directory: the run may start later
+        return FolderOfRuns(runs, path) if runs else [path / METRICS_FILE]  # an empty run directory: the run may start later
     if path.exists():
         if not path.is_file():
             raise NotARun(f"not a file or directory: {text}")

@@ -37,6 +37,8 @@ MAX_NOTED = 5  # malformed lines / skipped steps quoted one by one in the event 
 
 
 NUMBER_TYPES = frozenset((float, int, type(None)))  # what a number field may be (not bool, not str)
+STEP_COLUMNS = STEP_FIELDS + ("time", "elapsed_s")  # read from a batch of step records at once
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError)  # a line's faults
 
 
 class Malformed(ValueError):
@@ -208,6 +210,10 @@ class RunState:
         self._handlers = {"run_start": self._on_run_start, "resume": self._on_resume, "warning": self._on_warning,
                           "step": self._on_step, "eval": self._on_eval, "checkpoint": self._on_checkpoint,
                           "run_end": self._on_run_end}
+        # step records read but not yet folded (see _fold_steps; empty between feed() calls)
+        self._steps: list[dict] = []
+        self._step_numbers: list[int] = []  # their line numbers
+        self._step_texts: list[str] = []  # and lines, for the note if one is malformed
         self._clear_lines()
         self._clear_run()
 
@@ -254,6 +260,7 @@ class RunState:
     def feed(self, lines: Iterable[str], arrived: float | None = None) -> None:
         """Fold complete lines. ``arrived``: the wall time they came in, when watching live."""
         got = False
+        steps, numbers, texts = self._steps, self._step_numbers, self._step_texts
         for line in lines:
             self.lines += 1
             if not line or line.isspace():  # not strip(): that copies every line
@@ -262,32 +269,106 @@ class RunState:
             try:
                 record = parse_json(line)
                 if type(record) is dict and record.get("event") == "step":
-                    self._on_step(record)  # most lines of a long file: straight to their handler
-                else:
-                    if not isinstance(record, dict) or not isinstance(record.get("event"), str):
-                        raise Malformed("not a metrics record")
-                    self.fold(record)
+                    steps.append(record)  # most lines of a long file: folded a batch at a time
+                    numbers.append(self.lines)
+                    texts.append(line)
+                    continue
+                self._fold_steps()  # first the steps before it, so events stay in file order
+                if not isinstance(record, dict) or not isinstance(record.get("event"), str):
+                    raise Malformed("not a metrics record")
+                self.fold(record)
                 self.records += 1
-            except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError) as err:
+            except MALFORMED as err:
+                self._fold_steps()
                 self._count_malformed(line, err)
+        self._fold_steps()
         self._flush()
         if got and arrived is not None:
             self.last_arrival = arrived
 
+    def _fold_steps(self) -> None:
+        """Fold the pending step records: a column at a time when every field has its plain type
+        (the usual case: checked in C), else one record at a time, as the schema's rules say."""
+        if not self._steps:
+            return
+        pending = self._steps, self._step_numbers, self._step_texts
+        records, numbers, texts = (list(p) for p in pending)  # copied: feed() holds these lists
+        for p in pending:
+            p.clear()
+        if self._fold_step_columns(records):
+            return
+        for record, number, text in zip(records, numbers, texts):
+            try:
+                self._on_step(record)
+                self.records += 1
+            except MALFORMED as err:
+                self._count_malformed(text, err, number)
+
+    def _fold_step_columns(self, records: list[dict]) -> bool:
+        """The step records as columns, when nothing in them needs a closer look (a field of
+        another type, a skipped step); False, with nothing changed, otherwise."""
+        self._flush()  # rows of earlier steps first: the series stay in step order
+        try:
+            steps = [r["step"] for r in records]
+        except KeyError:
+            return False
+        if set(map(type, steps)) != {int}:
+            return False
+        columns = [[r.get(name) for r in records] for name in STEP_COLUMNS]
+        if not all(set(map(type, column)) <= NUMBER_TYPES for column in columns):
+            return False
+        skipped = [r.get("skipped") for r in records]
+        if True in skipped:  # noted one by one, in order: the per-record path
+            return False
+        captured = [r.get("captured") for r in records]
+        if True in captured:
+            for i, flag in enumerate(captured):
+                if flag is True:
+                    for j in TIMING:
+                        columns[j][i] = None
+        *values, times, elapsed = columns
+        values.append(self._smoothed(values[0]))
+        values.append(times)
+        self._extend(steps, values, times, records[-1])
+        self.step = steps[-1]
+        self.records += len(records)
+        last_time = next((t for t in reversed(times) if t is not None), None)
+        if last_time is not None:
+            self.last_time = float(last_time)
+        last_elapsed = next((e for e in reversed(elapsed) if e is not None), None)
+        if last_elapsed is not None:
+            self.last_elapsed = float(last_elapsed)
+        return True
+
+    def _smoothed(self, losses: list) -> list:
+        """The debiased EMA after each loss (None where the loss is not a finite number)."""
+        beta, ema, weight = self._beta, self._ema, self._ema_weight
+        out = []
+        for loss in losses:
+            if loss is not None and loss - loss == 0.0:
+                ema = beta * ema + (1 - beta) * loss
+                weight = beta * weight + (1 - beta)
+                out.append(ema / weight)
+            else:
+                out.append(None)
+        self._ema, self._ema_weight = ema, weight
+        return out
+
     def _flush(self) -> None:
-        """Move the pending step rows into the series, a column at a time: a long file is mostly
-        step lines, and one extend per column costs a fraction of eleven appends per line."""
+        """Move the step rows of the per-record path into the series, a column at a time."""
         rows, self._rows = self._rows, []
         if not rows:
             return
         columns = list(zip(*rows))  # transposed in C
-        steps = columns[0]
-        for j, series in enumerate(self._step_series, 1):
-            series.extend(steps, columns[j])
-        for row in rows[-RATE_WINDOW:]:  # the step rate needs only the recent steps
-            if row[-1] is not None:
-                self._rate.append((row[-1], row[0]))
-        last = self._last_step
+        self._extend(columns[0], columns[1:], columns[-1], self._last_step)
+
+    def _extend(self, steps, values, times, last: dict) -> None:
+        """Add step columns to the series; the step rate and counters from the newest steps."""
+        for series, column in zip(self._step_series, values):
+            series.extend(steps, column)
+        for time, step in zip(times[-RATE_WINDOW:], steps[-RATE_WINDOW:]):  # the rate needs only the recent
+            if time is not None:
+                self._rate.append((time, step))
         try:  # where the run is: the last step's counters (a bad one leaves the previous)
             epoch, epoch_step, steps_per_epoch = [integer(last.get(name)) for name in STEP_COUNTS]
         except Malformed:
@@ -298,13 +379,13 @@ class RunState:
             self.epoch_step = epoch_step
         self.steps_per_epoch = steps_per_epoch or self.steps_per_epoch
 
-    def _count_malformed(self, line: str, err: Exception) -> None:
+    def _count_malformed(self, line: str, err: Exception, number: int | None = None) -> None:
         self.malformed += 1
         if self.malformed <= MAX_NOTED:
             snippet = line.strip()
             snippet = snippet if len(snippet) <= 40 else snippet[:39] + "…"
             why = type(err).__name__ if not isinstance(err, Malformed) else str(err)
-            self._note(f"line {self.lines}: malformed, skipped ({why}): {snippet}", "warning")
+            self._note(f"line {number or self.lines}: malformed, skipped ({why}): {snippet}", "warning")
         elif self.malformed == MAX_NOTED + 1:
             self._note("more malformed lines: counted, not quoted", "warning")
 
@@ -461,7 +542,10 @@ class RunState:
         (t0, s0), (t1, s1) = self._rate[0], self._rate[-1]
         return (s1 - s0) / (t1 - t0) if t1 > t0 and s1 > s0 else None
 
-    def snapshot(self) -> RunSnapshot:
+    def snapshot(self, series: bool = True) -> RunSnapshot:
+        """The run as of now. ``series=False``: without the plotted series (their last values
+        stay), for progress reports while a long file is first read and nothing is plotted."""
+        self._fold_steps()
         self._flush()
         return RunSnapshot(
             source=self.source, generation=self.generation, lines=self.lines, malformed=self.malformed,
@@ -475,7 +559,7 @@ class RunState:
             resumes=self.resumes, steps_per_s=self.steps_per_s(), base_elapsed=self.base_elapsed,
             last_elapsed=self.last_elapsed, last_time=self.last_time,
             last_arrival=self.last_arrival,
-            series={name: s.view() for name, s in self.series.items()},
+            series={name: s.view() for name, s in self.series.items()} if series else {},
             last={name: s.last for name, s in self.series.items()},
             evals=tuple(self.evals), events=tuple(self.events),
         )

@@ -26,7 +26,7 @@ DEFAULT_PANELS = ("loss", "val", "lr", "throughput", "step_time", "memory")
 class ViewOptions:
     panels: tuple[str, ...] = DEFAULT_PANELS
     first_panel: int = 0  # p: the chosen plot the shown ones start from, when not all fit
-    page: int = 1  # compact layout: 1 plots, 2 evaluations, 3 events (compare view: 2 and 3 events)
+    page: int = 1  # compact layout: 1 plots, 2 evaluations (compare view: runs side by side), 3 events
     smoothing: str | int = "auto"
     log_y: bool = False
     x_range: tuple[float, float] | None = None  # zoomed step (or epoch) range; None: all of it

@@ -19,6 +19,7 @@ from tui.layout import Layout
 from tui.state import RunSnapshot
 from tui.transform import ema, to_wall_clock
 from tui.view_options import ViewOptions
+from tui.widgets.compare_detail import RunsSideBySide
 from tui.widgets.events import EventLog
 from tui.widgets.header import status_badge
 from tui.widgets.legend import Legend
@@ -80,7 +81,7 @@ class RunsTable(DataTable):
             if snap is None or snap.info is None:
                 cells = [swatch, label, status_badge("waiting")] + [""] * (len(self.COLUMNS) - 3)
             else:
-                cells = [swatch, label, status_badge(snap.status(now, stall_after)), *self._cells(snap, now, stall_after)]
+                cells = [swatch, label, status_badge(snap.status(now, stall_after)), *self.cells(snap, now, stall_after)]
             key = str(i)
             if key not in self.rows:
                 self.add_row(*cells, key=key)
@@ -90,7 +91,7 @@ class RunsTable(DataTable):
                     self.update_cell(key, column, cell)
 
     @staticmethod
-    def _cells(snap: RunSnapshot, now: float, stall_after: float) -> list[str]:
+    def cells(snap: RunSnapshot, now: float, stall_after: float) -> list[str]:
         config = snap.info.config
         best = snap.best_validation()
         test = [e for e in snap.evals if e.split == "test" and e.epoch > 0]
@@ -116,10 +117,14 @@ class CompareView(Vertical):
         #compare-events { height: 9; }
         &.short #compare-events { height: 5; }
         &.compact #runs { max-height: 8; }
+        #side-by-side { display: none; }
         &.page-1 #compare-events { display: none; }
-        &.page-2 #curves { display: none; }
-        &.page-2 #legend { display: none; }
-        &.page-2 #compare-events { height: 1fr; }
+        &.page-2 #runs, &.page-3 #runs { display: none; }
+        &.page-2 #curves, &.page-3 #curves { display: none; }
+        &.page-2 #legend, &.page-3 #legend { display: none; }
+        &.page-2 #side-by-side { display: block; }
+        &.page-2 #compare-events { display: none; }
+        &.page-3 #compare-events { height: 1fr; }
     }
     """
 
@@ -132,6 +137,7 @@ class CompareView(Vertical):
                                empty="no validation yet")
         self._legend = Legend(id="legend")
         self._events = EventLog(id="compare-events")
+        self._side = RunsSideBySide(id="side-by-side")
         self._options = ViewOptions()
         self._snaps: list[RunSnapshot | None] = []
         self._names: list[str] = []
@@ -143,19 +149,22 @@ class CompareView(Vertical):
             yield self._loss
             yield self._bal
         yield self._legend
+        yield self._side
         yield self._events
 
     def plot(self, name: str) -> MetricPlot:
         return {"loss": self._loss, "bal": self._bal}[name]
 
     def apply_layout(self, layout: Layout, options: ViewOptions) -> None:
-        """Small terminals: the events are page 2; on a narrow one, one plot at a time (p)."""
+        """Small terminals: page 1 the runs table and the plots (on a narrow one, one plot at a
+        time: p), page 2 the runs side by side (every column whole), page 3 the events."""
         self._options = options
         compact = not layout.wide
         self.set_class(compact, "compact")
         self.set_class(layout.header_rows < 5, "short")
         self.set_class(compact and options.page == 1, "page-1")
-        self.set_class(compact and options.page >= 2, "page-2")
+        self.set_class(compact and options.page == 2, "page-2")
+        self.set_class(compact and options.page == 3, "page-3")
         both = layout.plot_columns == 2
         self._loss.display = both or options.first_panel % 2 == 0
         self._bal.display = both or options.first_panel % 2 == 1
@@ -166,6 +175,15 @@ class CompareView(Vertical):
     def show_status(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float) -> None:
         self._status = (now, stall_after)
         self._runs.show(snaps, names, now, stall_after, self._options.hidden)
+        self._show_side(snaps, names, now, stall_after)
+
+    def _show_side(self, snaps: list[RunSnapshot | None], names: list[str], now: float, stall_after: float) -> None:
+        if not self.has_class("page-2"):
+            return  # not shown: not kept current either
+        ready = [s is not None and s.info is not None for s in snaps]
+        self._side.show(names, [label for label, _ in RunsTable.COLUMNS[3:]],
+                        [RunsTable.cells(s, now, stall_after) if ok else None for s, ok in zip(snaps, ready)],
+                        [s.status(now, stall_after) if ok else "waiting" for s, ok in zip(snaps, ready)])
 
     def run_at_cursor(self) -> int | None:
         return self._runs.cursor_row if self._runs.row_count else None
@@ -182,6 +200,8 @@ class CompareView(Vertical):
         self._options = options
         if self._status is not None:
             self._runs.show(self._snaps or [None] * self._runs.row_count, self._names, *self._status, options.hidden)
+            if self._snaps:
+                self._show_side(self._snaps, self._names, *self._status)
         if self._snaps:
             self._draw()
 

@@ -62,8 +62,11 @@ class EventLog(RichLog):
             self.clear()
             self._written = []
         self._wrapped_at = self.size.width
-        for event, prefix in merged[len(self._written):]:
+        new = merged[len(self._written):]
+        for event, prefix in new:
             self.write(self._line(event, prefix), expand=True)
+        if new and self.auto_scroll:  # at once: a deferred scroll lands wherever the redraws leave it
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
         self._written = merged
         self.border_subtitle = _file_notes(runs)
 

@@ -18,7 +18,8 @@ HELP = """\
 | `tab` / `shift+tab` | move between panels; arrows scroll the focused table or log |
 | `m` | choose the plotted metrics (loss, validation, lr, grad norm, throughput, step time, memory, padding) |
 | `p` | next plot, when not all chosen plots fit |
-| `1` `2` `3` | small terminal: plots, evaluations, events |
+| `1` `2` `3` | small terminal: plots, tables (compare view: runs side by side), events |
+| `escape` | opened on a folder: back to the list of runs |
 | `s` | smoothing of the loss: auto, off, 10, 50, 200, 1000 steps |
 | `l` | log y axis on/off |
 | `+` `-` | zoom the step range in (around the cursor, else the newest) and out |
