@@ -27,6 +27,7 @@ PASS=0; FAIL=0
 
 check() {  # check NAME COMMAND...: run it, log everything, one line to the terminal
   local name=$1; shift
+  if [ -n "${SMOKE_ONLY:-}" ] && ! [[ "$name" =~ $SMOKE_ONLY ]]; then return 0; fi  # SMOKE_ONLY: a regex of names
   local t0=$SECONDS
   echo "=== $name: $*" >> "$LOG"
   if ( "$@" ) >> "$LOG" 2>&1; then
@@ -48,9 +49,10 @@ print(f"{sys.argv[1]}: completed, {len(steps)} step records, device {records[0][
 PY
 }
 
-stop_then_resume() {  # a run stopped by SIGTERM after a few steps, then --resume to the end
+stop_then_resume() {  # a run stopped by SIGTERM after a few steps, then --resume to the end (same launcher)
   local dir=$1; shift
-  python3 -m nli_qlora.train "$@" --output-dir "$dir" & local pid=$!
+  local -a train=(${TRAIN:-python3 -m nli_qlora.train})
+  "${train[@]}" "$@" --output-dir "$dir" & local pid=$!
   for _ in $(seq 600); do
     grep -q '"event": *"step"' "$dir/metrics.jsonl" 2>/dev/null && [ "$(grep -c '"event": *"step"' "$dir/metrics.jsonl")" -ge 3 ] && break
     kill -0 $pid 2>/dev/null || break
@@ -58,8 +60,10 @@ stop_then_resume() {  # a run stopped by SIGTERM after a few steps, then --resum
   done
   kill -TERM $pid 2>/dev/null; wait $pid; local code=$?
   echo "first part exited $code (2 = stopped and saved, 0 = finished before the signal)"
-  [ $code -eq 0 ] || [ $code -eq 130 ] || [ $code -eq 143 ] || [ $code -eq 2 ] || return 1
-  python3 -m nli_qlora.train --resume "$dir" --quiet || return 1
+  # torchrun itself exits 1 on SIGTERM (after its workers saved and exited)
+  [ $code -eq 0 ] || [ $code -eq 130 ] || [ $code -eq 143 ] || [ $code -eq 2 ] || \
+    { [ $code -eq 1 ] && [[ "${train[*]}" == *distributed.run* ]]; } || return 1
+  "${train[@]}" --resume "$dir" --quiet || return 1
   completed "$dir"
 }
 
@@ -126,6 +130,10 @@ if [ "$GPUS" -ge 2 ]; then
                                -m nli_qlora.train --model $SMOL $DATA $SHORT --output-dir $W/dp && \
                                python3 -c \"import json; r=[json.loads(l) for l in open('$W/dp/metrics.jsonl')]; \
                                assert r[0]['world_size']==2 and r[-1]['status']=='completed', r[-1]\""
+  # a stop and a resume under torchrun: the processes agree over NCCL on the newest checkpoint (run/handover.py)
+  check "torchrun stop+resume"  env TRAIN="python3 -m torch.distributed.run --standalone --nproc_per_node 2 -m nli_qlora.train" \
+                               bash -c "$(declare -f stop_then_resume completed); stop_then_resume $W/dp-resume $PHI2 $DATA $SHORT \
+                               --checkpoint-every-steps 2 --train-size 200"
 else
   echo "SKIP  torchrun 2 processes          (one GPU here)"
 fi
