@@ -54,7 +54,8 @@ def test_the_sweep_chooses_the_best_validation_score(finished):
     names = [v["name"] for v in s["variants"]]
     assert names[:5] == ["base", "grid.2e-3.label", "grid.2e-3.answer", "grid.2e-2.label", "grid.2e-2.answer"]
     # the preset's learning rate and loss are the base's: one run, listed twice
-    assert s["variants"][1]["same_as"] == "base" and s["variants"][1]["run_dir"] == "base"
+    assert s["variants"][1]["same_as"] == "base" and s["variants"][1]["runs"] == s["variants"][0]["runs"]
+    assert [run["run_dir"] for run in s["variants"][0]["runs"]] == ["base"]  # one seed: the config's
     scored = [v for v in s["variants"] if not v["name"].startswith("final.")]
     top = max(v["outcome"]["score"] for v in scored)
     chosen = next(v for v in scored if v["name"] == s["chosen"])
@@ -70,7 +71,7 @@ def test_test_rows_are_read_only_by_the_final_runs(finished):
     out, _ = finished
     s = state(out)
     for v in s["variants"]:
-        run = out / v["run_dir"]
+        run = out / v["runs"][0]["run_dir"]
         if v["stage"] == "final":
             assert splits_evaluated(run) == {"validation", "test"}
         else:
@@ -124,6 +125,24 @@ def test_a_stopped_sweep_resumes_where_it_stopped(tmp_path):
     steps = [r["step"] for r in records if r["event"] == "step"]
     assert steps == list(range(1, len(steps) + 1)) and len(steps) == 40 * 10  # every step once
     assert state(tmp_path / "sw")["variants"][0]["outcome"]["status"] == "completed"
+
+
+def test_seeds_give_each_variant_one_run_per_seed_scored_by_the_mean(tmp_path):
+    args = ["--preset", "tiny", "--epochs", "1", "--train-size", "100", "--validation-size", "60",
+            "--min-validation-rows", "0", "--grid", "learning-rate=2e-3", "--output-dir", "sw", "--seeds", "3", "4",
+            "--jobs-per-device", "2"]
+    proc = sweep(tmp_path, *args)
+    assert proc.returncode == 0, proc.stderr
+    base = state(tmp_path / "sw")["variants"][0]
+    assert [(r["seed"], r["run_dir"]) for r in base["runs"]] == [(3, "base.seed-3"), (4, "base.seed-4")]
+    for r in base["runs"]:
+        assert RunConfig.load(tmp_path / "sw" / r["run_dir"] / "config.json").seed == r["seed"]
+    scores = [r["outcome"]["score"] for r in base["runs"]]
+    assert base["outcome"]["score"] == pytest.approx(sum(scores) / 2) and base["outcome"]["scores"] == scores
+    assert "by seed" in (tmp_path / "sw" / "sweep.md").read_text()
+
+    other = sweep(tmp_path, *args[:-5], "--seeds", "3")
+    assert other.returncode == 2 and "holds a sweep with seeds [3, 4]" in other.stderr
 
 
 def test_a_failed_variant_is_recorded_and_not_rerun(tmp_path):
@@ -205,3 +224,17 @@ def test_the_shipped_presets_are_the_settings_measured_in_docs_results(preset, r
     shipped = PRESETS[preset]().to_dict()
     assert {k: v for k, v in shipped.items() if k not in NOT_SETTINGS} == \
         {k: v for k, v in measured.items() if k not in NOT_SETTINGS}
+
+
+def test_the_dashboard_lists_each_run_of_a_sweep_once_with_its_score(finished):
+    from tui.run_index import scan
+
+    out, _ = finished
+    s = state(out)
+    rows = scan(out)
+    runs = {run["run_dir"]: (v, run) for v in s["variants"] if not v["same_as"] for run in v["runs"]}
+    assert sorted(r.name for r in rows) == sorted(runs)  # twins add no row, every run directory one
+    for r in rows:
+        v, run = runs[r.name]
+        assert r.score == run["outcome"]["score"]
+        assert r.chosen == (v["name"] == s["chosen"])

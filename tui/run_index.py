@@ -1,9 +1,9 @@
 """The runs of a folder, one summary line each, for the picker (no Textual here).
 
 A folder of runs is any folder whose subfolders (or their subfolders) hold a ``metrics.jsonl``.
-A sweep directory adds ``sweep.json`` (``{"variants": [{"name", "run_dir", "status", "score"},
-...], "chosen": NAME}``): its variants come first, in its names, with its score and the chosen one
-marked; runs it does not list are added after. Rows are sorted by score (the sweep's, else the best
+A sweep directory adds ``sweep.json`` (``python -m nli_qlora.sweep``'s state: variants, each with
+its runs, one per seed, and the chosen variant's name): its runs come first, with the sweep's
+validation score and the chosen variant's runs marked; runs it does not list are added after. Rows are sorted by score (the sweep's, else the best
 validation balanced accuracy), best first; runs without one follow in name order.
 
 A summary reads a whole metrics file but parses only its few non-step records and its last step
@@ -68,21 +68,41 @@ def _best(snap: RunSnapshot | None) -> float | None:
     return best.balanced_accuracy if best else None
 
 
+def _variant_runs(variant) -> list[tuple[str, str, object, str]]:
+    """(name, run directory, score, status) of each run of a sweep variant. `python -m
+    nli_qlora.sweep` writes {"name", "same_as", "runs": [{"run_dir", "outcome": {"score", "status"}}]}
+    (one run per seed); a variant that reuses another's run (`same_as`) adds none. The flat form
+    {"name", "run_dir", "score", "status"} is read too."""
+    if not isinstance(variant, dict) or variant.get("same_as"):
+        return []
+    if isinstance(variant.get("runs"), list):
+        out = []
+        for run in variant["runs"]:
+            if isinstance(run, dict) and run.get("run_dir"):
+                outcome = run.get("outcome") if isinstance(run.get("outcome"), dict) else {}
+                out.append((str(run["run_dir"]), str(run["run_dir"]), outcome.get("score"),
+                            str(outcome.get("status") or "pending")))
+        return out
+    if variant.get("run_dir"):
+        return [(str(variant.get("name") or variant["run_dir"]), str(variant["run_dir"]), variant.get("score"),
+                 str(variant.get("status") or "pending"))]
+    return []
+
+
 def scan(folder: Path) -> list[RunRow]:
     """Every run of the folder, summarized, best score first."""
     rows: list[RunRow] = []
     seen: set[Path] = set()
     sweep = read_sweep(folder)
     for variant in (sweep or {}).get("variants", []):
-        if not isinstance(variant, dict) or not variant.get("run_dir"):
-            continue
-        path = folder / str(variant["run_dir"]) / METRICS_FILE
-        snap = summarize(path) if path.is_file() else None
-        score = variant.get("score")
-        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else _best(snap)
-        rows.append(RunRow(str(variant.get("name") or variant["run_dir"]), path, snap, score,
-                           str(variant.get("status") or "pending"), variant.get("name") == sweep.get("chosen")))
-        seen.add(path.resolve())
+        for name, run_dir, score, status in _variant_runs(variant):
+            path = folder / run_dir / METRICS_FILE
+            if path.resolve() in seen:
+                continue
+            snap = summarize(path) if path.is_file() else None
+            score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else _best(snap)
+            rows.append(RunRow(name, path, snap, score, status, variant.get("name") == sweep.get("chosen")))
+            seen.add(path.resolve())
     for path in find_runs(folder):
         if path.resolve() not in seen:
             snap = summarize(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 from nli_qlora.infra.atomic import write_text
 from nli_qlora.run.metrics import read_metrics
 
-VERSION = 1
+VERSION = 2  # 2: a variant is one run per seed
 
 
 @dataclass
@@ -61,6 +61,25 @@ def _last_line(log: Path | None) -> str | None:
     return lines[-1][:300] if lines else None
 
 
+def combine(outcomes: list[dict]) -> dict:
+    """A variant's outcome from its runs (one per seed): the mean score once every run completed."""
+    if len(outcomes) == 1:
+        return outcomes[0]
+    statuses = [o["status"] for o in outcomes]
+    status = next((s for s in ("failed", "interrupted", "pending") if s in statuses), "completed")
+    scores = [o["score"] for o in outcomes]
+    done = status == "completed" and all(x is not None for x in scores)
+    epochs = min(len(o["by_epoch"]) for o in outcomes)
+    return {**asdict(Outcome(status)),
+            "score": statistics.fmean(scores) if done else None,
+            "by_epoch": [round(statistics.fmean(o["by_epoch"][i] for o in outcomes), 4) for i in range(epochs)],
+            "validation_rows": next((o["validation_rows"] for o in outcomes if o["validation_rows"]), None),
+            "train_steps_s": sum(o["train_steps_s"] or 0 for o in outcomes) if done else None,
+            "wall_s": sum(o["wall_s"] or 0 for o in outcomes),
+            "error": next((o["error"] for o in outcomes if o.get("error")), None),
+            "scores": scores}
+
+
 def best(rows: list[dict]) -> dict | None:
     """The first row with the highest score (rows in listing order: incumbent first)."""
     scored = [r for r in rows if r["outcome"]["score"] is not None]
@@ -102,13 +121,19 @@ def _cell(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _by_seed(o: dict) -> str:
+    return " ".join("-" if x is None else f"{100 * x:.1f}" for x in o.get("scores") or [o["score"]]) + " | "
+
+
 def render(state: dict) -> str:
     v = state["variants"]
     by_name = {r["name"]: r for r in v}
     chosen = state.get("chosen")
+    seeds = state.get("seeds") or []
     lines = [f"# Sweep {state['name']}", "",
              f"Spec `{state['spec']}`, preset `{state['preset']}`. Each variant is scored by its balanced accuracy on "
-             f"{state.get('validation_rows') or '?'} validation rows after its last epoch; test rows are not read "
+             f"{state.get('validation_rows') or '?'} validation rows after its last epoch"
+             + (f", the mean over seeds {', '.join(map(str, seeds))}" if seeds else "") + "; test rows are not read "
              "while choosing. Stages run in order, each on top of the best so far (which competes in every stage).", ""]
     if chosen:
         c = by_name[chosen]
@@ -123,8 +148,9 @@ def render(state: dict) -> str:
             continue
         keys = grid_keys.get(stage["name"]) or sorted({k for r in rows if r["stage"] == stage["name"] for k in r["choice"]})
         lines += [f"## {stage['name']}", "", "| | variant | " + "".join(f"{k} | " for k in keys)
-                  + "validation | by epoch | train s | status |",
-                  "| --- | --- | " + "".join("--- | " for _ in keys) + "---: | --- | ---: | --- |"]
+                  + "validation | " + ("by seed | " if seeds else "") + "by epoch | train s | status |",
+                  "| --- | --- | " + "".join("--- | " for _ in keys) + "---: | " + ("--- | " if seeds else "")
+                  + "--- | ---: | --- |"]
         for r in sorted(rows, key=lambda r: -(r["outcome"]["score"] if r["outcome"]["score"] is not None else -1)):
             o = r["outcome"]
             mark = ("**chosen**" if r["name"] == chosen else "best of stage" if r["name"] == stage["best"]
@@ -135,12 +161,12 @@ def render(state: dict) -> str:
             status += f" (same run as `{r['same_as']}`)" if r.get("same_as") else ""
             train_s = "-" if o["train_steps_s"] is None else f"{o['train_steps_s']:.1f}"
             lines.append(f"| {mark} | `{r['name']}` | " + "".join(f"{c} | " for c in cells)
-                         + f"{_pct(o['score'])} | {epochs} | {train_s} | {status} |")
+                         + f"{_pct(o['score'])} | " + (_by_seed(o) if seeds else "") + f"{epochs} | {train_s} | {status} |")
         lines.append("")
     final = state.get("final")
     if final:
         lines += ["## Final: the chosen settings on the test split", "",
-                  f"Seeds {', '.join(str(s) for s in final['seeds'])}; test rows are read here only.", "",
+                  f"Seed{'s' if len(final['seeds']) != 1 else ''} {', '.join(str(s) for s in final['seeds'])}; test rows are read here only.", "",
                   "| seed | run | test before | test after | validation |", "| ---: | --- | ---: | ---: | ---: |"]
         for r in final["runs"]:
             t = r["outcome"].get("test") or {}
@@ -149,6 +175,6 @@ def render(state: dict) -> str:
         if final.get("test_after"):
             s = final["test_after"]
             lines += ["", f"Test balanced accuracy after training: mean **{_pct(s['mean'])}**, standard deviation "
-                          f"{100 * s['std']:.1f} points, min {_pct(s['min'])}, max {_pct(s['max'])} ({s['n']} seeds)."]
+                          f"{100 * s['std']:.1f} points, min {_pct(s['min'])}, max {_pct(s['max'])} ({s['n']} seed{'s' if s['n'] != 1 else ''})."]
         lines.append("")
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
     preset: smollm2
     base: {validation_size: 2000}           # every variant, over the preset
+    seeds: [1, 2]                           # each variant once per seed, scored by the mean (optional)
     stages:
       - name: lr-loss
         grid:
@@ -62,6 +63,7 @@ class Spec:
     preset: str | None
     base: dict
     stages: tuple[Stage, ...]
+    seeds: tuple[int, ...] = ()
 
 
 @dataclass
@@ -93,9 +95,13 @@ def find_spec(name_or_path: str) -> Path:
 def load_spec(path: Path) -> Spec:
     source = str(path)
     data = read_config_file(path, "--spec")
-    unknown = sorted(set(data) - {"description", "preset", "base", "stages"})
+    unknown = sorted(set(data) - {"description", "preset", "base", "seeds", "stages"})
     if unknown:
-        raise UserError(f"{source}: unknown key {unknown[0]!r} (a spec has description, preset, base, stages)")
+        raise UserError(f"{source}: unknown key {unknown[0]!r} (a spec has description, preset, base, seeds, stages)")
+    seeds = data.get("seeds") or []
+    if not isinstance(seeds, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds) \
+            or len(set(seeds)) != len(seeds):
+        raise UserError(f"{source}: seeds must be a list of different integers, got {seeds!r}")
     base = _settings(data.get("base") or {}, f"{source}: base")
     stages = data.get("stages") or []
     if not isinstance(stages, list):
@@ -117,7 +123,7 @@ def load_spec(path: Path) -> Spec:
     preset = data.get("preset")
     if preset is not None and not isinstance(preset, str):
         raise UserError(f"{source}: preset must be a preset's name")
-    return Spec(source, preset, base, tuple(parsed))
+    return Spec(source, preset, base, tuple(parsed), tuple(seeds))
 
 
 def _settings(values, where: str) -> dict:
@@ -185,3 +191,17 @@ def stage_variants(stage: Stage, incumbent: dict, base: dict, source: str) -> li
         choice = dict(zip(stage.grid, (o.label for o in options)))
         out.append(make_variant(name, stage.name, choice, overrides, base, f"{source}: {name}"))
     return out
+
+
+def grid_from_flags(items: list[str]) -> Stage | None:
+    """`--grid SETTING=V1,V2` (repeated): one more stage, the product of the values."""
+    if not items:
+        return None
+    grid = {}
+    for item in items:
+        key, eq, values = item.partition("=")
+        if not eq or not key or not values:
+            raise UserError(f"--grid: expected SETTING=V1,V2, got {item!r}")
+        key = key.replace("-", "_")
+        grid[key] = grid_options(key, values.split(","), f"--grid: {key}")
+    return Stage("grid", grid)

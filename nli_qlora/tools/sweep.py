@@ -1,0 +1,187 @@
+"""The sweep's work: variants to runs on the Runner's slots, stage after stage, with sweep.json
+kept current after every run (so a rerun resumes), then the chosen settings and the final runs.
+
+A variant is one run, or with `seeds` one run per seed (SWEEP_DIR/VARIANT.seed-S) scored by
+their mean: a single seed's luck moves validation accuracy by about as much as the settings a
+sweep compares, and choosing the top of many single-seed runs picks luck (docs/results.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from nli_qlora.config import PRESETS, RunConfig
+from nli_qlora.infra.atomic import write_text
+from nli_qlora.infra.errors import UserError
+from nli_qlora.tools.sweep_record import (Outcome, best, combine, load_state, outcome_dict, read_outcome, render,
+                                          save_state, spread)
+from nli_qlora.tools.sweep_runner import Job, Runner, train_argv
+from nli_qlora.tools.sweep_spec import OWNED, Stage, Variant, make_variant, stage_variants
+
+class Sweep:
+    """Runs variants through the Runner; `say` gets one line per finished run."""
+
+    def __init__(self, out: Path, state: dict, runner: Runner, retry_failed: bool, min_rows: int,
+                 seeds: list[int], say: Callable[[str], None]):
+        self.out, self.state, self.runner = out, state, runner
+        self.retry_failed, self.min_rows, self.seeds, self.say = retry_failed, min_rows, seeds, say
+        self.rows = {r["name"]: r for r in state["variants"]}
+        self.by_key = {r["key"]: r for r in state["variants"] if r.get("same_as") is None}
+
+    def save(self) -> None:
+        save_state(self.out / "sweep.json", self.state)
+        write_text(self.out / "sweep.md", render(self.state))
+
+    def row(self, v: Variant, seeds: list[int | None]) -> dict:
+        """The variant's record: a new one, or the previous one when its settings are unchanged."""
+        old = self.rows.get(v.name)
+        if old is not None and old["key"] != v.key():
+            raise UserError(f"{self.out / v.name}: holds variant {v.name} with other settings (the spec or flags "
+                            f"changed); use another --output-dir or remove that directory")
+        if old is not None:
+            return old
+        twin = self.by_key.get(v.key())
+        if twin is not None:
+            runs = twin["runs"]
+        else:
+            runs = [{"seed": s, "run_dir": v.name if s is None else f"{v.name}.seed-{s}"} for s in seeds]
+            for run in runs:
+                run["outcome"] = outcome_dict(_found(self.out / run["run_dir"]))
+        row = {"name": v.name, "stage": v.stage, "choice": v.choice, "overrides": v.overrides, "key": v.key(),
+               "same_as": twin["name"] if twin else None, "runs": runs, "outcome": combine([r["outcome"] for r in runs])}
+        self.state["variants"].append(row)
+        self.rows[v.name] = row
+        if twin is None:
+            self.by_key[row["key"]] = row
+        return row
+
+    def run(self, variants: list[Variant], seeds: list[int | None] | None = None) -> list[dict]:
+        rows = [self.row(v, seeds or self.seeds or [None]) for v in variants]
+        jobs, owner = [], {}
+        for r, v in zip(rows, variants):
+            if r["same_as"] is not None:
+                continue
+            for run in r["runs"]:
+                if self._needs_run(run["outcome"]):
+                    jobs.append(self._job(run, v))
+                    owner[jobs[-1].name] = (r, run)
+        total, done = len(jobs), 0
+
+        def finished(d) -> None:
+            nonlocal done
+            done += 1
+            r, run = owner[d.job.name]
+            outcome = read_outcome(self.out / run["run_dir"], d.exit_code, d.job.log)
+            outcome.wall_s = round(d.wall_s, 1)
+            run["outcome"] = outcome_dict(outcome)
+            r["outcome"] = combine([x["outcome"] for x in r["runs"]])
+            for twin in self.state["variants"]:
+                if twin.get("same_as") == r["name"]:
+                    twin["outcome"] = r["outcome"]
+            rows_seen = outcome.validation_rows
+            if rows_seen is not None:
+                self.state["validation_rows"] = rows_seen
+            self.save()
+            what = (f"validation {100 * outcome.score:.1f}%" if outcome.score is not None
+                    else outcome.status + (f": {outcome.error}" if outcome.error else ""))
+            self.say(f"[{done}/{total}] {d.job.name}: {what} ({d.wall_s:.0f} s, slot {d.slot})")
+            if rows_seen is not None and rows_seen < self.min_rows and r["stage"] != "final":
+                self.runner.stop()
+                raise UserError(f"validation has {rows_seen} rows; the sweep chooses on at least {self.min_rows} "
+                                f"(--min-validation-rows)")
+
+        self.runner.run(jobs, finished)
+        return rows
+
+    def _needs_run(self, outcome: dict) -> bool:
+        status = outcome["status"]
+        return status in ("pending", "interrupted") or (status == "failed" and self.retry_failed)
+
+    def _job(self, run: dict, v: Variant) -> Job:
+        run_dir = self.out / run["run_dir"]
+        name = run["run_dir"]
+        log = self.out / "logs" / f"{name}.log"
+        settings = v.settings if run["seed"] is None else {**v.settings, "seed": run["seed"]}
+        if (run_dir / "config.json").is_file():
+            saved = RunConfig.load(run_dir / "config.json").to_dict()
+            want = {k: x for k, x in settings.items() if k != "output_dir"}
+            if {k: x for k, x in saved.items() if k != "output_dir"} != want:
+                raise UserError(f"{run_dir}: holds a run with other settings than variant {v.name}; use another "
+                                f"--output-dir or remove that directory")
+            return Job(name, train_argv("--resume", str(run_dir), "--quiet"), log)
+        config = self.out / "configs" / f"{name}.json"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        RunConfig.from_dict({**settings, "output_dir": str(run_dir)}).save(config)
+        return Job(name, train_argv("--config", str(config), "--quiet"), log)
+
+
+def _found(run_dir: Path) -> Outcome:
+    """What a run directory already holds: a rerun of the sweep picks up where the last one stopped."""
+    if not (run_dir / "config.json").is_file():
+        return Outcome("pending")  # never started
+    return read_outcome(run_dir, None, None)
+
+
+def open_state(out: Path, fresh: dict) -> dict:
+    """The folder's sweep.json when its base settings and seeds are these, else a fresh state;
+    another sweep's folder is refused (one line)."""
+    state = load_state(out / "sweep.json")
+    if state is not None and state.get("base") != json.loads(json.dumps(fresh["base"])):
+        raise UserError(f"--output-dir: {out} holds a sweep with other base settings (data, preset or flags "
+                        f"changed); use another directory")
+    if state is not None and state.get("seeds", []) != fresh["seeds"]:
+        raise UserError(f"--seeds: {out} holds a sweep with seeds {state.get('seeds') or 'from the config'}, "
+                        f"not {fresh['seeds'] or 'from the config'}; use another directory")
+    return {**fresh, **(state or {}), "stages": []}
+
+
+def choose(sweep: Sweep, stages: list[Stage], choosing: dict, source: str) -> dict | None:
+    """Stage after stage, each on top of the best so far; the incumbent competes in every stage.
+    The first stage does not depend on the base's score, so they run together."""
+    incumbent = None
+    for i, stage in enumerate(stages):
+        if sweep.runner.stopping.is_set():
+            break
+        if i == 0:
+            rows = sweep.run([make_variant("base", "base", {}, {}, choosing, f"{source}: base"),
+                              *stage_variants(stage, {}, choosing, source)])
+            incumbent, rows = rows[0], rows[1:]
+        else:
+            rows = sweep.run(stage_variants(stage, incumbent["overrides"], choosing, source))
+        contenders = [incumbent, *[r for r in rows if r["name"] != incumbent["name"]]]
+        best_row = best(contenders) or incumbent
+        sweep.state["stages"].append({"name": stage.name, "incumbent": incumbent["name"], "keys": list(stage.grid),
+                                      "variants": [r["name"] for r in contenders], "best": best_row["name"]})
+        incumbent = best_row
+        sweep.save()
+    return incumbent
+
+
+def write_chosen(sweep: Sweep, incumbent: dict, base: dict, preset_name: str) -> Path:
+    """chosen.json: the chosen settings as a config file for the train CLI (test evaluation on)."""
+    chosen = {k: v for k, v in base.items() if k != "output_dir"} | incumbent["overrides"]
+    cfg = RunConfig.from_dict({**chosen, "test_eval": True, "output_dir": None})
+    path = sweep.out / "chosen.json"
+    cfg.save(path)
+    preset = PRESETS[preset_name]().to_dict()
+    sweep.state.update(chosen=incumbent["name"], chosen_config=str(path),
+                       chosen_overrides={k: v for k, v in cfg.to_dict().items()
+                                         if k not in OWNED and preset.get(k) != v})
+    sweep.save()
+    return path
+
+
+def run_finals(sweep: Sweep, incumbent: dict, base: dict, seeds: list[int], source: str) -> dict | None:
+    """The chosen settings once per seed, with test evaluation: the only runs that read test rows."""
+    finals = [make_variant(f"final.seed-{s}", "final", {"seed": str(s)}, {**incumbent["overrides"], "seed": s},
+                           base, f"{source}: final") for s in seeds]
+    for v in finals:
+        v.settings["test_eval"] = True
+    rows = sweep.run(finals, seeds=[None])  # each final run has its own seed already
+    after = [r["outcome"]["test"]["after"] for r in rows if (r["outcome"].get("test") or {}).get("after") is not None]
+    sweep.state["final"] = {"seeds": seeds, "runs": [{"seed": s, "run_dir": r["runs"][0]["run_dir"], "outcome": r["outcome"]}
+                                                     for s, r in zip(seeds, rows)],
+                            "test_after": spread(after) if after else None}
+    sweep.save()
+    return sweep.state["final"]["test_after"]
