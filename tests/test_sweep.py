@@ -148,7 +148,8 @@ def test_seeds_give_each_variant_one_run_per_seed_scored_by_the_mean(tmp_path):
 def test_a_failed_variant_is_recorded_and_not_rerun(tmp_path):
     args = [*SMALL, "--grid", "max-length=8,64", "--output-dir", "sw"]
     proc = sweep(tmp_path, *args)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # chosen among the runs that finished, and said so
+    assert proc.stderr.splitlines()[-1].startswith("python -m nli_qlora.sweep: 1 run failed (grid.8)")
     s = state(tmp_path / "sw")
     failed = next(v for v in s["variants"] if v["name"] == "grid.8")
     assert failed["outcome"]["status"] == "failed" and "--max-length" in failed["outcome"]["error"]
@@ -156,7 +157,7 @@ def test_a_failed_variant_is_recorded_and_not_rerun(tmp_path):
     assert "grid.8: failed" in proc.stderr
 
     again = sweep(tmp_path, *args)
-    assert "[1/" not in again.stderr
+    assert again.returncode == 1 and "[1/" not in again.stderr
     retried = sweep(tmp_path, *args, "--retry-failed")
     assert "[1/1] grid.8: failed" in retried.stderr
 

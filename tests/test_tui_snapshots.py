@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from tui.app import DashboardApp
+from tui.widgets.events import EventLog
 
 import pytest
 
@@ -35,6 +36,12 @@ def snapshot_app(*names: str) -> tuple[DashboardApp, object]:
         while not all(s is not None and s.caught_up for s in app.shown):
             await pilot.pause(0.02)
         await pilot.pause()
+        # the compare view rewrites its merged events as later runs' lines arrive, and follows the
+        # newest after the next refresh: wait for that, not for a fixed time
+        for _ in range(500):  # a bound: a log that never follows is then a snapshot mismatch, not a hang
+            if not any(log.auto_scroll and log.scroll_y < log.max_scroll_y for log in app.query(EventLog)):
+                break
+            await pilot.pause(0.02)
 
     return app, wait_until_drawn
 

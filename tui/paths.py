@@ -75,7 +75,9 @@ def resolve(text: str) -> list[Path]:
         if (path / METRICS_FILE).exists():
             return [path / METRICS_FILE]
         runs = find_runs(path)
-        return FolderOfRuns(runs, path) if runs else [path / METRICS_FILE]  # an empty run directory: the run may start later
+        if runs or (path / "sweep.json").is_file():  # a sweep lists its variants before their runs start
+            return FolderOfRuns(runs, path)
+        return [path / METRICS_FILE]  # an empty run directory: the run may start later
     if path.exists():
         if not path.is_file():
             raise NotARun(f"not a file or directory: {text}")

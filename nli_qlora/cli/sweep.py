@@ -9,8 +9,9 @@ nli_qlora.train` process with test evaluation off, in SWEEP_DIR/VARIANT. The bes
 (balanced accuracy after the last epoch) is written as SWEEP_DIR/chosen.json, a config file for
 the train CLI. --final-seeds then trains it once per seed and reads the test rows, once, for the
 final table. sweep.json is the sweep's state: rerun the same command and finished variants are
-not run again, interrupted ones resume from their checkpoints. Exit status: 0 done, 2 a user
-error (one line), 130 interrupted (rerun to continue)."""
+not run again, interrupted ones resume from their checkpoints. Exit status: 0 done, 1 done but
+some runs failed (chosen among those that finished; named on the last line), 2 a user error (one
+line), 130 interrupted (rerun to continue)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,12 @@ def main(argv=None) -> int:
                 _say(f"test balanced accuracy over {s['n']} seed{'s' if s['n'] != 1 else ''}: "
                      f"mean {100 * s['mean']:.1f}%, sd {100 * s['std']:.1f}")
         _say(f"table {out / 'sweep.md'}")
+        failed = [run["run_dir"] for v in state["variants"] if not v["same_as"] for run in v["runs"]
+                  if run["outcome"]["status"] == "failed"]
+        if failed:  # the choice stands among the runs that finished; a script must not miss the rest
+            _say(f"{len(failed)} run{'s' if len(failed) != 1 else ''} failed ({', '.join(failed[:5])}"
+                 f"{', ...' if len(failed) > 5 else ''}): their errors are in sweep.md; --retry-failed runs them again")
+            return 1
         return 0
     except UserError as err:
         _say(f"error: {err}")

@@ -67,6 +67,7 @@ class Sweep:
                     jobs.append(self._job(run, v))
                     owner[jobs[-1].name] = (r, run)
         total, done = len(jobs), 0
+        self.save()  # the variants are listed (pending) before their runs start: the dashboard shows them
 
         def finished(d) -> None:
             nonlocal done

@@ -65,10 +65,24 @@ class EventLog(RichLog):
         new = merged[len(self._written):]
         for event, prefix in new:
             self.write(self._line(event, prefix), expand=True)
-        if new and self.auto_scroll:  # at once: a deferred scroll lands wherever the redraws leave it
-            self.scroll_end(animate=False, immediate=True, x_axis=False)
+        if new and self.auto_scroll:
+            # at once, and again once the written lines are laid out: lines written before the log
+            # had its size are rendered later (RichLog defers them). `force`: until the scrollbar is
+            # laid out Textual refuses the scroll (overflow), and the log would stay at the top
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
+            self.call_after_refresh(self._newest_in_view)
         self._written = merged
         self.border_subtitle = _file_notes(runs)
+
+    def watch_virtual_size(self, old, new) -> None:
+        """More lines laid out (also those RichLog rendered late, once it knew its size): keep the
+        newest in view while following."""
+        if self.auto_scroll and new.height > old.height:
+            self.call_after_refresh(self._newest_in_view)
+
+    def _newest_in_view(self) -> None:
+        if self.auto_scroll:
+            self.scroll_end(animate=False, immediate=True, x_axis=False, force=True)
 
     @staticmethod
     def _line(event: Event, prefix: str) -> Table:
