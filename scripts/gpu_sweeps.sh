@@ -37,6 +37,10 @@ from nli_qlora.training.recipe import FineTune" 2> "$OUT/importtime.txt"; sort -
     full)  # the tuned preset's settings come from the tuned sweep's chosen.json (same values as the preset)
       $SWEEP --spec smollm2-full --preset smollm2 --config $W/smollm2-tuned/chosen.json --train-size 0 \
         --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 ;;
+    tuned-seeds)  # the same search, each variant scored by the mean of seeds 1 and 2 (docs/results.md: next)
+      $SWEEP --spec smollm2-tuned --seeds 1 2 --output-dir $W/smollm2-tuned-seeds $DATA --final-seeds 3 4 5 ;;
+    multinode)  # docs/data_parallel.md's table: one launch of 2 GPUs against two simulated nodes of one GPU
+      MODEL=$SMOL DATA_DIR=$D bash scripts/multinode_gpu.sh ;;
     peer-start)  # the usual recipe with the chosen settings, one seed, on GPU 1; outlives this call (setsid)
       CUDA_VISIBLE_DEVICES=1 setsid nohup python3 scripts/peer_trainer.py --config $W/smollm2-tuned/chosen.json \
         --seed 1 --output-dir $W/peer-tuned --quiet > $W/peer-tuned.log 2>&1 < /dev/null & echo "peer started" ;;
