@@ -19,6 +19,7 @@ from nli_qlora.tools.sweep_record import (Outcome, best, combine, load_state, ou
 from nli_qlora.tools.sweep_runner import Job, Runner, train_argv
 from nli_qlora.tools.sweep_spec import OWNED, Stage, Variant, make_variant, stage_variants
 
+
 class Sweep:
     """Runs variants through the Runner; `say` gets one line per finished run."""
 
