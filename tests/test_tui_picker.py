@@ -1,12 +1,11 @@
 """A folder of runs opens as a list (tui.run_index, tui.widgets.run_picker), driven with the Pilot
 on real run folders in tmp_path: enter opens one, space and c compare, escape comes back."""
 
-import asyncio
-import functools
 import json
 import shutil
 from pathlib import Path
 
+from test_tui_app import DATA, records, run_async, until
 from tui.__main__ import parser
 from tui.app import DashboardApp
 from tui.run_index import scan
@@ -14,20 +13,8 @@ from tui.widgets.compare_view import CompareView
 from tui.widgets.run_picker import RunPicker
 from tui.widgets.run_view import RunView
 
-DATA = Path(__file__).parent / "data"
 RUNS = {"b8-l512": "tui_gpu_run_metrics.jsonl", "b32-l256": "tui_running_run_metrics.jsonl",
         "b64-l1024": "tui_failed_run_metrics.jsonl"}
-
-
-def run_async(test):
-    @functools.wraps(test)
-    def wrapper(*args, **kwargs):
-        asyncio.run(test(*args, **kwargs))
-    return wrapper
-
-
-def records(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def make_folder(root: Path, sweep: bool = False) -> Path:
@@ -87,11 +74,6 @@ def test_a_folder_alone_opens_the_list_and_with_others_compares(tmp_path):
 def picker_app(folder: Path) -> DashboardApp:
     now = records(DATA / RUNS["b8-l512"])[-1]["time"] + 1.0
     return DashboardApp([], folder=folder, clock=lambda: now, poll_interval=0.02)
-
-
-async def until(pilot, condition) -> None:
-    while not condition():
-        await pilot.pause(0.02)
 
 
 @run_async
