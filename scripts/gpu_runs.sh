@@ -46,17 +46,8 @@ for part in "$@"; do
     smollm2-time) # the whole published experiment on SmolLM2, timed from the shell: load, zero-shot, 5 epochs, report
       T python3 -m nli_qlora.train --model $SMOL $DATA --output-dir "$OUT/smol-seed-time" --quiet
       python3 scripts/steps_summary.py "$OUT/smol-seed-time"; grep -A4 "before and after" "$OUT/smol-seed-time/report.md" ;;
-    smollm2-tune) # choose on 2,000 validation rows, no test numbers seen; then the chosen recipe on 2,000 test rows
-      V="--model $SMOL $DATA --validation-size 2000 --lr-schedule cosine --warmup-steps 20"
-      python3 scripts/sweep.py --out "$OUT/sweep" --base "$V --no-test-eval --no-zero-shot-eval" \
-        --variant lr1e-4="--learning-rate 1e-4" --variant lr2e-4="--learning-rate 2e-4" \
-        --variant lr5e-4="--learning-rate 5e-4"
-      BEST=$(python3 -c "import json; r=json.load(open('$OUT/sweep/sweep.json')); b=max(r, key=lambda x: x.get('val_last') or 0); print(b['flags'])")
-      echo "chosen on validation: $BEST"
-      T python3 -m nli_qlora.train $V $BEST --test-size 2000 --output-dir "$OUT/smol-tuned" --quiet
-      grep -A4 "before and after" "$OUT/smol-tuned/report.md"
-      T python3 -m nli_qlora.train $V $BEST --test-size 2000 --train-size 0 --epochs 1 --output-dir "$OUT/smol-all" --quiet
-      grep -A4 "before and after" "$OUT/smol-all/report.md" ;;
+    smollm2-tune) # superseded: python -m nli_qlora.sweep, run in parts by scripts/gpu_sweeps.sh (docs/results.md)
+      echo "use: bash scripts/gpu_sweeps.sh a; bash scripts/gpu_sweeps.sh b tuned full"; exit 2 ;;
     score-bench) # rows/s of the label scorer against generate-and-parse on 2,000 SNLI validation rows, with a
       # SmolLM2 adapter trained on the answer token (so that generation answers with label words and parses)
       T python3 -m nli_qlora.train --model $SMOL $DATA --loss answer --learning-rate 2e-4 --epochs 2 \
