@@ -54,6 +54,12 @@ def log_text(app) -> str:
     return "\n".join(strip.text for strip in app.query_one(EventLog).lines)
 
 
+def sweep_variant(name: str, status: str, score: float | None) -> dict:
+    """One variant of sweep.json as `python -m nli_qlora.sweep` writes it (one run, the config's seed)."""
+    outcome = {"status": status, "score": score}
+    return {"name": name, "same_as": None, "outcome": outcome, "runs": [{"seed": None, "run_dir": name, "outcome": outcome}]}
+
+
 async def until(pilot, condition) -> None:
     """Let the app run until condition() holds (the reader thread and redraws are asynchronous)."""
     while not condition():

@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from test_tui_app import DATA, records, run_async, until
+from test_tui_app import DATA, records, run_async, sweep_variant, until
 from tui.__main__ import parser
 from tui.app import DashboardApp
 from tui.run_index import scan
@@ -23,9 +23,9 @@ def make_folder(root: Path, sweep: bool = False) -> Path:
         (folder / name).mkdir(parents=True)
         shutil.copy(DATA / data, folder / name / "metrics.jsonl")
     if sweep:
-        variants = [{"name": name, "run_dir": name, "status": "done", "score": score}
+        variants = [sweep_variant(name, "completed", score)
                     for name, score in (("b8-l512", 0.7), ("b32-l256", 0.9), ("b64-l1024", None))]
-        variants.append({"name": "b128-l128", "run_dir": "b128-l128", "status": "pending", "score": None})
+        variants.append(sweep_variant("b128-l128", "pending", None))
         (folder / "sweep.json").write_text(json.dumps({"variants": variants, "chosen": "b32-l256"}), encoding="utf-8")
     return folder
 

@@ -7,6 +7,7 @@ re-recorded). Update after a deliberate change with:
 import json
 from pathlib import Path
 
+from test_tui_app import sweep_variant
 from tui.app import DashboardApp
 from tui.widgets.events import EventLog
 
@@ -101,7 +102,7 @@ def test_a_sweep_folder_is_a_list_of_its_runs(snap_compare, tmp_path, monkeypatc
                               ("b64-l1024", "tui_failed_run_metrics.jsonl", None)):
         (tmp_path / "sweep" / name).mkdir(parents=True)
         (tmp_path / "sweep" / name / "metrics.jsonl").write_bytes((ROOT / DATA / data).read_bytes())
-        variants.append({"name": name, "run_dir": name, "status": "done", "score": score})
+        variants.append(sweep_variant(name, "completed", score))
     (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"variants": variants, "chosen": "b8-l512"}))
     now = last_time(ROOT / DATA / "tui_running_run_metrics.jsonl") + 3.0
     monkeypatch.chdir(tmp_path)

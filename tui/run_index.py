@@ -68,25 +68,18 @@ def _best(snap: RunSnapshot | None) -> float | None:
     return best.balanced_accuracy if best else None
 
 
-def _variant_runs(variant) -> list[tuple[str, str, object, str]]:
-    """(name, run directory, score, status) of each run of a sweep variant. `python -m
-    nli_qlora.sweep` writes {"name", "same_as", "runs": [{"run_dir", "outcome": {"score", "status"}}]}
-    (one run per seed); a variant that reuses another's run (`same_as`) adds none. The flat form
-    {"name", "run_dir", "score", "status"} is read too."""
-    if not isinstance(variant, dict) or variant.get("same_as"):
+def _variant_runs(variant) -> list[tuple[str, object, str]]:
+    """(run directory, score, status) of each run of a sweep variant, as `python -m nli_qlora.sweep`
+    writes it: {"name", "same_as", "runs": [{"run_dir", "outcome": {"score", "status"}}]} (one run
+    per seed); a variant that reuses another's run (`same_as`) adds none."""
+    if not isinstance(variant, dict) or variant.get("same_as") or not isinstance(variant.get("runs"), list):
         return []
-    if isinstance(variant.get("runs"), list):
-        out = []
-        for run in variant["runs"]:
-            if isinstance(run, dict) and run.get("run_dir"):
-                outcome = run.get("outcome") if isinstance(run.get("outcome"), dict) else {}
-                out.append((str(run["run_dir"]), str(run["run_dir"]), outcome.get("score"),
-                            str(outcome.get("status") or "pending")))
-        return out
-    if variant.get("run_dir"):
-        return [(str(variant.get("name") or variant["run_dir"]), str(variant["run_dir"]), variant.get("score"),
-                 str(variant.get("status") or "pending"))]
-    return []
+    out = []
+    for run in variant["runs"]:
+        if isinstance(run, dict) and run.get("run_dir"):
+            outcome = run.get("outcome") if isinstance(run.get("outcome"), dict) else {}
+            out.append((str(run["run_dir"]), outcome.get("score"), str(outcome.get("status") or "pending")))
+    return out
 
 
 def scan(folder: Path) -> list[RunRow]:
@@ -95,13 +88,13 @@ def scan(folder: Path) -> list[RunRow]:
     seen: set[Path] = set()
     sweep = read_sweep(folder)
     for variant in (sweep or {}).get("variants", []):
-        for name, run_dir, score, status in _variant_runs(variant):
+        for run_dir, score, status in _variant_runs(variant):
             path = folder / run_dir / METRICS_FILE
             if path.resolve() in seen:
                 continue
             snap = summarize(path) if path.is_file() else None
             score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else _best(snap)
-            rows.append(RunRow(name, path, snap, score, status, variant.get("name") == sweep.get("chosen")))
+            rows.append(RunRow(run_dir, path, snap, score, status, variant.get("name") == sweep.get("chosen")))
             seen.add(path.resolve())
     for path in find_runs(folder):
         if path.resolve() not in seen:
