@@ -346,8 +346,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
                                **kw)
 
 
-def resolve(args: argparse.Namespace, layer: dict | None = None, default_preset: str = "seed") -> RunConfig:
-    """preset -> `layer` (a sweep spec's base) -> --config file -> flags, then validate.
+def resolve(args: argparse.Namespace, layer: dict | None = None, default_preset: str = "seed",
+            layer_source: str = "config") -> RunConfig:
+    """preset -> `layer` (a sweep spec's base; errors name `layer_source`) -> --config file -> flags,
+    then validate.
 
     The base preset is --preset, else the file's own `preset` (so a run's config.json given as
     --config reproduces that run), else `default_preset`."""
@@ -359,7 +361,7 @@ def resolve(args: argparse.Namespace, layer: dict | None = None, default_preset:
         raise UserError(f"{args.config}: preset: expected str, got {name!r}")
     base = preset(name).to_dict()
     if layer:
-        base = RunConfig.from_dict({**base, **layer}).to_dict()  # typed as the fields (a YAML 1e-4 is a str)
+        base = RunConfig.from_dict({**base, **layer}, source=layer_source).to_dict()  # typed (a YAML 1e-4 is a str)
     if file_values:
         RunConfig.from_dict({**base, **file_values}, source=args.config)  # names and types checked
         base.update(file_values)

@@ -169,6 +169,7 @@ BAD_SPECS = {
     "stages:\n  - name: a\n    grid: {test_eval: [true]}\n": "test_eval is set by the sweep itself",
     "stages:\n  - name: base\n    grid: {epochs: [1]}\n": "name 'base' must be unique",
     "stagez: []\n": "unknown key 'stagez'",
+    "base: {learning_rate: fast}\nstages:\n  - name: a\n    grid: {epochs: [1]}\n": "base: learning_rate: expected a number, got 'fast'",
     "stages:\n  - name: a\n    grid: {prompt_template: ['{premise} {hypothesis}']}\n": "label '{premise} {hypothesis}'",
 }
 

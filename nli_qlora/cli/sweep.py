@@ -19,7 +19,7 @@ import signal
 import sys
 from pathlib import Path
 
-from nli_qlora.config import PRESETS, OneLineParser, RunConfig, add_config_flags, resolve
+from nli_qlora.config import PRESETS, OneLineParser, add_config_flags, resolve
 from nli_qlora.infra.errors import UserError
 from nli_qlora.tools.sweep import Sweep, choose, open_state, run_finals, write_chosen
 from nli_qlora.tools.sweep_runner import Runner, Slots
@@ -67,10 +67,8 @@ def _base_settings(args, spec: Spec | None) -> tuple[dict, str]:
         raise UserError("--test-eval: a sweep never reads test rows while choosing; use --final-seeds")
     if args.output_dir is None:
         raise UserError("--output-dir: required (the sweep's folder: one run directory per variant inside)")
-    layer = spec.base if spec else {}
-    if layer:
-        RunConfig.from_dict({**RunConfig().to_dict(), **layer}, source=f"{spec.source}: base")  # typed, named
-    cfg = resolve(args, layer=layer, default_preset=(spec.preset if spec and spec.preset else "seed"))
+    cfg = resolve(args, layer=spec.base if spec else None, default_preset=(spec.preset if spec and spec.preset else "seed"),
+                  layer_source=f"{spec.source}: base" if spec else "config")
     base = cfg.to_dict()
     base["test_eval"] = False  # --final-seeds turns it on; the variants never
     if 0 < cfg.validation_size < args.min_validation_rows:

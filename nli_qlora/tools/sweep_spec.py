@@ -170,9 +170,11 @@ def _label(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def make_variant(name: str, stage: str, choice: dict, overrides: dict, base: dict, where: str) -> Variant:
-    """The variant's whole config, checked now: a bad value fails the sweep before any run starts."""
-    cfg = RunConfig.from_dict({**base, **overrides, "test_eval": False}, source=where)  # errors name `where`
+def make_variant(name: str, stage: str, choice: dict, overrides: dict, base: dict, where: str,
+                 test_eval: bool = False) -> Variant:
+    """The variant's whole config, checked now: a bad value fails the sweep before any run starts.
+    Test evaluation stays off except in the final runs (`test_eval`)."""
+    cfg = RunConfig.from_dict({**base, **overrides, "test_eval": test_eval}, source=where)  # errors name `where`
     try:
         cfg.validate()
     except UserError as err:  # names the flag
