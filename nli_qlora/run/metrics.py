@@ -125,11 +125,18 @@ def resume_metrics(path: Path, restored: Path, pos, changed: dict, process_start
     return metrics, discarded
 
 
-def completed_run(run_dir: Path) -> dict | None:
-    """The final run_end record when the run already completed, else None."""
+def last_end(run_dir: Path) -> dict | None:
+    """The run_end record closing the run's last start or resume; None while it runs, after a kill,
+    or with no metrics file."""
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         return None
     ends = [r for r in read_metrics(path) if r["event"] in ("run_end", "resume", "run_start")]
     last = ends[-1] if ends else None
-    return last if last and last["event"] == "run_end" and last.get("status") == "completed" else None
+    return last if last and last["event"] == "run_end" else None
+
+
+def completed_run(run_dir: Path) -> dict | None:
+    """The final run_end record when the run already completed, else None."""
+    end = last_end(run_dir)
+    return end if end and end.get("status") == "completed" else None

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from nli_qlora.infra.atomic import write_text
-from nli_qlora.run.metrics import read_metrics
+from nli_qlora.run.metrics import last_end
 
 VERSION = 2  # 2: a variant is one run per seed
 
@@ -34,10 +34,8 @@ class Outcome:
 def read_outcome(run_dir: Path, exit_code: int | None, log: Path | None) -> Outcome:
     """The outcome from the run directory's own records (summary.json when the run completed)."""
     summary_path = run_dir / "summary.json"
-    metrics_path = run_dir / "metrics.jsonl"
-    records = read_metrics(metrics_path) if metrics_path.is_file() else []
-    ends = [r for r in records if r["event"] in ("run_start", "resume", "run_end")]
-    status = ends[-1].get("status", "interrupted") if ends and ends[-1]["event"] == "run_end" else None
+    end = last_end(run_dir)
+    status = end.get("status", "interrupted") if end else None
     if status == "completed" and summary_path.is_file():
         s = json.loads(summary_path.read_text())
         val = [v for v in s["validation"] if v["epoch"] > 0]
