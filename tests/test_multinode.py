@@ -193,3 +193,14 @@ def test_a_bad_collective_timeout_is_one_line(monkeypatch, capsys):
     assert main(["--preset", "tiny", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NLI_QLORA_COLLECTIVE_TIMEOUT='soon'" in err, err
+
+
+@pytest.mark.parametrize("gloo", ["[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Timed out waiting 5000ms for "
+                                  "send operation to complete", "Application timeout caused pair closure"])
+def test_gloo_reports_a_timeout_two_ways_and_both_are_the_timeout_line(monkeypatch, gloo):
+    """Which wording a process sees depends on where its collective was when the peer froze."""
+    from nli_qlora.infra.distributed import PeerFailed, _peer_errors
+    monkeypatch.setenv("NLI_QLORA_COLLECTIVE_TIMEOUT", "5")
+    with pytest.raises(PeerFailed, match=r"did not answer for 5 s \(NLI_QLORA_COLLECTIVE_TIMEOUT\)"):
+        with _peer_errors():
+            raise RuntimeError(gloo)

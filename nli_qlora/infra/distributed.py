@@ -158,7 +158,7 @@ def _peer_errors():
     except RuntimeError as err:  # torch.distributed.DistError is one
         lines = str(err).strip().splitlines()
         first = re.sub(r"^\[[^\]]*\]\s*", "", lines[0]) if lines else type(err).__name__  # gloo's source line
-        if "timed out" in first.lower():
+        if "timed out" in first.lower() or "timeout" in first.lower():  # gloo: also "Application timeout caused pair closure"
             raise PeerFailed(f"another process of this run did not answer for {_seconds()} s ({TIMEOUT_ENV}): its "
                              f"machine stopped or the network between them failed, so this one stops too "
                              f"(here: {first[:100]})") from None
