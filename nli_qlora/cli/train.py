@@ -106,6 +106,9 @@ def main(argv=None) -> int:
             with writing(run_dir / "report.md"):
                 write_report(run_dir)
             view.log(f"report {run_dir / 'report.md'}")
+        # every process tears its process group down together: one that did so while rank 0 still
+        # wrote the report was once ended by gloo with std::terminate (exit -6) after a complete run
+        world.barrier()
         return 0
     except UserError as err:  # bad input, a full or read-only disk, settings that do not fit the GPU
         if recipe is not None:
