@@ -14,6 +14,7 @@ answering ends the other within the collective timeout, and the run resumes in o
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -175,11 +176,12 @@ def test_a_node_that_stops_answering_ends_the_other_and_the_run_resumes_in_one_p
             os.kill(pid, signal.SIGKILL)
             os.kill(pid, signal.SIGCONT)
     finish(*nodes)
-    lines = [line for line in nodes[1].stderr().splitlines() if line.startswith("python -m nli_qlora.train:")]
-    assert sorted(line.split("]")[0] for line in lines) == ["python -m nli_qlora.train: [rank 2",
-                                                            "python -m nli_qlora.train: [rank 3"], lines
-    assert all("did not answer for 5 s (NLI_QLORA_COLLECTIVE_TIMEOUT)" in line for line in lines), lines
-    assert "Traceback" not in "\n".join(lines)
+    # found anywhere in a line: C++ warnings (torchrun's store client, gloo) are written to the same
+    # stderr piece by piece, and a process's own line may land after the start of one of theirs
+    said = dict(re.findall(r"python -m nli_qlora\.train: \[rank (\d+)\] ([^\n]*)", nodes[1].stderr()))
+    assert sorted(said) == ["2", "3"], nodes[1].stderr()
+    assert all(line.startswith("error: another process of this run did not answer for 5 s (NLI_QLORA_COLLECTIVE_TIMEOUT)")
+               for line in said.values()), said
     assert ckpt.latest(cluster.run_dir) is not None
     ok(Run.resume(cluster.run_dir, ALONE))
     assert_same_training(cluster.run_dir, alone)

@@ -283,11 +283,14 @@ class FineTune:
         """A point where training can stop and resume exactly: checkpoint when `due` or a stop was
         asked for (unless the newest checkpoint is of this very point), then stop if asked. Under
         data parallelism the ranks agree first: a signal one rank saw stops them all here."""
-        if self.world.any(self.stop.requested is not None) and self.stop.requested is None:
-            self.stop.requested = "a stop request to another process of this run"
-        if (due or self.stop.requested) and self._saved_at != self._here():
-            self._checkpoint(f"step-{self.pos.step}", "interrupt" if self.stop.requested else "steps")
-        if self.stop.requested:
+        # decide on the agreed answer alone: a signal that lands after this rank's part of the vote
+        # would otherwise send it to the checkpoint barrier while the others start the next step
+        # (a deadlock, seen with two nodes); such a signal is honoured at the next boundary
+        stop = self.world.any(self.stop.requested is not None)
+        if (due or stop) and self._saved_at != self._here():
+            self._checkpoint(f"step-{self.pos.step}", "interrupt" if stop else "steps")
+        if stop:
+            self.stop.requested = self.stop.requested or "a stop request to another process of this run"
             raise Interrupted(f"stopped by {self.stop.requested} at step {self.pos.step} (epoch {self.pos.epoch}); "
                               f"checkpoint {self.last_checkpoint}; continue with: python -m nli_qlora.train "
                               f"--resume {self.run_dir}")
