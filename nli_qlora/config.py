@@ -253,7 +253,13 @@ def read_config_file(path: str | Path, flag: str = "--config") -> dict:
         raise UserError(f"{flag}: cannot parse {path}: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise UserError(f"{flag}: {path} must hold a mapping of setting names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    out: dict = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in out:  # learning-rate and learning_rate: one would silently win
+            raise UserError(f"{flag}: {path} sets {name} twice")
+        out[name] = value
+    return out
 
 
 # --- presets: instances of the one dataclass ---------------------------------------------------

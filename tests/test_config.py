@@ -122,7 +122,8 @@ def test_a_bad_choice_in_a_settings_file_is_caught_like_the_flag(tmp_path):
 
 
 @pytest.mark.parametrize("text,message", [(None, "--config: no such file"), ("a: [1,\n", "--config: cannot parse"),
-                                          ("- 1\n- 2\n", "must hold a mapping")])
+                                          ("- 1\n- 2\n", "must hold a mapping"),
+                                          ("learning-rate: 1e-3\nlearning_rate: 2e-3\n", "sets learning_rate twice")])
 def test_an_unreadable_settings_file_is_one_user_error(tmp_path, text, message):
     path = tmp_path / "run.yaml"
     if text is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pytest
 from nli_qlora.config import PRESETS, RunConfig
 from nli_qlora.run.metrics import read_metrics
 from nli_qlora.tools.sweep_runner import Slots
-from nli_qlora.tools.sweep_spec import SPEC_DIR, find_spec, load_spec, stage_variants
+from nli_qlora.tools.sweep_spec import SPEC_DIR, find_spec, grid_from_flags, load_spec, stage_variants
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
@@ -160,6 +161,9 @@ def test_a_failed_variant_is_recorded_and_not_rerun(tmp_path):
     assert again.returncode == 1 and "[1/" not in again.stderr
     retried = sweep(tmp_path, *args, "--retry-failed")
     assert "[1/1] grid.8: failed" in retried.stderr
+    # a later command in the folder that does not run grid.8 is not failed by it
+    other = sweep(tmp_path, *SMALL, "--grid", "max-length=64", "--output-dir", "sw")
+    assert other.returncode == 0 and "[1/" not in other.stderr, other.stderr
 
 
 BAD_SPECS = {
@@ -171,6 +175,14 @@ BAD_SPECS = {
     "stagez: []\n": "unknown key 'stagez'",
     "base: {learning_rate: fast}\nstages:\n  - name: a\n    grid: {epochs: [1]}\n": "base: learning_rate: expected a number, got 'fast'",
     "stages:\n  - name: a\n    grid: {prompt_template: ['{premise} {hypothesis}']}\n": "label '{premise} {hypothesis}'",
+    "stages:\n  - name: a\n    grid: {1: [1]}\n": "unknown setting '1'",
+    "1: 2\nstages: []\n": "unknown key '1'",
+    "stages:\n  - name: a\n    grid: {learning-rate: [1e-3], learning_rate: [4e-3]}\n": "learning_rate is named twice",
+    "stages:\n  - name: a\n    grid: {learning_rate: [1e-3], b: {b1: {learning_rate: 5e-3}}}\n":
+        "b and learning_rate both set learning_rate",
+    "stages:\n  - name: a\n    grid: {weight_decay: [0, 0.1], max_grad_norm: [1.5, 5]}\n": "both named a.0.1.5",
+    "stages:\n  - name: grid\n    grid: {epochs: [1]}\n": "name 'grid' must be unique",
+    "preset: nosuch\nstages:\n  - name: a\n    grid: {epochs: [1]}\n": "preset 'nosuch' is not a preset",
 }
 
 
@@ -190,10 +202,78 @@ def test_a_bad_spec_is_one_line_before_any_run(tmp_path, text, message):
     (["--epochs", "2"], "nothing to sweep"),
     (["--spec", "no-such-spec"], "shipped: smollm2-full, smollm2-tuned"),
     (["--grid", "epochs=1", "--validation-file", "v.jsonl", "--test-file", "./v.jsonl"], "is also the test file"),
+    (["--grid", "learning-rate=1e-3", "--grid", "learning_rate=2e-3"], "--grid: learning_rate is named twice"),
+    (["--grid", "epochs=1", "--final-seeds", "1", "1"], "--final-seeds: each seed once"),
+    (["--grid", "seed=7,8", "--seeds", "1", "2"], "grid: seed: sets seed, which --seeds"),
+    (["--grid", "epochs=1", "--output-dir", "afile/sub"], "--output-dir: cannot create afile/sub"),
 ])
 def test_sweep_flag_errors_are_one_line(tmp_path, args, message):
+    (tmp_path / "afile").write_text("")
     proc = sweep(tmp_path, "--preset", "tiny", "--output-dir", "sw", *args)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+def test_grid_flags_take_true_and_false_for_a_yes_or_no_setting():
+    stage = grid_from_flags(["double-quant=true,False"])
+    variants = stage_variants(stage, {}, PRESETS["tiny"]().to_dict(), "--grid")
+    assert [v.name for v in variants] == ["grid.true", "grid.false"]
+    assert [v.settings["double_quant"] for v in variants] == [True, False]
+
+
+def test_a_folder_without_its_state_never_lends_a_run_to_other_settings(finished, tmp_path):
+    """sweep.json lost (or from an older version): the run folders are read again, and one that
+    trained other settings is refused instead of reporting its score as this variant's."""
+    out, _ = finished
+    shutil.copytree(out, tmp_path / "sw")
+    (tmp_path / "sw" / "sweep.json").unlink()
+    proc = sweep(tmp_path, *SMALL, "--learning-rate", "1e-2", "--grid", "epochs=1", "--output-dir", "sw")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "holds a run with other settings than variant base" in proc.stderr
+    again = sweep(tmp_path, *SMALL, "--grid", "learning-rate=2e-3,2e-2", "--grid", "loss=label,answer",
+                  "--output-dir", "sw")  # the folder's own settings: every run found, none run again
+    assert again.returncode == 0 and "[1/" not in again.stderr, again.stderr
+
+
+def test_a_same_folder_reached_by_another_path_is_the_same_sweep(finished):
+    out, _ = finished
+    proc = sweep(Path("/"), *SMALL, "--grid", "learning-rate=2e-3,2e-2", "--grid", "loss=label,answer",
+                 "--output-dir", str(out))
+    assert proc.returncode == 0 and "[1/" not in proc.stderr, proc.stderr
+
+
+def test_finals_belong_to_the_chosen_variant_and_a_new_choice_drops_the_old_table(tmp_path):
+    first = sweep(tmp_path, *SMALL, "--grid", "epochs=1", "--final-seeds", "1", "--output-dir", "sw")
+    assert first.returncode == 0, first.stderr
+    s = state(tmp_path / "sw")
+    assert s["chosen"] == "base" and [r["run_dir"] for r in s["final"]["runs"]] == ["final.base.seed-1"]
+    later = sweep(tmp_path, *SMALL, "--grid", "learning-rate=1e-9", "--grid", "epochs=1,2", "--output-dir", "sw")
+    assert later.returncode == 0, later.stderr
+    s = state(tmp_path / "sw")
+    if s["chosen"] == "base":  # the table still describes the chosen settings
+        assert [r["run_dir"] for r in s["final"]["runs"]] == ["final.base.seed-1"]
+    else:
+        assert s["final"] is None and "Final:" not in (tmp_path / "sw" / "sweep.md").read_text()
+
+
+def test_a_combination_made_impossible_by_an_earlier_choice_is_skipped_not_fatal(tmp_path):
+    """Stage b's grad_accum 8 divides the base's batch 16, not the batch 12 that stage a chose (the
+    base fails on its too short max_length, so a.b12 is chosen whatever the scores)."""
+    (tmp_path / "spec.yaml").write_text(
+        "base: {max_length: 8}\n"
+        "stages:\n"
+        "  - name: a\n    grid: {fix: {b12: {batch_size: 12, max_length: 64}}}\n"
+        "  - name: b\n    grid: {grad_accum: [8]}\n")
+    proc = sweep(tmp_path, *SMALL, "--spec", "spec.yaml", "--output-dir", "sw")
+    assert proc.returncode == 1 and proc.stderr.splitlines()[-1].startswith(
+        "python -m nli_qlora.sweep: 1 run failed (base)"), proc.stderr  # the base's failure, not the skip
+    s = state(tmp_path / "sw")
+    skipped = next(v for v in s["variants"] if v["name"] == "b.8")
+    assert skipped["outcome"]["status"] == "skipped" and "--grad-accum" in skipped["outcome"]["error"]
+    assert skipped["runs"] == [] and not (tmp_path / "sw" / "b.8").exists()
+    assert "skipped b.8: " in proc.stderr and "| skipped: " in (tmp_path / "sw" / "sweep.md").read_text()
+    assert s["chosen"] == "a.b12"
+    again = sweep(tmp_path, *SMALL, "--spec", "spec.yaml", "--output-dir", "sw")  # the same choice, nothing run
+    assert again.returncode == 1 and "[1/" not in again.stderr and state(tmp_path / "sw")["chosen"] == "a.b12"
 
 
 @pytest.mark.parametrize("path", sorted(SPEC_DIR.glob("*.yaml")), ids=lambda p: p.stem)

@@ -102,10 +102,19 @@ def main(argv=None) -> int:
         seeds = args.seeds if args.seeds is not None else list(spec.seeds if spec else ())
         if len(set(seeds)) != len(seeds):
             raise UserError(f"--seeds: each seed once, got {seeds}")
+        if len(set(args.final_seeds)) != len(args.final_seeds):
+            raise UserError(f"--final-seeds: each seed once, got {args.final_seeds}")
+        seeded = next((f"{stage.name}: {key}" for stage in stages for key, options in stage.grid.items()
+                       if any("seed" in o.settings for o in options)), None)
+        if seeds and seeded:
+            raise UserError(f"{seeded}: sets seed, which --seeds (or the spec's seeds) already sets for every variant")
         out = Path(args.output_dir)
         if out.exists() and not out.is_dir():
             raise UserError(f"--output-dir: {out} is a file, not a directory")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"--output-dir: cannot create {out}: {err.strerror or err}") from None
         state = open_state(out, {"name": out.name, "spec": source, "preset": preset_name, "base": base, "seeds": seeds,
                                  "validation_rows": None, "variants": [], "stages": [], "chosen": None,
                                  "chosen_overrides": {}, "chosen_config": None, "final": None})
@@ -119,6 +128,8 @@ def main(argv=None) -> int:
             return _stopped(out)
         if incumbent is None or incumbent["outcome"]["score"] is None:
             raise UserError(f"no variant finished with a validation score; see {out / 'sweep.md'} and {out / 'logs'}")
+        if state.get("chosen") != incumbent["name"]:
+            state["final"] = None  # the test table of an earlier choice is not this one's
         path = write_chosen(sweep, incumbent, base, preset_name)
         _say(f"chosen {incumbent['name']}: validation {100 * incumbent['outcome']['score']:.1f}% -> {path}")
         if args.final_seeds:
@@ -129,8 +140,10 @@ def main(argv=None) -> int:
                 _say(f"test balanced accuracy over {s['n']} seed{'s' if s['n'] != 1 else ''}: "
                      f"mean {100 * s['mean']:.1f}%, sd {100 * s['std']:.1f}")
         _say(f"table {out / 'sweep.md'}")
-        failed = [run["run_dir"] for v in state["variants"] if not v["same_as"] for run in v["runs"]
-                  if run["outcome"]["status"] == "failed"]
+        ours = {n for stage in state["stages"] for n in stage["variants"]}  # not what an earlier command ran
+        ours |= {r["run_dir"] for r in (state.get("final") or {}).get("runs", [])}
+        failed = [run["run_dir"] for v in state["variants"] if not v["same_as"] and v["name"] in ours
+                  for run in v["runs"] if run["outcome"]["status"] == "failed"]
         if failed:  # the choice stands among the runs that finished; a script must not miss the rest
             _say(f"{len(failed)} run{'s' if len(failed) != 1 else ''} failed ({', '.join(failed[:5])}"
                  f"{', ...' if len(failed) > 5 else ''}): their errors are in sweep.md; --retry-failed runs them again")

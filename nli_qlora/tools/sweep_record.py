@@ -36,10 +36,14 @@ def read_outcome(run_dir: Path, exit_code: int | None, log: Path | None) -> Outc
     summary_path = run_dir / "summary.json"
     end = last_end(run_dir)
     status = end.get("status", "interrupted") if end else None
+    if status == "completed" and exit_code not in (None, 0):  # e.g. a second process refused to start in its folder
+        return Outcome("failed", exit_code=exit_code, error=_last_line(log) or f"exit status {exit_code}")
     if status == "completed" and summary_path.is_file():
         s = json.loads(summary_path.read_text())
         val = [v for v in s["validation"] if v["epoch"] > 0]
         last = val[-1] if val else None
+        if last is None:  # nothing to choose by: never a silent gap in the table
+            return Outcome("failed", exit_code=exit_code, error="completed without a validation evaluation after training")
         test = None
         if s.get("after"):
             test = {"before": (s.get("before") or {}).get("balanced_accuracy"),
@@ -80,7 +84,7 @@ def combine(outcomes: list[dict]) -> dict:
 
 def best(rows: list[dict]) -> dict | None:
     """The first row with the highest score (rows in listing order: incumbent first)."""
-    scored = [r for r in rows if r["outcome"]["score"] is not None]
+    scored = [r for r in rows if r["outcome"]["score"] is not None and not math.isnan(r["outcome"]["score"])]
     return max(scored, key=lambda r: r["outcome"]["score"]) if scored else None  # max keeps the first of ties
 
 

@@ -29,14 +29,16 @@ import dataclasses
 import itertools
 import json
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
-from nli_qlora.config import RunConfig, read_config_file
+from nli_qlora.config import PRESETS, RunConfig, read_config_file
 from nli_qlora.infra.errors import UserError
 
 SPEC_DIR = Path(__file__).with_name("sweeps")
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+BOOLS = {name for name, tp in typing.get_type_hints(RunConfig).items() if tp is bool}
 # settings a sweep decides itself: test rows are never read while choosing, and each variant has its own directory
 OWNED = {"test_eval", "output_dir", "preset"}
 
@@ -106,7 +108,7 @@ def load_spec(path: Path) -> Spec:
     stages = data.get("stages") or []
     if not isinstance(stages, list):
         raise UserError(f"{source}: stages must be a list")
-    seen: set[str] = {"base", "final"}
+    seen: set[str] = {"base", "final", "grid"}  # grid: the stage --grid adds
     parsed = []
     for i, stage in enumerate(stages, 1):
         where = f"{source}: stage {i}"
@@ -114,23 +116,46 @@ def load_spec(path: Path) -> Spec:
             raise UserError(f"{where}: needs a name and a grid (a mapping of setting names to values)")
         name = str(stage.get("name") or f"stage{i}")
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_+-]*", name) or name in seen:
-            raise UserError(f"{where}: name {name!r} must be unique, letters, digits, _ + - (and not base or final)")
+            raise UserError(f"{where}: name {name!r} must be unique, letters, digits, _ + - (and not base, final or grid)")
         seen.add(name)
         if not stage["grid"]:
             raise UserError(f"{where}: the grid is empty")
-        parsed.append(Stage(name, {key: grid_options(key, values, f"{where} ({name}): {key}")
-                                   for key, values in stage["grid"].items()}))
+        parsed.append(_stage(name, [(key, values) for key, values in stage["grid"].items()], f"{where} ({name})"))
     preset = data.get("preset")
-    if preset is not None and not isinstance(preset, str):
-        raise UserError(f"{source}: preset must be a preset's name")
+    if preset is not None and (not isinstance(preset, str) or preset not in PRESETS):
+        raise UserError(f"{source}: preset {preset!r} is not a preset (presets: {', '.join(PRESETS)})")
     return Spec(source, preset, base, tuple(parsed), tuple(seeds))
+
+
+def _stage(name: str, items: list[tuple], where: str) -> Stage:
+    """A stage's grid; a setting named twice (learning-rate and learning_rate), or set by two of its
+    keys (a bundle and a grid over the same setting), is refused: one value would silently win."""
+    grid: dict[str, tuple[Option, ...]] = {}
+    setter: dict[str, str] = {}
+    for key, values in items:
+        key = str(key).replace("-", "_")
+        if key in grid:
+            raise UserError(f"{where}: {key} is named twice; give its values once")
+        grid[key] = grid_options(key, values, f"{where}: {key}")
+        for setting in {k for option in grid[key] for k in option.settings}:
+            if setting in setter:
+                raise UserError(f"{where}: {key} and {setter[setting]} both set {setting}; one of them would "
+                                f"silently win (put its values in one of them)")
+            setter[setting] = key
+    return Stage(name, grid)
 
 
 def _settings(values, where: str) -> dict:
     """Settings named as RunConfig fields; one error naming the first wrong one."""
     if not isinstance(values, dict):
         raise UserError(f"{where}: expected a mapping of setting names to values")
-    values = {str(k).replace("-", "_"): v for k, v in values.items()}
+    named = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name in named:
+            raise UserError(f"{where}: {name} is set twice")
+        named[name] = value
+    values = named
     for name in values:
         if name in OWNED:
             raise UserError(f"{where}: {name} is set by the sweep itself (test rows are read only by --final-seeds)")
@@ -141,7 +166,7 @@ def _settings(values, where: str) -> dict:
 
 def grid_options(key: str, values, where: str) -> tuple[Option, ...]:
     """A list of values, a mapping label -> value, or (for a key that is not a setting) label -> settings."""
-    key = key.replace("-", "_")
+    key = str(key).replace("-", "_")
     if key in FIELDS:
         _settings({key: None}, where)
         if isinstance(values, list):
@@ -182,16 +207,39 @@ def make_variant(name: str, stage: str, choice: dict, overrides: dict, base: dic
     return Variant(name, stage, choice, overrides, cfg.to_dict())
 
 
-def stage_variants(stage: Stage, incumbent: dict, base: dict, source: str) -> list[Variant]:
-    """The stage's grid on top of the incumbent's overrides."""
-    out = []
+@dataclass
+class Invalid:
+    """A combination that no run can take on top of these settings (found only mid-sweep: each value
+    was valid on the base, the settings chosen so far make it impossible, e.g. a --grad-accum that
+    does not divide the chosen --batch-size)."""
+    name: str
+    stage: str
+    choice: dict
+    overrides: dict
+    error: str
+
+
+def stage_variants(stage: Stage, incumbent: dict, base: dict, source: str,
+                   skip_invalid: bool = False) -> list[Variant | Invalid]:
+    """The stage's grid on top of the incumbent's overrides; with `skip_invalid`, a combination that
+    the settings refuse is returned as Invalid instead of ending the sweep."""
+    out, names = [], set()
     for options in stage.combinations():
         overrides = dict(incumbent)
         for option in options:
             overrides.update(option.settings)
         name = ".".join([stage.name, *(o.label for o in options)])
+        if name in names:  # labels may hold dots: 0.1 then 5 and 0 then 1.5 are both "0.1.5"
+            raise UserError(f"{source}: stage {stage.name}: two variants are both named {name}; name the values "
+                            f"(a mapping of labels to values)")
+        names.add(name)
         choice = dict(zip(stage.grid, (o.label for o in options)))
-        out.append(make_variant(name, stage.name, choice, overrides, base, f"{source}: {name}"))
+        try:
+            out.append(make_variant(name, stage.name, choice, overrides, base, f"{source}: {name}"))
+        except UserError as err:
+            if not skip_invalid:
+                raise
+            out.append(Invalid(name, stage.name, choice, overrides, str(err)))
     return out
 
 
@@ -199,11 +247,19 @@ def grid_from_flags(items: list[str]) -> Stage | None:
     """`--grid SETTING=V1,V2` (repeated): one more stage, the product of the values."""
     if not items:
         return None
-    grid = {}
+    pairs = []
     for item in items:
         key, eq, values = item.partition("=")
         if not eq or not key or not values:
             raise UserError(f"--grid: expected SETTING=V1,V2, got {item!r}")
         key = key.replace("-", "_")
-        grid[key] = grid_options(key, values.split(","), f"--grid: {key}")
-    return Stage("grid", grid)
+        pairs.append((key, [_flag_value(key, v) for v in values.split(",")]))
+    return _stage("grid", pairs, "--grid")
+
+
+def _flag_value(key: str, text: str):
+    """A value as typed on the command line: true/false for a yes-or-no setting; the rest are
+    converted by RunConfig like a file's strings."""
+    if key in BOOLS and text.strip().lower() in ("true", "false"):
+        return text.strip().lower() == "true"
+    return text
