@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from nli_qlora.labels import NLI_NAMES as LABELS
-from nli_qlora.data.read import evenly_spaced, load_split
+from nli_qlora.data.read import evenly_spaced, load_split, rows_digest
 from nli_qlora.infra.errors import DataError, UserError
 
 SNLI = Path("/work/shared/data/snli")
@@ -178,6 +178,8 @@ BAD_ROWS = {
     "jsonl-not-an-object": ("d.jsonl", jsonl_lines(b'["a", "b", 0]\n'), 3, "expected an object"),
     "jsonl-undecodable-bytes": ("d.jsonl", jsonl_lines(b'{"premise": "caf\xe9 \xff\xfe", "hypothesis": "b", '
                                                        b'"label": 0}\n'), 3, "not UTF-8"),
+    "jsonl-undecodable-id": ("d.jsonl", jsonl_lines(b'{"premise": "a", "hypothesis": "b", "label": 0, "id": "x\xffy"}\n'),
+                             3, "field 'id' has bytes that are not UTF-8"),
     "jsonl-empty-text": ("d.jsonl", jsonl_lines(b'{"premise": "a", "hypothesis": "  ", "label": 0}\n'), 3,
                          "field 'hypothesis' is empty"),
     "jsonl-text-not-a-string": ("d.jsonl", jsonl_lines(b'{"premise": 12, "hypothesis": "b", "label": 0}\n'), 3,
@@ -265,7 +267,7 @@ def test_many_bad_rows_are_all_counted(tmp_path):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     examples, stats = load(path, skip_bad=True)
     assert stats.as_dict() == {"file": str(path), "rows_read": 6, "unlabeled_dropped": 1, "bad_skipped": 3,
-                               "selected": 2, "requested": 0}
+                               "selected": 2, "requested": 0, "digest": rows_digest(examples)}
     assert [b.line for b in stats.bad_rows] == [2, 3, 4] and len(examples) == 2
 
 
@@ -321,3 +323,17 @@ def test_evenly_spaced_with_an_uneven_ratio_is_i_times_total_over_size():
 @pytest.mark.parametrize("size", [0, 10, 11, 1000])
 def test_evenly_spaced_size_zero_or_at_least_total_means_every_row(size):
     assert evenly_spaced(10, size) == list(range(10))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad-crc"])
+def test_a_damaged_gzip_file_is_one_user_error_naming_it(tmp_path, damage):
+    """A cut download or a damaged copy is not rows to skip: one line, however --skip-bad-rows is set."""
+    import gzip
+
+    data = gzip.compress(jsonl_lines() * 200)
+    data = data[: len(data) // 2] if damage == "truncated" else data[:-8] + bytes(8)  # CRC and size zeroed
+    path = tmp_path / "d.jsonl.gz"
+    path.write_bytes(data)
+    for skip_bad in (False, True):
+        with pytest.raises(UserError, match=rf"^{path}: the gzip data is truncated or corrupt after line \d+ "):
+            load(path, skip_bad=skip_bad)

@@ -187,6 +187,28 @@ def test_a_node_that_stops_answering_ends_the_other_and_the_run_resumes_in_one_p
     assert_same_training(cluster.run_dir, alone)
 
 
+def test_nodes_whose_data_files_differ_stop_before_training(can_unshare, tmp_path):
+    """The same path on both nodes, other rows behind it on node 1: every process ends with one line
+    before the first step, instead of four processes training one model on two data sets."""
+    import json
+
+    from nli_qlora.data.builtin import tiny_split
+
+    cluster, port = Cluster(tmp_path), free_port()
+    rows = {split: tiny_split(split) for split in ("train", "validation", "test")}
+    for disk, flip in ((cluster.path, False), (cluster.disk1, True)):
+        for split, split_rows in rows.items():
+            changed = [{**r, "hypothesis": r["hypothesis"].upper()} if flip and split == "train" else r for r in split_rows]
+            (disk / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in changed))
+    data = [arg for split in rows for arg in (f"--{split}-file", str(cluster.path / f"{split}.jsonl"))]
+    nodes = cluster.launch((torchrun(static(port, 0)), torchrun(static(port, 1))),
+                           TINY + data + ["--output-dir", str(cluster.run_dir)])
+    assert 0 not in finish(*nodes)
+    said = "\n".join(n.stderr() for n in nodes)
+    assert "train data: process 2 read other rows than process 0" in said, said
+    assert not any(r["event"] == "step" for r in nodes[0].records())
+
+
 def test_a_bad_collective_timeout_is_one_line(monkeypatch, capsys):
     from nli_qlora.cli.train import main
     monkeypatch.setenv("WORLD_SIZE", "2")

@@ -397,3 +397,42 @@ def test_sighup_is_a_graceful_stop_unless_ignored(tmp_path, ignored):
     else:
         assert result.read_text() == "SIGHUP"
         assert proc.stdout == "before\n" and "after" not in proc.stderr
+
+
+# --- the data a resume trains on --------------------------------------------------------------------
+
+def test_resume_refuses_data_files_that_changed_since_the_run_started(tmp_path):
+    """The checkpoint's position, the learning-rate schedule and the before/after test scores all
+    count the rows the run started on: a file cut or edited since is one line, exit 2, and the run
+    resumes once the file is back."""
+    from nli_qlora.data.builtin import tiny_split
+
+    files = {}
+    for split in ("train", "validation", "test"):
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in tiny_split(split)))
+    original = files["train"].read_text()
+    data = ["--train-file", str(files["train"]), "--validation-file", str(files["validation"]),
+            "--test-file", str(files["test"])]
+    first = Run.start(tmp_path / "run", *data)
+    first.wait_for_step(4)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.finish() == 130, first.stderr()
+    end = first.records()[-1]
+
+    rows = [json.loads(line) for line in original.splitlines()]
+    edits = {"cut": rows[:100],  # fewer rows than --train-size 160 selects
+             "edited": [{**r, "hypothesis": r["hypothesis"].upper()} for r in rows]}  # same count, other text
+    for kind, changed in edits.items():
+        files["train"].write_text("".join(json.dumps(r) + "\n" for r in changed))
+        again = Run.resume(tmp_path / "run")
+        assert again.finish() == 2, again.stderr()
+        line = again.stderr().strip().splitlines()[-1]
+        assert line.startswith(f"python -m nli_qlora.train: error: --resume: the train data changed since the run "
+                               f"started ({files['train']}: "), line
+        assert ("other in content" in line) == (kind == "edited"), line
+        assert again.records()[-1] == end, "nothing written: the run stays resumable"
+
+    files["train"].write_text(original)
+    done = ok(Run.resume(tmp_path / "run"))
+    assert done.records()[-1]["status"] == "completed"

@@ -143,7 +143,9 @@ def test_every_input_format_gives_one_row_per_row_in_order(run_dir, test_rows, t
 
 
 def test_csv_output_has_probability_columns(run_dir, test_rows, tmp_path, capsys):
-    data = write_rows(tmp_path / "in.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in test_rows[:10]])
+    ids = [0, "", 7, None, "a"]  # an integer id 0 is an id (GLUE's idx starts there), not a missing one
+    unlabelled = [{k: v for k, v in r.items() if k != "label"} for r in test_rows[:10]]
+    data = write_rows(tmp_path / "in.jsonl", [{**r, "id": ids[i]} if i < len(ids) else r for i, r in enumerate(unlabelled)])
     rc, _, _ = score(capsys, "--checkpoint", run_dir, "--input", data, "--output", tmp_path / "out.csv", "--quiet")
     assert rc == 0
     with open(tmp_path / "out.csv", newline="", encoding="utf-8") as f:
@@ -151,6 +153,7 @@ def test_csv_output_has_probability_columns(run_dir, test_rows, tmp_path, capsys
     assert list(rows[0]) == ["line", "id", "premise", "hypothesis", "predicted", "p_entailment", "p_neutral",
                              "p_contradiction", "gold", "correct"]
     assert [r["line"] for r in rows] == [str(i) for i in range(1, 11)]
+    assert [r["id"] for r in rows[:5]] == ["0", "", "7", "", "a"]
     for r in rows:
         assert sum(float(r[f"p_{label}"]) for label in LABELS) == pytest.approx(1.0, abs=1e-5)
         assert r["gold"] == "" and r["correct"] == ""  # no gold labels given: none invented

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import sys
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
@@ -33,6 +35,15 @@ class Example:
     id: str | int | None = None
 
 
+def rows_digest(examples: list[Example]) -> str:
+    """The rows' text and labels, in order, as a short sha256: a file edited between a run's start
+    and its resume, or different on two machines, gives another digest."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(f"{e.premise}\x1f{e.hypothesis}\x1f{e.label}\x1e".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class BadRow:
     line: int
@@ -48,10 +59,12 @@ class SplitStats:
     selected: int = 0
     bad_rows: list[BadRow] = field(default_factory=list)
     requested: int = 0  # the --*-size asked for (0 = all)
+    digest: str | None = None  # of the selected rows (rows_digest): a resume checks it trains on the same rows
 
     def as_dict(self) -> dict:
         return {"file": self.source, "rows_read": self.rows_read, "unlabeled_dropped": self.unlabeled_dropped,
-                "bad_skipped": self.bad_skipped, "selected": self.selected, "requested": self.requested}
+                "bad_skipped": self.bad_skipped, "selected": self.selected, "requested": self.requested,
+                "digest": self.digest}
 
     def shortfall(self, split: str) -> str | None:
         """A warning when fewer rows are used than --SPLIT-size asked for."""
@@ -104,6 +117,8 @@ def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow 
         except ValueError as err:
             return BadRow(line, str(err))
     id_name = next((n for n in _ID_NAMES if n in record and record[n] not in (None, "")), None)
+    if id_name and isinstance(record[id_name], str) and _has_surrogates(record[id_name]):
+        return BadRow(line, f"field {id_name!r} has bytes that are not UTF-8")
     example = Example(values["premise"], values["hypothesis"], None if label is UNLABELED else label, line,
                       _row_id(record[id_name]) if id_name else None)
     return (UNLABELED, example) if label is UNLABELED else example
@@ -213,6 +228,15 @@ def _tsv_records(f: IO[str]) -> Iterator[tuple[int, dict | BadRow]]:
 
 def iter_records(path: str, fmt: str | None = None) -> Iterator[tuple[int, dict | BadRow]]:
     """(line, record-or-BadRow) for every row, streaming where the format allows it."""
+    last = 0
+    try:
+        for last, record in _records(path, fmt):
+            yield last, record
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:  # a cut download, a damaged copy: not rows to skip
+        raise UserError(f"{path}: the gzip data is truncated or corrupt after line {last} ({err})") from None
+
+
+def _records(path: str, fmt: str | None) -> Iterator[tuple[int, dict | BadRow]]:
     fmt = file_format(path, fmt)
     if path != "-" and Path(path).is_dir():
         raise UserError(f"{path}: is a directory, not a data file")
@@ -320,7 +344,7 @@ def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: 
     if not examples:
         raise UserError(f"{source}: no labelled rows")
     chosen = [examples[i] for i in evenly_spaced(len(examples), size)]
-    stats.selected, stats.requested = len(chosen), size
+    stats.selected, stats.requested, stats.digest = len(chosen), size, rows_digest(chosen)
     return chosen, stats
 
 

@@ -18,7 +18,7 @@ from nli_qlora.infra.storage import writing
 from nli_qlora.run.checkpoint import latest
 from nli_qlora.run.handover import Handover, agree, settle
 from nli_qlora.run.lock import lock_run_dir
-from nli_qlora.run.metrics import completed_run
+from nli_qlora.run.metrics import completed_run, read_metrics
 from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
@@ -61,6 +61,24 @@ def resume_config(args, run_dir: Path) -> tuple[RunConfig, dict]:
                if hasattr(args, n) and getattr(args, n) != getattr(cfg, n)}
     cfg = dataclasses.replace(cfg, **{n: new for n, (_, new) in changed.items()}).validate()
     return cfg, changed
+
+
+def data_changed(run_dir: Path, now: dict) -> str | None:
+    """One line when a resumed run's rows are not those it started on (a file edited, cut or
+    replaced since): its checkpoint's position, learning-rate schedule and before/after test
+    scores all count those rows. None when they match, or the run predates row digests."""
+    path = run_dir / "metrics.jsonl"
+    start = next((r for r in read_metrics(path) if r.get("event") == "run_start"), None) if path.is_file() else None
+    for name, stats in now.items():
+        then = ((start or {}).get("data") or {}).get(name) or {}
+        rows, digest = then.get("selected"), then.get("digest")
+        if rows is None or (rows == stats.selected and digest in (None, stats.digest)):
+            continue
+        what = (f"{stats.selected:,} rows now, {rows:,} then" if rows != stats.selected
+                else f"the same {rows:,} rows in number, other in content")
+        return (f"--resume: the {name} data changed since the run started ({stats.source}: {what}); restore it, "
+                f"or train anew in another --output-dir")
+    return None
 
 
 def prepare_run_dir(args, parser) -> tuple[RunConfig, Path, bool, dict]:

@@ -51,6 +51,7 @@ from nli_qlora.run.handover import Handover
 from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
 from nli_qlora.run.tensorboard import sinks_for
 from nli_qlora.run.predictions import write_predictions
+from nli_qlora.run.rundir import data_changed
 from nli_qlora.training.evaluate import evaluate
 from nli_qlora.training.optim import trainer_for
 from nli_qlora.training.step import Trainer, timed_step
@@ -175,6 +176,13 @@ class FineTune:
                           f"({stats.unlabeled_dropped} unlabelled dropped, {stats.bad_skipped} bad skipped)")
             if short := stats.shortfall(name):
                 self.view.log(f"WARNING: {short}")
+        # each process reads its own copy of the files (on several machines, its own disk's): the
+        # same rows everywhere, or the processes would train one model on different data
+        for rank, theirs in enumerate(self.world.gather_object({n: s.stats.digest for n, s in splits.items()})):
+            for name, split in splits.items():
+                if theirs[name] != split.stats.digest:
+                    raise UserError(f"{name} data: process {rank} read other rows than process {self.rank} from "
+                                    f"{split.stats.source}: every machine needs the same data files")
         return splits
 
     def _setup_optimizer(self, bundle: ModelBundle, total_steps: int) -> tuple[Trainer, list[str]]:
@@ -200,6 +208,10 @@ class FineTune:
         if path is None:
             self.view.log("resume: no complete checkpoint yet, starting from the beginning")
             return None, ckpt.Position()
+        changed = data_changed(self.run_dir, {n: s.stats for n, s in self.splits.items()}) if self.rank == 0 else None
+        changed = self.world.broadcast_object(changed)  # rank 0 holds the run's records; every process stops alike
+        if changed:
+            raise UserError(changed)
         files = files if files is not None else ckpt.read_files(path, "--resume")
         ckpt.load_adapter_weights(bundle.model, path, files)
         pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler, files)
