@@ -130,6 +130,17 @@ def test_an_output_dir_holding_a_run_is_a_problem(tmp_path, cache, capsys):
     assert status == 2 and f"--output-dir: {run} already holds a run" in err
 
 
+CONTEXT = "--max-length 200: longer than builtin:tiny-phi's context (128 positions, max_position_embeddings); use at most 128"
+
+
+def test_a_max_length_beyond_the_models_context_is_a_problem_and_stops_a_run(tmp_path, cache, capsys):
+    """Positions the model never learned give quietly wrong scores, not an error: refused up front."""
+    status, report, err = dry_run(["--preset", "tiny", "--max-length", "200"], tmp_path / "report.json", capsys)
+    assert status == 2 and CONTEXT in report["problems"]
+    done = run_cli(["--preset", "tiny", "--max-length", "200", "--output-dir", str(tmp_path / "run"), "--quiet"], cache)
+    assert done.returncode == 2 and done.stderr == f"python -m nli_qlora.train: error: {CONTEXT}\n"
+
+
 def test_a_bad_setting_stops_before_anything_else(tmp_path, cache, capsys):
     status, report, err = dry_run(["--preset", "tiny", "--lora-r", "0"], tmp_path / "report.json", capsys)
     assert status == 2 and report["problems"] == ["--lora-r: must be at least 1, got 0"]

@@ -15,8 +15,8 @@ import torch
 
 from nli_qlora.config import RunConfig
 from nli_qlora.data.prompt import answer_token_ids, label_token_ids
-from nli_qlora.model.load import (ModelSource, attach_lora, compute_dtype, load_base_model, load_tokenizer,
-                                  match_targets, parameter_counts, resolve_source, tokenizer_source)
+from nli_qlora.model.load import (ModelSource, attach_lora, check_context, compute_dtype, load_base_model,
+                                  load_tokenizer, match_targets, parameter_counts, resolve_source, tokenizer_source)
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ def load_bundle(cfg: RunConfig, device: torch.device, trains: bool = True) -> Mo
     label_ids = label_token_ids(tokenizer, cfg.label_words)
     dtype = compute_dtype(cfg, device)
     model = load_base_model(cfg, source, device, dtype, trains=trains)
+    check_context(model.config, cfg.max_length, cfg.model)
     return ModelBundle(cfg, device, dtype, source, tokenizer, label_ids,
                        answer_token_ids(tokenizer, cfg.label_words), model)
 

@@ -100,6 +100,16 @@ def tokenizer_source(cfg: RunConfig, model: ModelSource) -> ModelSource:
     return model
 
 
+def check_context(model_config, max_length: int, model: str) -> None:
+    """A prompt longer than the positions the model was built for is not an error to the model:
+    it computes on, with positions it never learned, and scores are quietly wrong. So --max-length
+    may not pass the model's context."""
+    context = getattr(model_config, "max_position_embeddings", None)
+    if isinstance(context, int) and max_length > context:
+        raise UserError(f"--max-length {max_length}: longer than {model}'s context ({context} positions, "
+                        f"max_position_embeddings); use at most {context}")
+
+
 def load_config(source: ModelSource):
     from transformers import AutoConfig
     try:

@@ -37,7 +37,7 @@ from nli_qlora.infra.distributed import launched
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.model.families import MODEL_TYPES
-from nli_qlora.model.load import (build_skeleton, compute_dtype, load_config, load_tokenizer, parameter_counts,
+from nli_qlora.model.load import (build_skeleton, check_context, compute_dtype, load_config, load_tokenizer, parameter_counts,
                                   resolve_source, tokenizer_source)
 from nli_qlora.tools.memory import estimate_peak_bytes, parse_budget
 from nli_qlora.tools.preflight_view import render
@@ -137,6 +137,10 @@ def check_model(cfg: RunConfig, report: Report):
     except UserError as err:
         report.problem(err)
         return source, None, None
+    try:
+        check_context(model_config, cfg.max_length, cfg.model)
+    except UserError as err:
+        report.problem(err)
     try:
         tok = load_tokenizer(tokenizer_source(cfg, source))
     except UserError as err:
