@@ -337,3 +337,14 @@ def test_a_damaged_gzip_file_is_one_user_error_naming_it(tmp_path, damage):
     for skip_bad in (False, True):
         with pytest.raises(UserError, match=rf"^{path}: the gzip data is truncated or corrupt after line \d+ "):
             load(path, skip_bad=skip_bad)
+
+
+def test_field_names_that_differ_only_in_case_are_those_fields(tmp_path):
+    """A `Label` column is the gold label: read as a row without one, scoring would report no
+    accuracy at all and say nothing."""
+    path = tmp_path / "d.csv"
+    path.write_text("Premise,Hypothesis,Label,ID\nA man plays.,Someone plays.,entailment,0\n"
+                    "A dog runs.,A cat sleeps.,contradiction,x1\n", encoding="utf-8")
+    examples, stats = load(path)
+    assert [(e.premise, e.label, e.id) for e in examples] == [("A man plays.", 0, "0"), ("A dog runs.", 2, "x1")]
+    assert stats.unlabeled_dropped == 0

@@ -91,13 +91,23 @@ def _row_id(value) -> str | int:
     return value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value)
 
 
+def _field(record: dict, names: tuple[str, ...]) -> str | None:
+    """The record's key for a field: an exact name first, else one that differs only in case (a
+    `Label` column is the label, not a row without one)."""
+    exact = next((n for n in names if n in record), None)
+    if exact is not None:
+        return exact
+    lower = {str(k).lower(): k for k in record}
+    return next((lower[n.lower()] for n in names if n.lower() in lower), None)
+
+
 def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow | object:
     """A dict from any format -> Example, BadRow, or UNLABELED when the row has no gold label."""
     if not isinstance(record, dict):
         return BadRow(line, f"expected an object with premise/hypothesis, got {type(record).__name__}")
-    values = {}
+    values, found = {}, {}
     for key, names in _FIELD_NAMES.items():
-        name = next((n for n in names if n in record), None)
+        name = found[key] = _field(record, names)
         values[key] = record[name] if name is not None else None
         if key != "label" and name is None:
             return BadRow(line, f"missing field {key!r} (or {names[1]!r})")
@@ -109,14 +119,15 @@ def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow 
             return BadRow(line, f"field {key!r} has bytes that are not UTF-8")
         if not value.strip():
             return BadRow(line, f"field {key!r} is empty")
-    has_label = any(n in record for n in _FIELD_NAMES["label"])
+    has_label = found["label"] is not None
     label = None
     if has_label:
         try:
             label = labels.parse(values["label"])
         except ValueError as err:
             return BadRow(line, str(err))
-    id_name = next((n for n in _ID_NAMES if n in record and record[n] not in (None, "")), None)
+    id_name = next((k for k in (_field(record, (n,)) for n in _ID_NAMES) if k is not None and record[k] not in (None, "")),
+                   None)
     if id_name and isinstance(record[id_name], str) and _has_surrogates(record[id_name]):
         return BadRow(line, f"field {id_name!r} has bytes that are not UTF-8")
     example = Example(values["premise"], values["hypothesis"], None if label is UNLABELED else label, line,
