@@ -379,3 +379,20 @@ def test_a_bug_writes_its_traceback_to_error_log_and_one_line(tmp_path, capfd, m
     assert log.startswith("Traceback") and "broken" in log
     end = read_metrics(run_dir / "metrics.jsonl")[-1]
     assert end["status"] == "failed" and end["log"] == str(run_dir / "error.log")
+
+
+def test_a_checkpoint_marked_complete_without_its_trainer_state_is_named_not_skipped(tmp_path):
+    """COMPLETE is written last: a newest checkpoint that lost trainer_state.pt since is named in one
+    line, never passed over for an older one without a word."""
+    from nli_qlora.infra.errors import UserError
+
+    for step in (2, 4):
+        path = tmp_path / "checkpoints" / f"step-{step}"
+        path.mkdir(parents=True)
+        (path / "state.json").write_text(json.dumps({"step": step}))
+        (path / "trainer_state.pt").write_bytes(b"")
+        (path / "COMPLETE").write_text("")
+    assert ckpt.latest(tmp_path).name == "step-4"
+    (tmp_path / "checkpoints" / "step-4" / "trainer_state.pt").unlink()
+    with pytest.raises(UserError, match=r"step-4 is marked complete but has no trainer_state.pt; move the checkpoint"):
+        ckpt.latest(tmp_path)

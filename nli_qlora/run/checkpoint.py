@@ -141,8 +141,11 @@ def latest(run_dir: Path) -> Path | None:
     root = Path(run_dir) / "checkpoints"
     best, best_key = None, None
     for path in root.iterdir() if root.is_dir() else []:
-        if path.name.startswith(".") or not is_complete(path):
+        if path.name.startswith(".") or not (path / "COMPLETE").is_file():
             continue
+        if not is_complete(path):  # COMPLETE is written last: a file went missing since
+            raise UserError(f"checkpoint {path} is marked complete but has no trainer_state.pt; move the checkpoint "
+                            f"aside to use the one before")
         key = order(path)
         if key is None:  # skipping it would silently pick an older checkpoint
             raise UserError(f"checkpoint {path} has a damaged state.json; move the checkpoint aside to use "
