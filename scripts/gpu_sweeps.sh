@@ -34,9 +34,8 @@ for part in "$@"; do
     importtime) python3 -X importtime -c "import torch, transformers, peft, bitsandbytes
 from nli_qlora.training.recipe import FineTune" 2> "$OUT/importtime.txt"; sort -t'|' -k2 -n "$OUT/importtime.txt" | tail -25 ;;
     tuned) $SWEEP --spec smollm2-tuned --output-dir $W/smollm2-tuned $DATA --final-seeds 1 2 3 ;;
-    full)  # the tuned preset's settings come from the tuned sweep's chosen.json (same values as the preset)
-      $SWEEP --spec smollm2-full --preset smollm2 --config $W/smollm2-tuned/chosen.json --train-size 0 \
-        --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 ;;
+    full)  # the spec starts from the smollm2-tuned preset (the tuned sweep's choice): no earlier part needed
+      $SWEEP --spec smollm2-full --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 ;;
     tuned-seeds)  # the same search, each variant scored by the mean of seeds 1 and 2 (docs/results.md: next)
       $SWEEP --spec smollm2-tuned --seeds 1 2 --output-dir $W/smollm2-tuned-seeds $DATA --final-seeds 3 4 5 ;;
     multinode)  # docs/data_parallel.md's table: one launch of 2 GPUs against two simulated nodes of one GPU
