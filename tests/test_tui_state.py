@@ -148,6 +148,24 @@ def test_null_and_non_finite_values_are_not_points():
     assert any("update skipped" in e.text for e in snap.events)
 
 
+def test_the_newest_loss_is_the_newest_steps_own_not_an_older_finite_one():
+    """Step 3's update was skipped (null loss): the border beside "step 3" must not show step 2's."""
+    for batched in (True, False):
+        state = RunState()
+        lines = [start(), step(1, 1.0, loss=0.9, grad_norm=2.0), step(2, 2.0, loss=0.8, grad_norm=3.0),
+                 step(3, 3.0, loss=None, grad_norm=None, skipped=True)]
+        if batched:
+            state.feed(lines)
+        else:
+            for line in lines:
+                state.feed([line])
+        snap = state.snapshot()
+        assert snap.step == 3 and snap.last["loss"] is None and snap.last["grad_norm"] is None
+        assert snap.series["loss"] == ([1.0, 2.0], [0.9, 0.8])  # the curve keeps its finite points
+        state.feed([step(4, 4.0, loss=0.7)])
+        assert state.snapshot().last["loss"] == 0.7
+
+
 def test_a_step_that_captured_a_cuda_graph_is_left_out_of_the_throughput_views():
     state = RunState()
     state.feed([start(), step(1, 1.0, captured=True, step_time_s=9.0, samples_per_s=0.9),
@@ -223,6 +241,8 @@ def test_a_resumed_run_drops_the_redone_steps_and_sums_its_time():
     lines = [start()] + [step(n, float(n)) for n in range(1, 31)]
     lines += [rec("eval", 30.5, split="validation", step=30, epoch=1, loss=0.5, accuracy=0.6, balanced_accuracy=0.6,
                   per_class_recall={}, confusion=None, labels=None, rows=10, eval_time_s=0.5)]
+    # what the trainer writes on resume: the restored checkpoint (the new process's clock) before `resume`
+    lines += [rec("checkpoint", 0.0, path="runs/r/checkpoints/step-20", step=20, epoch=1, kind="restored")]
     lines += [rec("resume", 0.0, checkpoint="runs/r/checkpoints/step-20", step=20, epoch=1)]
     lines += [step(n, float(n - 20)) for n in range(21, 26)]
     state.feed(lines)
@@ -328,3 +348,15 @@ def test_the_watcher_sends_a_big_file_in_throttled_batches(tmp_path):
             break
     assert len(sent) == 2  # the first batch at once, then nothing until caught up
     assert sent[-1][1].caught_up and sent[-1][1].step == 5000
+
+
+def test_the_peak_and_recent_throughput_are_every_steps_not_the_thinned_views():
+    """5,000 steps are thinned to bucket means for the plots; a peak of 40 GB in the last two steps
+    is still the run's peak, and the recent throughput is the last 50 steps' own."""
+    state = RunState(max_points=2000)
+    state.feed([start(total_steps=5000)] + [step(n, float(n), gpu_mem_peak_gb=40.0 if n > 4998 else 10.0,
+                                                  samples_per_s=1000.0 if n > 4950 else 8.0) for n in range(1, 5001)])
+    snap = state.snapshot()
+    assert max(snap.series["gpu_mem_peak_gb"][1]) < 40.0  # the view's buckets average it away
+    assert snap.gpu_peak_gb == 40.0
+    assert snap.recent_samples_per_s == (1000.0,) * 50

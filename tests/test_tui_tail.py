@@ -64,6 +64,24 @@ def test_a_rewrite_that_grew_past_the_offset_is_noticed(tmp_path):
     assert got.reset and got.lines == ["second run, longer than the first", "more"]
 
 
+def test_a_cut_back_then_appended_past_the_offset_is_noticed(tmp_path):
+    """A resume cuts metrics.jsonl back in place to its checkpoint, then appends: between two polls
+    the file can be longer again, with the same inode and start. The bytes before our offset tell."""
+    path = tmp_path / "metrics.jsonl"
+    head = '{"event": "run_start"}\n' + "".join(f'{{"event": "step", "step": {i}}}\n' for i in range(1, 21))
+    append(path, head)
+    tail = FileTail(path)
+    tail.poll()
+    kept = head[: head.index('{"event": "step", "step": 11}')]
+    with open(path, "r+", encoding="utf-8") as f:
+        f.truncate(len(kept.encode()))
+    resumed = '{"event": "resume", "step": 10}\n' + "".join(f'{{"event": "step", "step": {i}}}\n' for i in range(11, 25))
+    append(path, resumed)
+    assert path.stat().st_size > len(head.encode())  # no poll could see it shorter
+    got = tail.poll()
+    assert got.reset and got.lines == (kept + resumed).splitlines()
+
+
 def test_a_replaced_file_starts_over(tmp_path):
     path = tmp_path / "metrics.jsonl"
     append(path, "old\n")

@@ -63,7 +63,7 @@ def reduce_points(xs, ys, max_points: int, mode: str = ENVELOPE) -> tuple[list[f
 class Series:
     """Finite (x, y) points in arrival order; ``view()`` gives at most ``max_points`` of them."""
 
-    __slots__ = ("xs", "ys", "max_points", "mode", "_width", "_covered", "_out_x", "_out_y")
+    __slots__ = ("xs", "ys", "max_points", "mode", "_width", "_covered", "_out_x", "_out_y", "_top", "_top_n")
 
     def __init__(self, max_points: int = 2000, mode: str = ENVELOPE):
         self.xs = array("d")
@@ -73,6 +73,8 @@ class Series:
         self._clear_cache()
 
     def _clear_cache(self) -> None:
+        self._top: float | None = None  # max of ys[:_top_n]: extended as points arrive
+        self._top_n = 0
         self._width = 1
         self._covered = 0  # raw points already reduced into _out_x/_out_y (whole buckets only)
         self._out_x: list[float] = []
@@ -100,6 +102,18 @@ class Series:
     @property
     def last(self) -> float | None:
         return self.ys[-1] if self.ys else None
+
+    def top(self) -> float | None:
+        """The largest value of every point, not of the view's bucket means (a peak is a peak)."""
+        if self._top_n < len(self.ys):
+            new = max(self.ys[self._top_n:])
+            self._top = new if self._top is None else max(self._top, new)
+            self._top_n = len(self.ys)
+        return self._top
+
+    def tail(self, n: int) -> list[float]:
+        """The last n points themselves, not the view's."""
+        return self.ys[-n:].tolist()
 
     def truncate_after(self, x: float) -> None:
         """Drop the points past x (a resumed run redoes the steps after its checkpoint)."""

@@ -138,6 +138,8 @@ class RunSnapshot:
     last_arrival: float | None = None  # when a line last arrived while we watched
     series: dict[str, tuple[list[float], list[float]]] = field(default_factory=dict)
     last: dict[str, float | None] = field(default_factory=dict)  # exact last value of each series
+    gpu_peak_gb: float | None = None  # the largest gpu_mem_peak_gb of any step (the series' view thins it)
+    recent_samples_per_s: tuple = ()  # samples_per_s of the last RATE_WINDOW steps, every one
     evals: tuple[Eval, ...] = ()
     events: tuple[Event, ...] = ()
 
@@ -330,6 +332,7 @@ class RunState:
         values.append(self._smoothed(values[0]))
         values.append(times)
         self._extend(steps, values, times, records[-1])
+        self._last_step = records[-1]
         self.step = steps[-1]
         self.records += len(records)
         last_time = next((t for t in reversed(times) if t is not None), None)
@@ -402,7 +405,9 @@ class RunState:
         handler(record)
         if time is not None:
             self.last_time = time
-        if elapsed is not None and event != "run_end":
+        # run_end's elapsed_s is the process's; a resume's "restored" checkpoint record, written before
+        # its `resume` line, carries the new process's 0.0 and would erase the time before the stop
+        if elapsed is not None and event != "run_end" and not (event == "checkpoint" and record.get("kind") == "restored"):
             self.last_elapsed = elapsed
 
     def _now_elapsed(self) -> float | None:
@@ -560,6 +565,19 @@ class RunState:
             last_elapsed=self.last_elapsed, last_time=self.last_time,
             last_arrival=self.last_arrival,
             series={name: s.view() for name, s in self.series.items()} if series else {},
-            last={name: s.last for name, s in self.series.items()},
+            last=self._last_values(),
+            gpu_peak_gb=self.series["gpu_mem_peak_gb"].top(),
+            recent_samples_per_s=tuple(self.series["samples_per_s"].tail(RATE_WINDOW)),
             evals=tuple(self.evals), events=tuple(self.events),
         )
+
+    def _last_values(self) -> dict[str, float | None]:
+        """Each series' last value; loss and grad norm are the newest step's own, so a skipped step's
+        null shows as none, never as the loss of a step before it beside the newest step number."""
+        last = {name: s.last for name, s in self.series.items()}
+        newest = self._last_step or {}
+        for name in ("loss", "grad_norm"):
+            value = newest.get(name)
+            if name in last and name in newest and not (isinstance(value, (int, float)) and value - value == 0.0):
+                last[name] = None
+        return last

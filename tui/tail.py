@@ -17,6 +17,8 @@ from pathlib import Path
 
 CHUNK_BYTES = 1 << 20  # one read() call
 HEAD_BYTES = 256  # a fingerprint of the file's start: catches a rewrite that grew past our offset
+TAIL_BYTES = 256  # and of the bytes just before our offset: a cut back in place, then appended past it
+                  # (what a resume does to metrics.jsonl), keeps the start and the inode
 MAX_BYTES_PER_POLL = 4 << 20  # caps one poll so a huge file arrives in several batches
 
 
@@ -43,6 +45,7 @@ class FileTail:
         self._partial = b""
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the file we read
         self._head = b""  # the first HEAD_BYTES we read
+        self._tail = b""  # the last TAIL_BYTES we read, ending at offset
 
     @property
     def pending_bytes(self) -> int:
@@ -53,14 +56,17 @@ class FileTail:
         self.offset = 0
         self._partial = b""
         self._head = b""
+        self._tail = b""
 
     def _rewritten(self, f, identity: tuple[int, int], size: int) -> bool:
         if self._identity is None:
             return False
         if identity != self._identity or size < self.offset:
             return True
-        head = f.read(len(self._head))
-        return head != self._head
+        if f.read(len(self._head)) != self._head:
+            return True
+        f.seek(self.offset - len(self._tail))
+        return f.read(len(self._tail)) != self._tail
 
     def poll(self) -> TailResult:
         try:
@@ -84,6 +90,7 @@ class FileTail:
         result.more = len(data) >= self.max_bytes
         if len(self._head) < HEAD_BYTES:
             self._head = (self._head + data)[:HEAD_BYTES]
+        self._tail = (self._tail + data)[-TAIL_BYTES:]
         self.offset += len(data)
         *complete, self._partial = (self._partial + data).split(b"\n")
         result.lines = [line.decode("utf-8", errors="replace") for line in complete]

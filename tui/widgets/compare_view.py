@@ -61,14 +61,17 @@ class RunsTable(DataTable):
     }
     """
     # fixed widths: columns do not jump as runs start (nor depend on when the table measured them)
-    COLUMNS = (("", 2), ("run", 16), ("status", 11), ("batch", 5), ("procs", 5), ("max len", 7), ("lr", 7),
-               ("step", 11), ("loss", 6), ("best val", 12), ("test", 6), ("samples/s", 9), ("GPU GB", 6),
-               ("elapsed", 7))
+    # wide enough for what fmt writes (lr 1.25e-05, loss 0.00417, batch 512×16, best 100.0% (ep 10),
+    # elapsed 111:06:40); a longer value ends in "…", never silently cut (the name has the swatch too)
+    COLUMNS = (("", 2), ("run", 9), ("status", 11), ("batch", 8), ("procs", 5), ("len", 5), ("lr", 8),
+               ("step", 11), ("loss", 7), ("best val", 14), ("test", 6), ("samples/s", 9), ("GPU GB", 6),
+               ("elapsed", 9))
 
     def __init__(self, **kw) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)  # space hides or shows the run under it
         self.border_title = "runs"
-        self.border_subtitle = "procs: processes · loss: smoothed, last · val, test: balanced accuracy · GPU: peak"
+        self.border_subtitle = ("procs: processes · len: --max-length · loss: smoothed, last · val, test: balanced "
+                                "accuracy · GPU: peak")
         for label, width in self.COLUMNS:  # here, not on mount: rows may arrive first
             self.add_column(label, key=label, width=width)
 
@@ -81,7 +84,8 @@ class RunsTable(DataTable):
             if snap is None or snap.info is None:
                 cells = [swatch, label, status_badge("waiting")] + [""] * (len(self.COLUMNS) - 3)
             else:
-                cells = [swatch, label, status_badge(snap.status(now, stall_after)), *self.cells(snap, now, stall_after)]
+                cells = [swatch, label, status_badge(snap.status(now, stall_after)),
+                         *(Text(c, no_wrap=True, overflow="ellipsis") for c in self.cells(snap, now, stall_after))]
             key = str(i)
             if key not in self.rows:
                 self.add_row(*cells, key=key)
@@ -95,8 +99,7 @@ class RunsTable(DataTable):
         config = snap.info.config
         best = snap.best_validation()
         test = [e for e in snap.evals if e.split == "test" and e.epoch > 0]
-        throughput = snap.series.get("samples_per_s", ([], []))[1][-50:]
-        peak = snap.series.get("gpu_mem_peak_gb", ([], []))[1]
+        throughput, peak = snap.recent_samples_per_s, snap.gpu_peak_gb  # every step's, not the plot's thinned
         batch = f"{config.get('batch_size')}" + (f"×{config['grad_accum']}" if config.get("grad_accum", 1) != 1 else "")
         return [
             batch, str(snap.info.world_size or 1), str(config.get("max_length", "—")), fmt.number(config.get("learning_rate")),
@@ -105,7 +108,7 @@ class RunsTable(DataTable):
             f"{fmt.score(best.balanced_accuracy)} (ep {best.epoch})" if best else "—",
             fmt.score(test[-1].balanced_accuracy) if test else "—",
             fmt.number(statistics.median(throughput)) if throughput else "—",
-            fmt.number(max(peak)) if peak else "—",
+            fmt.number(peak) if peak is not None else "—",
             fmt.duration(snap.elapsed(now, stall_after)),
         ]
 

@@ -34,7 +34,7 @@ class EvalTable(DataTable):
         # fixed widths: columns do not jump as rows arrive (and snapshots do not depend on when
         # the table re-measured them); added here, not on mount, as rows may come first
         for label, width in (("epoch", 5), ("split", 10), ("step", 7), ("loss", 5), ("acc", 5),
-                             ("bal. acc", 8)):
+                             ("bal. acc", 8)):  # the panel's width: a longer step or loss ends in "…"
             self.add_column(Text(label, justify="right" if label != "split" else "left"), key=label, width=width)
 
     def show(self, evals: tuple[Eval, ...], follow: bool) -> None:
@@ -53,9 +53,9 @@ class EvalTable(DataTable):
             bal = Text(score + "  ")
             if e is best:
                 bal = Text.assemble((score, "bold green"), (" ★", "green"))
-            self.add_row(Text(str(e.epoch), justify="right"), e.split, Text(f"{e.step:,}", justify="right"),
-                         Text(fmt.score(e.loss), justify="right"), Text(fmt.score(e.accuracy), justify="right"),
-                         bal)
+            cut = dict(justify="right", no_wrap=True, overflow="ellipsis")  # longer still: "…", never cut silently
+            self.add_row(Text(str(e.epoch), **cut), e.split, Text(f"{e.step:,}", **cut),
+                         Text(fmt.score(e.loss), **cut), Text(fmt.score(e.accuracy), **cut), bal)
         self.border_subtitle = (f"best validation {fmt.score(best.balanced_accuracy)} at epoch {best.epoch}"
                                 if best else "")
         if evals:
