@@ -96,3 +96,36 @@ def test_budget_is_not_enforced_on_cpu():
     import torch
     assert "not enforced" in tune.enforce_budget(48 * 10**9, torch.device("cpu"))
 
+
+
+def test_the_written_config_trains_exactly_what_was_measured_without_any_preset_flag(tuned):
+    """`train --config tuned.yaml` alone: every setting the tuner ran with, the chosen batch settings
+    over them (a file of batch settings alone fell back to the seed preset for the rest, exit 0)."""
+    _, out = tuned
+    values = read_config_file(out)
+    cfg = resolve(train_parser().parse_args(["--config", str(out)]))
+    measured = dataclasses.replace(preset("tiny"), train_size=48)
+    chosen = {k: values[k] for k in ("batch_size", "grad_accum", "gradient_checkpointing", "bucketing")}
+    want = {k: v for k, v in dataclasses.replace(measured, **chosen).to_dict().items() if k != "output_dir"}
+    assert {k: v for k, v in cfg.to_dict().items() if k != "output_dir"} == want
+
+
+def test_on_cpu_a_candidate_over_the_budget_by_the_estimate_is_never_the_one_written(tmp_path, capsys):
+    """No allocator enforces the budget here: the estimate decides, and the dry run agrees."""
+    from nli_qlora.cli.train import main as train_main
+
+    out = tmp_path / "tuned.yaml"  # batch 1024 with checkpointing: about 0.92 GB by the estimate, the fastest here
+    assert tune_cli.main(TINY + ["--batch-sizes", "2", "1024", "--memory-budget", "0.85GB", "--out", str(out)]) == 0
+    assert "| 1024 | 1 | 1024 | on | on | does not fit (estimated 0.9" in out.with_suffix(".md").read_text()
+    assert read_config_file(out)["batch_size"] == 2
+    capsys.readouterr()
+    assert train_main(["--config", str(out), "--dry-run", "--quiet", "--memory-budget", "0.85GB"]) == 0, \
+        capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["no-folder/tuned.yaml", "adir.yaml"])
+def test_an_out_that_cannot_be_written_is_one_line_before_measuring(tmp_path, capsys, where):
+    (tmp_path / "adir.yaml").mkdir()
+    assert tune_cli.main(TINY + ["--batch-sizes", "2", "--out", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"{tune_cli.PROG}: error: --out: {tmp_path / where} "), err

@@ -7,6 +7,7 @@ that fit a memory budget as a config file (how: nli_qlora.tools.tune).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".yaml", ".yml"):
         raise UserError(f"--out: {out} must end in .yaml (python -m nli_qlora.train --config reads YAML)")
+    if out.is_dir() or not out.parent.is_dir() or not os.access(out.parent, os.W_OK):  # before minutes of measuring
+        why = "is a directory" if out.is_dir() else f"cannot be written ({out.parent} is not a writable folder)"
+        raise UserError(f"--out: {out} {why}")
     if args.steps < 1:
         raise UserError(f"--steps: must be at least 1, got {args.steps}")
     if min(args.batch_sizes) < 1:
@@ -90,7 +94,10 @@ def run(args: argparse.Namespace) -> int:
     elif best.candidate.batch_size != cfg.batch_size:
         context.append(f"the batch size changed from {cfg.batch_size}: learning rate and steps per epoch "
                        f"change with it (--keep-effective-batch keeps it)")
-    md = write_outputs(out, settings_of(cfg, best), results, best, context)
+    try:
+        md = write_outputs(out, settings_of(cfg, best), results, best, context)
+    except OSError as err:  # the disk filled or the folder went away while measuring
+        raise UserError(f"--out: cannot write {out}: {err.strerror or err}") from None
     print(f"{PROG}: wrote {out} and {md}", file=sys.stderr)
     print(out)
     return 0

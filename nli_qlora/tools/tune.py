@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import json
 import statistics
 import sys
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from pathlib import Path
 import torch
 
 from nli_qlora.config import RunConfig
-from nli_qlora.data.batches import Encoded, batch_token_counts, bucketed_batches, collate, encode, micro_batches
+from nli_qlora.data.batches import (Encoded, batch_token_counts, bucketed_batches, collate, encode, micro_batches,
+                                   padded_length)
 from nli_qlora.data.read import load_split
 from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
@@ -235,7 +237,8 @@ def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encode
 def enforce_budget(budget: int, device: torch.device) -> str:
     """Cap this process's GPU allocator so that allocations past the budget fail as they would there."""
     if device.type != "cuda":
-        return "CPU: the memory budget is not enforced (no GPU allocator to cap); every candidate runs"
+        return ("CPU: the memory budget is not enforced (no GPU allocator to cap); a candidate fits when the "
+                "memory estimate is within it")
     free, total = torch.cuda.mem_get_info(device)
     outside = total - free - torch.cuda.memory_reserved(device)  # CUDA context, other processes
     if budget >= total:
@@ -255,7 +258,10 @@ def tune(rig: ModelBundle, cfg: RunConfig, cands: list[Candidate], rows: list[En
          warmup: int, log=print) -> list[Result]:
     results: list[Result] = []
     too_big: dict[tuple[bool, bool], int] = {}  # smallest micro-batch that did not fit, per line
-    longest = max(len(r.prompt_ids) for r in rows)
+    # the widest batch as the loop builds it: padded, with the answer tokens the lm loss appends
+    extra = max(map(len, rig.answer_ids)) if cfg.loss == "lm" and rig.answer_ids else 0
+    longest = padded_length(max(len(r.prompt_ids) for r in rows) + extra, cfg.pad_to_multiple)
+    capped = rig.device.type == "cuda"  # elsewhere no allocator enforces the budget: the estimate decides fit
     for cand in cands:
         line = (cand.gradient_checkpointing, cand.bucketing)
         if line in too_big and cand.micro_batch >= too_big[line]:
@@ -264,6 +270,10 @@ def tune(rig: ModelBundle, cfg: RunConfig, cands: list[Candidate], rows: list[En
         estimate = memory_estimate(rig, cfg, cand, longest)
         if estimate is not None and estimate > CLEARLY_TOO_BIG * budget:
             results.append(Result(cand, f"skipped (estimated {estimate / 1e9:.1f} GB)"))
+            continue
+        if not capped and estimate is not None and estimate > budget:  # never "fastest that fits" if it does not
+            too_big[line] = min(too_big.get(line, cand.micro_batch), cand.micro_batch)
+            results.append(Result(cand, f"does not fit (estimated {estimate / 1e9:.2f} GB)"))
             continue
         result = measure(rig, cfg, cand, rows, steps, warmup)
         if result.status == "does not fit":
@@ -303,12 +313,14 @@ HEADER = ["batch", "grad_accum", "micro", "ckpt", "bucketing", "status", "step m
 
 
 def settings_of(cfg: RunConfig, best: Result) -> dict:
+    """The whole config that was measured, with the chosen batch settings: `train --config` on it
+    trains exactly that (a file of the batch settings alone would fall back to the default preset's
+    model, data, LoRA and learning rate for everything else)."""
     c = best.candidate
-    out = {"model": cfg.model}
-    if cfg.tokenizer:
-        out["tokenizer"] = cfg.tokenizer
-    out.update(batch_size=c.batch_size, grad_accum=c.grad_accum, gradient_checkpointing=c.gradient_checkpointing,
-               bucketing=c.bucketing)
+    chosen = dataclasses.replace(cfg, batch_size=c.batch_size, grad_accum=c.grad_accum,
+                                 gradient_checkpointing=c.gradient_checkpointing, bucketing=c.bucketing)
+    out = json.loads(json.dumps(chosen.to_dict()))  # tuples as lists: plain YAML
+    out.pop("output_dir", None)  # a run directory of its own
     return out
 
 
