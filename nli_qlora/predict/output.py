@@ -62,7 +62,8 @@ class RowWriter:
             self.f.write(json.dumps(row, ensure_ascii=False) + "\n")
             return
         correct = "" if row["correct"] is None else str(row["correct"]).lower()
-        self.csv.writerow([row["line"], "" if row["id"] is None else row["id"], row["premise"], row["hypothesis"], row["predicted"],
+        row_id = "" if row["id"] is None else row["id"]  # an id 0 is an id
+        self.csv.writerow([row["line"], row_id, row["premise"], row["hypothesis"], row["predicted"],
                            *(row["probabilities"][name] for name in self.names), row["gold"] or "", correct])
 
     def flush(self) -> None:

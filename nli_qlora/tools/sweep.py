@@ -213,8 +213,9 @@ def write_chosen(sweep: Sweep, incumbent: dict, base: dict, preset_name: str) ->
 def run_finals(sweep: Sweep, incumbent: dict, base: dict, seeds: list[int], source: str) -> dict | None:
     """The chosen settings once per seed, with test evaluation: the only runs that read test rows."""
     # named after the chosen variant: a later sweep in this folder that chooses otherwise gets runs of its own
-    finals = [make_variant(f"final.{incumbent['name']}.seed-{s}", "final", {"seed": str(s)}, {**incumbent["overrides"], "seed": s},
-                           base, f"{source}: final", test_eval=True) for s in seeds]
+    finals = [make_variant(f"final.{incumbent['name']}.seed-{s}", "final", {"seed": str(s)},
+                           {**incumbent["overrides"], "seed": s}, base, f"{source}: final", test_eval=True)
+              for s in seeds]
     rows = sweep.run(finals, seeds=[None])  # each final run has its own seed already
     after = [r["outcome"]["test"]["after"] for r in rows if (r["outcome"].get("test") or {}).get("after") is not None]
     sweep.state["final"] = {"seeds": seeds, "runs": [{"seed": s, "run_dir": r["runs"][0]["run_dir"], "outcome": r["outcome"]}
