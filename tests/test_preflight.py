@@ -141,6 +141,15 @@ def test_a_max_length_beyond_the_models_context_is_a_problem_and_stops_a_run(tmp
     assert done.returncode == 2 and done.stderr == f"python -m nli_qlora.train: error: {CONTEXT}\n"
 
 
+@pytest.mark.parametrize("flag", [["--memory-budget", "24GB"], ["--dry-run-json", "r.json"]])
+def test_dry_run_flags_without_dry_run_are_one_line_not_ignored(tmp_path, cache, flag):
+    """A run given --memory-budget does not hold itself to it: refused, never silently dropped."""
+    done = run_cli(["--preset", "tiny", *flag, "--output-dir", str(tmp_path / "run")], cache)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"python -m nli_qlora.train: error: {flag[0]} is for --dry-run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_bad_setting_stops_before_anything_else(tmp_path, cache, capsys):
     status, report, err = dry_run(["--preset", "tiny", "--lora-r", "0"], tmp_path / "report.json", capsys)
     assert status == 2 and report["problems"] == ["--lora-r: must be at least 1, got 0"]

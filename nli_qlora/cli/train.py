@@ -40,7 +40,7 @@ def build_parser() -> OneLineParser:
                         help="check everything on the CPU without loading weights, then exit (see docs)")
     parser.add_argument("--dry-run-json", metavar="FILE",
                         help="with --dry-run: also write the preflight report as JSON to FILE")
-    parser.add_argument("--memory-budget", metavar="SIZE", default="48GB",
+    parser.add_argument("--memory-budget", metavar="SIZE", default=None,
                         help="with --dry-run: GPU memory to check the estimated peak against, e.g. 48GB, "
                              "40GiB, A40, H100 (default 48GB, an A40)")
     parser.add_argument("--quiet", action="store_true", help="no terminal output except errors")
@@ -80,6 +80,10 @@ def _bug(err: Exception, recipe, run_dir: Path | None) -> int:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not args.dry_run and (args.memory_budget is not None or args.dry_run_json):  # else silently ignored
+        flag = "--memory-budget" if args.memory_budget is not None else "--dry-run-json"
+        parser.error(f"{flag} is for --dry-run; a run uses the GPU it is given (python -m nli_qlora.tune finds the "
+                     f"settings that fit a budget)")
     if args.dry_run:
         from nli_qlora.tools.preflight import main as preflight  # lazy, as below
         return preflight(args, parser)

@@ -384,7 +384,7 @@ def run_checks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Rep
                                   "configured": "on" if cfg.bucketing else "off", "on": on, "off": off}
         if model_config is not None:
             seq_len = (on if cfg.bucketing else off)["width_p100"]
-            check_memory(cfg, model_config, seq_len, args.memory_budget, gpu_dtype, report)
+            check_memory(cfg, model_config, seq_len, args.memory_budget or "48GB", gpu_dtype, report)  # an A40
     report.data["planned"] = plan(cfg, rows)
     return report
 
