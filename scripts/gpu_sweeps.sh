@@ -36,10 +36,16 @@ from nli_qlora.training.recipe import FineTune" 2> "$OUT/importtime.txt"; sort -
     tuned) $SWEEP --spec smollm2-tuned --output-dir $W/smollm2-tuned $DATA --final-seeds 1 2 3 ;;
     full)  # the spec starts from the smollm2-tuned preset (the tuned sweep's choice): no earlier part needed
       $SWEEP --spec smollm2-full --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 ;;
+    full-bg)  # the same, started in the background (setsid: it outlives this call while the machine is held)
+      setsid nohup $SWEEP --spec smollm2-full --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 \
+        > $W/smollm2-full.log 2>&1 < /dev/null & echo "sweep started" ;;
+    full-wait) while pgrep -f "nli_qlora.sweep --spec smollm2-full" > /dev/null; do sleep 5; done
+      tail -5 $W/smollm2-full.log ;;
     tuned-seeds)  # the same search, each variant scored by the mean of seeds 1 and 2 (docs/results.md: next)
       $SWEEP --spec smollm2-tuned --seeds 1 2 --output-dir $W/smollm2-tuned-seeds $DATA --final-seeds 3 4 5 ;;
-    multinode)  # docs/data_parallel.md's table: one launch of 2 GPUs against two simulated nodes of one GPU
-      MODEL=$SMOL DATA_DIR=$D bash scripts/multinode_gpu.sh ;;
+    multinode)  # docs/data_parallel.md's table: one GPU, one launch of 2, two simulated nodes of one GPU each
+      MODELS="$SMOL random:phi-2" EXTRA="--tokenizer $PWD/.devdata/smollm2-tokenizer" DATA_DIR=$D \
+        bash scripts/multinode_gpu.sh 2>&1 | tee "$OUT/multinode.log" | grep -E "samples/s|rror" ;;
     peer-start)  # the usual recipe with the chosen settings, one seed, on GPU 1; outlives this call (setsid)
       CUDA_VISIBLE_DEVICES=1 setsid nohup python3 scripts/peer_trainer.py --config $W/smollm2-tuned/chosen.json \
         --seed 1 --output-dir $W/peer-tuned --quiet > $W/peer-tuned.log 2>&1 < /dev/null & echo "peer started" ;;

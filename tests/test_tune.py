@@ -129,3 +129,16 @@ def test_an_out_that_cannot_be_written_is_one_line_before_measuring(tmp_path, ca
     assert tune_cli.main(TINY + ["--batch-sizes", "2", "--out", str(tmp_path / where)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"{tune_cli.PROG}: error: --out: {tmp_path / where} "), err
+
+
+def test_each_candidate_first_runs_the_widest_step_its_runs_can_meet():
+    """Sampled steps rarely hold the longest rows; the widest step is what must fit (GPU: the
+    allocator raises out of memory there, not hours into a run)."""
+    from nli_qlora.data.batches import Encoded
+
+    rows = [Encoded(tuple(range(3, 3 + n)), n % 3, i) for i, n in enumerate([5, 40, 7, 33, 9, 12, 38, 6])]
+    micro = tune.widest_step(rows, batch_size=4, grad_accum=2, pad_id=0, pad_multiple=8)
+    assert [tuple(b["input_ids"].shape) for b in micro] == [(2, 40), (2, 40)]  # 12, 33 | 38, 40 -> padded to 40
+    assert sorted(int(n) for b in micro for n in b["attention_mask"].sum(1)) == [12, 33, 38, 40]
+    lm = tune.widest_step(rows, batch_size=2, grad_accum=1, pad_id=0, pad_multiple=8, answer=[[1, 2], [1], [1, 2, 3]])
+    assert lm[0]["input_ids"].shape == (2, 48)  # the lm loss appends answer tokens: 40 + 3 -> 48
