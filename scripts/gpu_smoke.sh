@@ -67,12 +67,30 @@ stop_then_resume() {  # a run stopped by SIGTERM after a few steps, then --resum
   completed "$dir"
 }
 
+same_as_uninterrupted() {  # a run stopped and resumed takes exactly the uninterrupted run's steps (CUDA graphs, dropout on)
+  local dir=$1; shift
+  python3 -m nli_qlora.train "$@" --output-dir "$dir-whole" || return 1
+  stop_then_resume "$dir-resumed" "$@" || return 1
+  python3 - "$dir-whole" "$dir-resumed" <<'PY'
+import json, sys
+def steps(d):
+    return [(r["step"], r["loss"], r["grad_norm"]) for r in map(json.loads, open(d + "/metrics.jsonl")) if r["event"] == "step"]
+whole, resumed = steps(sys.argv[1]), steps(sys.argv[2])
+assert len(whole) == len(resumed), (len(whole), len(resumed))
+diff = [(a, b) for a, b in zip(whole, resumed) if a != b]
+assert not diff, f"{len(diff)} of {len(whole)} steps differ after the resume; first (step, loss, grad norm): {diff[0]}"
+print(f"{len(whole)} steps equal bit for bit (loss, grad norm)")
+PY
+}
+
 echo "gpu_smoke $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x $GPUS" | tee -a "$LOG"
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$LOG"
 
 check "gguf"                 python3 -m nli_qlora.gguf $SMOL
 check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
 check "train phi-2+resume"   stop_then_resume "$W/phi2" $PHI2 $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
+check "resume = uninterrupted" same_as_uninterrupted "$W/exact" --model random:$TOK --tokenizer $TOK $DATA $SHORT \
+                               --train-size 200 --checkpoint-every-steps 2
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
 check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \
                                --steps 2 --warmup 1 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \

@@ -80,6 +80,14 @@ class GraphedForwardBackward:
         return loss.detach()
 
     def _capture(self, batch: dict) -> _Graph:
+        """Warm-up and capture draw no random numbers that training sees: the CUDA generator is put
+        back as it was (fork_rng). Otherwise each capture (one per new shape) would shift the dropout
+        stream by an amount that depends on when shapes first occur, and a resumed run, which captures
+        its shapes anew after the checkpoint, would train differently from an uninterrupted one."""
+        with torch.random.fork_rng(devices=[self.flat.grad.device]):
+            return self._capture_rng_neutral(batch)
+
+    def _capture_rng_neutral(self, batch: dict) -> _Graph:
         t0 = time.perf_counter()
         inputs = {k: v.clone() for k, v in batch.items() if k != "index"}
         scale = torch.ones((), device=self.flat.grad.device)
