@@ -292,7 +292,7 @@ def _smollm2_tuned() -> RunConfig:
 
 def _smollm2_full() -> RunConfig:
     """All training rows, from smollm2-tuned; one pass at the same rate scored best on validation
-    among the variants that finished (`--spec smollm2-full`, docs/results.md)."""
+    of rates 1e-4 to 4e-4 and one or two passes (`--spec smollm2-full`, docs/results.md)."""
     return dataclasses.replace(_smollm2_tuned(), preset="smollm2-full", train_size=0, epochs=1)
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every entry point, briefly, on the real GPU path: one call on the lent GPU, about 5 minutes.
+# Every entry point, briefly, on the real GPU path: one call on the lent GPU, about 6 minutes.
 # A change to a GPU path is not done until this passes; docs/gpu_smoke.md records the last run.
 #
 #   bash scripts/gpu_smoke.sh            from the repository root on the GPU machine
