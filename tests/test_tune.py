@@ -141,4 +141,4 @@ def test_each_candidate_first_runs_the_widest_step_its_runs_can_meet():
     assert [tuple(b["input_ids"].shape) for b in micro] == [(2, 40), (2, 40)]  # 12, 33 | 38, 40 -> padded to 40
     assert sorted(int(n) for b in micro for n in b["attention_mask"].sum(1)) == [12, 33, 38, 40]
     lm = tune.widest_step(rows, batch_size=2, grad_accum=1, pad_id=0, pad_multiple=8, answer=[[1, 2], [1], [1, 2, 3]])
-    assert lm[0]["input_ids"].shape == (2, 48)  # the lm loss appends answer tokens: 40 + 3 -> 48
+    assert lm[0]["input_ids"].shape == (2, 48)  # the lm loss appends answer tokens: 38 + 3, 40 + 1 -> 48
