@@ -13,7 +13,9 @@ export NCCL_NVLS_ENABLE=0
 SMOL=SmolLM2-135M-Instruct.Q4_1.gguf; D=/tmp/snli; W=/tmp/sweeps; mkdir -p $W
 DATA="--train-file $D/train_20k.jsonl --validation-file $D/validation.jsonl --test-file $D/test.jsonl"
 LIMIT=${LIMIT:-480}   # seconds a sweep may run in this call before it is stopped (it resumes next call)
-SWEEP="timeout -k 60 $LIMIT python3 -m nli_qlora.sweep --devices 0 1 --jobs-per-device ${JOBS:-3}"
+SWEEP_CMD="python3 -m nli_qlora.sweep --devices 0 1 --jobs-per-device ${JOBS:-3}"
+SWEEP="timeout -k 60 $LIMIT $SWEEP_CMD"
+FULL="--spec smollm2-full --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3"
 
 collect() {  # the tables, summaries and metrics files (no checkpoints) as one tarball
   (cd $W && tar czf "$OUT/sweeps.tgz" --exclude='checkpoints' --exclude='*.safetensors' --exclude='predictions*' \
@@ -35,11 +37,12 @@ for part in "$@"; do
 from nli_qlora.training.recipe import FineTune" 2> "$OUT/importtime.txt"; sort -t'|' -k2 -n "$OUT/importtime.txt" | tail -25 ;;
     tuned) $SWEEP --spec smollm2-tuned --output-dir $W/smollm2-tuned $DATA --final-seeds 1 2 3 ;;
     full)  # the spec starts from the smollm2-tuned preset (the tuned sweep's choice): no earlier part needed
-      $SWEEP --spec smollm2-full --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 ;;
-    full-bg)  # the same, started in the background (setsid: it outlives this call while the machine is held)
-      setsid nohup $SWEEP --spec smollm2-full --output-dir $W/smollm2-full $DATA --final-seeds 1 2 3 \
-        > $W/smollm2-full.log 2>&1 < /dev/null & echo "sweep started" ;;
-    full-wait) while pgrep -f "nli_qlora.sweep --spec smollm2-full" > /dev/null; do sleep 5; done
+      $SWEEP $FULL ;;
+    full-bg)  # the same in the background (setsid: it outlives this call while the machine is held), limited
+      # by BG_LIMIT, not the call's LIMIT (a 480 s limit stopped the first try halfway through its final runs)
+      setsid nohup timeout -k 60 ${BG_LIMIT:-1500} $SWEEP_CMD $FULL > $W/smollm2-full.log 2>&1 < /dev/null &
+      echo "sweep started" ;;
+    full-wait) while pgrep -f "output-dir $W/smollm2-full" > /dev/null; do sleep 5; done
       tail -5 $W/smollm2-full.log ;;
     tuned-seeds)  # the same search, each variant scored by the mean of seeds 1 and 2 (docs/results.md: next)
       $SWEEP --spec smollm2-tuned --seeds 1 2 --output-dir $W/smollm2-tuned-seeds $DATA --final-seeds 3 4 5 ;;

@@ -99,6 +99,12 @@ def fixed_rows(seq_len: int, count: int, vocab_size: int, seed: int = 0) -> list
     return [Encoded(tuple(row), label, i) for i, (row, label) in enumerate(zip(ids, labels))]
 
 
+def host_step(chosen: list[Encoded], grad_accum: int, pad_id: int, pad_multiple: int, pin: bool = False,
+              answer: list[list[int]] | None = None) -> list[dict]:
+    """One step's rows (sorted by length) as its host micro-batches, cut as the loop cuts them."""
+    return [collate(chunk, pad_id, pad_multiple, answer, pin=pin) for chunk in micro_batches(chosen, grad_accum)]
+
+
 def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketing: bool, count: int, pad_id: int,
                  pad_multiple: int, seed: int = 0, pin: bool = False, answer: list[list[int]] | None = None
                  ) -> list[list[dict]]:
@@ -114,8 +120,7 @@ def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketin
             if len(idx) < full:
                 continue
             chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
-            steps.append([collate(chunk, pad_id, pad_multiple, answer, pin=pin)
-                          for chunk in micro_batches(chosen, grad_accum)])
+            steps.append(host_step(chosen, grad_accum, pad_id, pad_multiple, pin, answer))
             if len(steps) == count:
                 break
         epoch += 1
@@ -128,7 +133,7 @@ def widest_step(rows: list[Encoded], batch_size: int, grad_accum: int, pad_id: i
     steps rarely reach the longest rows (SNLI: about 80 of 128 tokens), and a candidate must fit the
     widest step the run will meet, not only the typical one."""
     chosen = sorted(rows, key=lambda r: len(r.prompt_ids))[-min(batch_size, len(rows)):]
-    return [collate(chunk, pad_id, pad_multiple, answer, pin=pin) for chunk in micro_batches(chosen, grad_accum)]
+    return host_step(chosen, grad_accum, pad_id, pad_multiple, pin, answer)
 
 
 def step_shape(micro: list[dict]) -> tuple:
@@ -212,11 +217,10 @@ def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encode
     per batch shape met. Out of memory in any of them means "does not fit"."""
     run_cfg = dataclasses.replace(cfg, batch_size=cand.batch_size, grad_accum=cand.grad_accum,
                                   gradient_checkpointing=cand.gradient_checkpointing, bucketing=cand.bucketing)
-    cuda = rig.device.type == "cuda"
-    measured = draw_batches(rows, cand.batch_size, cand.grad_accum, cand.bucketing, steps, rig.tokenizer.pad_token_id,
-                            cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=rig.appended_answers(cfg.loss))
-    widest = widest_step(rows, cand.batch_size, cand.grad_accum, rig.tokenizer.pad_token_id, cfg.pad_to_multiple,
-                         pin=cuda, answer=rig.appended_answers(cfg.loss))
+    cuda, answer, pad_id = rig.device.type == "cuda", rig.appended_answers(cfg.loss), rig.tokenizer.pad_token_id
+    measured = draw_batches(rows, cand.batch_size, cand.grad_accum, cand.bucketing, steps, pad_id,
+                            cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=answer)
+    widest = widest_step(rows, cand.batch_size, cand.grad_accum, pad_id, cfg.pad_to_multiple, pin=cuda, answer=answer)
     plan = [widest] + with_warmup(measured, warmup)
     trainer, times, oom = None, [], False
     try:
