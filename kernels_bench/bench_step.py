@@ -41,13 +41,14 @@ def model_shape(rig) -> Shape:
                  base.get_output_embeddings().weight.numel(), rig.counts["trainable"], rig.counts["total"])
 
 
-def step_cost(s: Shape, rows: int, width: int, checkpointing: bool) -> tuple[float, float]:
+def step_cost(s: Shape, rows: int, width: int, checkpointing: bool, dequantized: bool = False) -> tuple[float, float]:
     """(FLOPs, bytes moved) of one step on `rows` x `width` tokens, padding included (the GPU computes it).
 
     FLOPs: matmuls 2 per weight per token forward; backward computes input gradients through the
     frozen base (1x) and LoRA and attention gradients (2x); checkpointing runs the decoder forward
     again. Bytes: the 4-bit weights read and dequantized to bf16 (written, read again) in every pass
-    (forward, backward, recompute); the bf16 head read twice; activations, 34 x hidden bf16 bytes
+    (forward, backward, recompute), or with the base kept dequantized, its bf16 weights read in each
+    pass; the bf16 head read twice; activations, 34 x hidden bf16 bytes
     per token and layer, written and read once; about 20 bytes per adapter parameter for gradients
     and the 8-bit AdamW update."""
     tokens = rows * width
@@ -59,7 +60,7 @@ def step_cost(s: Shape, rows: int, width: int, checkpointing: bool) -> tuple[flo
     if checkpointing:
         flops += body + lora + attention
     passes = 3 if checkpointing else 2
-    weights = passes * s.quantized * (0.5 + 1 / 64 + 4) + 2 * 2 * s.head
+    weights = passes * s.quantized * (2 if dequantized else 0.5 + 1 / 64 + 4) + 2 * 2 * s.head
     activations = 2 * 34 * s.hidden * tokens * s.layers
     if checkpointing:
         activations += 2 * 2 * s.hidden * tokens * s.layers  # the saved layer inputs
@@ -69,7 +70,7 @@ def step_cost(s: Shape, rows: int, width: int, checkpointing: bool) -> tuple[flo
 @pytest.mark.parametrize("case", sizes.STEP_CASES, ids=str)
 @pytest.mark.parametrize("model_name", sizes.STEP_MODELS, ids=sizes.model_id)
 def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory, device, device_name):
-    rig = rig_for(model_name)
+    rig = rig_for(model_name, case.dequantize_base)
     if case.seq == sizes.SNLI:
         rows = snli_rows_for(rig)
     else:
@@ -120,8 +121,8 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
     samples, real, padded = (sum(c[k] for c in counts) for k in range(3))
     total = sum(times)
     shape = model_shape(rig)
-    costs = [step_cost(shape, m[0]["input_ids"].shape[0], m[0]["input_ids"].shape[1], case.checkpointing)
-             for m in measured]
+    costs = [step_cost(shape, m[0]["input_ids"].shape[0], m[0]["input_ids"].shape[1], case.checkpointing,
+                       case.dequantize_base) for m in measured]
     a40 = [roofline_seconds(f, b, A40) for f, b in costs]
     here = lookup(device_name)
     mean_flops, mean_bytes = (sum(c[k] for c in costs) / len(costs) for k in range(2))
@@ -129,6 +130,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
     benchmark.extra_info.update({
         "kind": "step", "model": model_name, "batch": case.batch, "seq": case.seq,
         "checkpointing": case.checkpointing, "bucketing": case.bucketing, "step_mode": case.step_mode,
+        "dequantize_base": case.dequantize_base,
         "step_path": mode, "graph_capture_s": round(capture_s, 3), "captured_while_timed": sum(captured[-len(times):]),
         "device": device_name, "rounds": len(times), "median_step_ms": round(1e3 * statistics.median(times), 3),
         "mean_step_ms": round(1e3 * total / len(times), 3),

@@ -114,9 +114,10 @@ def build_or_skip(model_name: str, build):
 def rig_for(model_cache, device):
     from nli_qlora.tools.tune import prepare
 
-    def get(model_name: str):
-        return model_cache.get(("rig", model_name),
-                               lambda: build_or_skip(model_name, lambda: prepare(config_for(model_name), device)))
+    def get(model_name: str, dequantize_base: bool = False):
+        cfg = dataclasses.replace(config_for(model_name), dequantize_base=dequantize_base)
+        return model_cache.get(("rig", model_name, dequantize_base),
+                               lambda: build_or_skip(model_name, lambda: prepare(cfg, device)))
     return get
 
 

@@ -39,6 +39,7 @@ class StepCase:
     checkpointing: bool = False
     bucketing: bool = True
     step_mode: str = "fast"
+    dequantize_base: bool = False  # --dequantize-base: the frozen base's 4-bit values kept in the compute dtype
 
     def __str__(self) -> str:
         parts = [f"b{self.batch}", "snli" if self.seq == SNLI else f"seq{self.seq}"]
@@ -48,21 +49,26 @@ class StepCase:
             parts.append("ckpt")
         if not self.bucketing:
             parts.append("nobucket")
+        if self.dequantize_base:
+            parts.append("deq")
         return "-".join(parts)
 
 
 def _step_grid() -> list[StepCase]:
     """Not the full product: every batch size at the recipe's settings, and the toggles (eager step,
     gradient checkpointing, no bucketing) only at batch 8 (the published recipe) and batch 64 (near
-    peak throughput), on SNLI lengths (bucketing means nothing at a fixed length)."""
+    peak throughput), on SNLI lengths (bucketing means nothing at a fixed length). The dequantized
+    base comes last (a model of its own: one more load per model), beside its 4-bit twins."""
     if not FULL:
         return [StepCase(2, 16), StepCase(8, 16), StepCase(8, 16, step_mode="eager"),
-                StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False)]
+                StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False),
+                StepCase(8, 16, dequantize_base=True)]
     grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
     grid.append(StepCase(8, 64, step_mode="eager"))
     grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
     grid += [StepCase(b, SNLI, **toggle) for b in (8, 64)
              for toggle in ({"step_mode": "eager"}, {"checkpointing": True}, {"bucketing": False})]
+    grid += [StepCase(8, 64, dequantize_base=True)] + [StepCase(b, SNLI, dequantize_base=True) for b in (8, 32, 64, 128)]
     return grid
 
 

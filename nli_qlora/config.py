@@ -44,6 +44,9 @@ class RunConfig:
     quantization: str = _f("nf4", "base weights: nf4, fp4 (bitsandbytes 4-bit) or none (compute dtype)",
                            choices=("nf4", "fp4", "none"))
     double_quant: bool = _f(True, "quantize the 4-bit quantization constants too (QLoRA double quantization)")
+    dequantize_base: bool = _f(False, "keep the frozen 4-bit base dequantized in the compute dtype: the same "
+                               "weights' values, no dequantization in every pass (faster), 2 bytes a base "
+                               "weight instead of about 0.53 (Phi-2: 5.6 GB instead of 1.8)")
     compute_dtype: str = _f("auto", "auto = bfloat16 on a GPU that has it, float32 on CPU",
                             choices=("auto", "bfloat16", "float16", "float32"))
     attn_implementation: str = _f("sdpa", "transformers attention implementation", choices=("sdpa", "eager"))
@@ -92,7 +95,8 @@ class RunConfig:
                               "graphs are captured per shape), a little more padding")
     bucketing: bool = _f(True, "batch rows of similar token length together")
     seed: int = _f(42, "seed for weights of new adapters, shuffling and dropout")
-    eval_batch_size: int = _f(128, "rows per evaluation batch (no gradients: large batches are cheap)")
+    eval_batch_size: int = _f(256, "rows per evaluation batch (no gradients: large batches are cheap; an "
+                              "evaluation batch of a small model is bound by Python, so fewer batches pay)")
     zero_shot_eval: bool = _f(True, "evaluate the pretrained model on validation and test before training")
     test_eval: bool = _f(True, "evaluate the test split (turn it off while choosing settings on validation)")
     checkpoint_every_steps: int = _f(0, "also checkpoint every N optimizer steps (0 = each epoch only)")
@@ -159,6 +163,9 @@ class RunConfig:
                 raise bad("prompt_template", f"must contain {key}")
         if not self.target_modules:
             raise bad("target_modules", "needs at least one module name")
+        if self.dequantize_base and self.quantization == "none":
+            raise bad("dequantize_base", "needs a 4-bit --quantization (nf4 or fp4); with none the base "
+                      "is already in the compute dtype")
         if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
             raise bad("report_to", "tensorboard is not installed: pip install tensorboard")
         return self

@@ -45,6 +45,8 @@ def setting(info: dict) -> str:
     parts.append("checkpointing" if info["checkpointing"] else "no checkpointing")
     if info["seq"] == "snli":
         parts.append("bucketing" if info["bucketing"] else "no bucketing")
+    if info.get("dequantize_base"):
+        parts.append("base dequantized")
     return ", ".join(parts)
 
 

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loss", choices=("label", "answer", "lm"), default="label")
     parser.add_argument("--quantization", choices=("nf4", "fp4", "none"), default="nf4",
                         help="base weights (none = a bf16 base, for reference)")
+    parser.add_argument("--dequantize-base", action="store_true", help="the 4-bit base kept dequantized")
     parser.add_argument("--step-mode", choices=("eager", "fast"), default=None,
                         help="the step's mode (default: RunConfig's, as the loop runs)")
     return parser
@@ -125,6 +126,7 @@ def main(argv=None) -> int:
         return 2
 
     from nli_qlora.config import RunConfig
+    from nli_qlora.model.dequantize import dequantize_base_
     from nli_qlora.model.load import attach_lora, compute_dtype, load_base_model, load_config, match_targets, resolve_source
 
     device = torch.device("cuda")
@@ -132,7 +134,8 @@ def main(argv=None) -> int:
     free, total = torch.cuda.mem_get_info()
     context = total - free - torch.cuda.memory_reserved()
     overrides = {"step_mode": args.step_mode} if args.step_mode else {}
-    cfg = RunConfig(model=args.model, loss=args.loss, quantization=args.quantization, **overrides)
+    cfg = RunConfig(model=args.model, loss=args.loss, quantization=args.quantization,
+                    dequantize_base=args.dequantize_base, **overrides)
     source = resolve_source(cfg)
     model_config = load_config(source)
     print(f"{args.model} on {torch.cuda.get_device_name()}; CUDA context {context / GIB:.2f} GiB; "
@@ -143,6 +146,8 @@ def main(argv=None) -> int:
         cfg.gradient_checkpointing = ckpt
         model = load_base_model(cfg, source, device, compute_dtype(cfg, device))
         model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
+        if cfg.dequantize_base:
+            dequantize_base_(model)
         trainer = make_trainer(model, cfg, device)
         for bs in args.batch_sizes:
             rows.append(run_case(trainer, model_config, cfg, bs, args.seq_len, args.steps, device))
@@ -158,6 +163,7 @@ def main(argv=None) -> int:
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                            "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__},
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": args.model, "quantization": args.quantization,
+              "dequantize_base": args.dequantize_base,
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -65,6 +65,42 @@ for part in "$@"; do
         done
         python3 scripts/steps_summary.py "$OUT/dp-b$b-n1" "$OUT/dp-b$b-n2"
       done ;;
+    deq-bench) # issue 14: --dequantize-base beside the 4-bit base, same run, both models (bench_step ids)
+      ids=""; for m in phi-2 smollm2; do for c in b8-seq64 b8-snli b64-snli b128-snli; do
+        ids="$ids kernels_bench/bench_step.py::bench_step[$m-$c] kernels_bench/bench_step.py::bench_step[$m-$c-deq]"; done; done
+      python3 -m pytest -c kernels_bench/pytest.ini $ids -q --benchmark-json="$OUT/bench-deq.json" 2>&1 | tail -5
+      python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB') for b in json.load(open('$OUT/bench-deq.json'))['benchmarks']]" ;;
+    eval-profile) # issue 14: evaluation rows/s by --eval-batch-size, 4-bit and dequantized base, 2,000 validation rows
+      for m in $SMOL random:phi-2; do
+        python3 scripts/profile_eval.py --model $m --tokenizer /tmp/smollm2-tokenizer --file $D/validation.jsonl \
+          --rows 2000 | tee -a "$OUT/eval-profile.jsonl"; done ;;
+    profile-deq) # issue 14: kernels per step with the base dequantized (and, exploration only, adapters in bf16)
+      for a in "--dequantize-base" "--dequantize-base --lora-bf16"; do
+        python3 scripts/profile_step.py --model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer \
+          --batch 8 --seq 64 $a > "$OUT/profile-smol${a// /}.json"; head -c 1200 "$OUT/profile-smol${a// /}.json"; done
+      python3 scripts/profile_step.py --model random:phi-2 --tokenizer /tmp/smollm2-tokenizer --batch 8 --seq 64 \
+        --dequantize-base > "$OUT/profile-phi2-deq.json"; head -c 1200 "$OUT/profile-phi2-deq.json" ;;
+    smollm2-time-deq) # the whole published SmolLM2 experiment from the shell, 2,000 test rows: the code of
+      # BASE (a git archive unpacked there, when given), then this code 4-bit, then dequantized
+      if [ -n "${BASE:-}" ]; then
+        (cd $BASE && PYTHONPATH=$OLDPWD/.site:/tmp/site:$BASE T python3 -m nli_qlora.train --model $SMOL $DATA \
+          --test-size 2000 --output-dir "$OLDPWD/$OUT/smol-time-base" --quiet)
+        python3 scripts/steps_summary.py "$OUT/smol-time-base"; fi
+      for a in "" "--dequantize-base"; do
+        T python3 -m nli_qlora.train --model $SMOL $DATA --test-size 2000 $a --output-dir "$OUT/smol-time$a" --quiet
+        python3 scripts/steps_summary.py "$OUT/smol-time$a"; grep -A4 "before and after" "$OUT/smol-time$a/report.md"; done ;;
+    issue14-time) # the whole published experiment's command from the shell on SmolLM2's shapes (random weights:
+      # no GGUF needed; the same data, tokenizer and steps), 2,000 test rows: BASE's code (a git archive unpacked
+      # there, when given), then this code, then this code with --dequantize-base; metrics files to $OUT
+      M="--model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet"
+      if [ -n "${BASE:-}" ]; then
+        (cd $BASE && PYTHONPATH=$OLDPWD/.site:/tmp/site:$BASE T python3 -m nli_qlora.train $M --output-dir /tmp/runs/base)
+      fi
+      T python3 -m nli_qlora.train $M --output-dir /tmp/runs/new
+      T python3 -m nli_qlora.train $M --dequantize-base --output-dir /tmp/runs/deq
+      for r in base new deq; do [ -f /tmp/runs/$r/metrics.jsonl ] && cp /tmp/runs/$r/metrics.jsonl "$OUT/time-$r.jsonl"; done
+      python3 scripts/steps_summary.py /tmp/runs/* ;;
+    memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;
     *) echo "unknown part $part" ;;
   esac
 done

@@ -83,6 +83,25 @@ print(f"{len(whole)} steps equal bit for bit (loss, grad norm)")
 PY
 }
 
+dequantized_like_4bit() {  # --dequantize-base trains as the 4-bit base does (same values; other GEMM kernels)
+  local dir=$1; shift
+  python3 -m nli_qlora.train "$@" --output-dir "$dir-4bit" || return 1
+  python3 -m nli_qlora.train "$@" --dequantize-base --output-dir "$dir-deq" || return 1
+  python3 - "$dir-4bit" "$dir-deq" <<'PY'
+import json, sys
+def run(d):
+    records = list(map(json.loads, open(d + "/metrics.jsonl")))
+    steps = [r for r in records if r["event"] == "step"]
+    test = [r for r in records if r["event"] == "eval" and r["split"] == "test"][-1]
+    return [r["loss"] for r in steps], sorted(r["step_time_s"] for r in steps)[len(steps) // 2], test
+(a, ta, ea), (b, tb, eb) = run(sys.argv[1]), run(sys.argv[2])
+worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
+print(f"{len(a)} steps: largest relative loss difference {worst:.2e}; median step {1e3 * ta:.1f} ms 4-bit, "
+      f"{1e3 * tb:.1f} ms dequantized; test balanced accuracy {ea['balanced_accuracy']:.4f} / {eb['balanced_accuracy']:.4f}")
+assert len(a) == len(b) and worst < 2e-2, "the dequantized base trained differently"
+PY
+}
+
 echo "gpu_smoke $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x $GPUS" | tee -a "$LOG"
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$LOG"
 
@@ -91,6 +110,8 @@ check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHO
 check "train phi-2+resume"   stop_then_resume "$W/phi2" $PHI2 $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
 check "resume = uninterrupted" same_as_uninterrupted "$W/exact" --model random:$TOK --tokenizer $TOK $DATA $SHORT \
                                --train-size 200 --checkpoint-every-steps 2
+check "dequantized = 4-bit"  dequantized_like_4bit "$W/deq" --model random:$TOK --tokenizer $TOK $DATA $SHORT \
+                               --train-size 200 --no-zero-shot-eval
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
 check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \
                                --steps 2 --warmup 1 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \

@@ -47,8 +47,27 @@ def test_measured_table_lies_beside_the_config_with_every_candidate(tuned):
     assert "fastest" in table
     assert "not enforced" in table  # a CPU run says the budget was not enforced
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert len(rows) == 2 * 2 * 2  # batch sizes x checkpointing x bucketing
+    assert len(rows) == 2 * 2 * 2 * 2  # batch sizes x checkpointing x bucketing x base
     assert all(" ok " in row for row in rows)
+    # the 4-bit base's lines first, then the same candidates on the dequantized base
+    assert [" dequantized " in row for row in rows] == [False] * 8 + [True] * 8
+
+
+def test_the_chosen_base_is_written_and_a_given_base_is_the_only_one_tried(tuned, tmp_path):
+    _, out = tuned
+    assert read_config_file(out)["dequantize_base"] in (True, False)
+    only = tmp_path / "only.yaml"
+    assert tune_cli.main(TINY + ["--batch-sizes", "2", "--no-gradient-checkpointing", "--dequantize-base",
+                                 "--out", str(only)]) == 0
+    rows = [line for line in only.with_suffix(".md").read_text().splitlines()
+            if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 2 * 2 and all(" dequantized " in row for row in rows)
+    assert read_config_file(only)["dequantize_base"] is True
+
+
+def test_a_model_without_a_4bit_base_has_no_base_dimension():
+    cands = tune.candidates(dataclasses.replace(preset("tiny"), quantization="none"), [2], False)
+    assert len(cands) == 4 and not any(c.dequantize_base for c in cands)
 
 
 def test_keep_effective_batch_keeps_batch_size_and_picks_a_dividing_grad_accum(tmp_path):
@@ -62,8 +81,10 @@ def test_keep_effective_batch_keeps_batch_size_and_picks_a_dividing_grad_accum(t
 def test_candidates_for_a_kept_batch_divide_it_and_grow_the_micro_batch():
     cands = tune.candidates(dataclasses.replace(preset("seed"), batch_size=8), [16, 32], keep_effective_batch=True)
     assert {c.batch_size for c in cands} == {8}
-    line = [c.micro_batch for c in cands if not c.gradient_checkpointing and c.bucketing]
-    assert line == [1, 2, 4, 8]
+    for base in (False, True):
+        line = [c.micro_batch for c in cands if not c.gradient_checkpointing and c.bucketing
+                and c.dequantize_base is base]
+        assert line == [1, 2, 4, 8]
 
 
 def test_fastest_ignores_candidates_that_do_not_fit():
@@ -105,7 +126,8 @@ def test_the_written_config_trains_exactly_what_was_measured_without_any_preset_
     values = read_config_file(out)
     cfg = resolve(train_parser().parse_args(["--config", str(out)]))
     measured = dataclasses.replace(preset("tiny"), train_size=48)
-    chosen = {k: values[k] for k in ("batch_size", "grad_accum", "gradient_checkpointing", "bucketing")}
+    chosen = {k: values[k] for k in ("batch_size", "grad_accum", "gradient_checkpointing", "bucketing",
+                                     "dequantize_base")}
     want = {k: v for k, v in dataclasses.replace(measured, **chosen).to_dict().items() if k != "output_dir"}
     assert {k: v for k, v in cfg.to_dict().items() if k != "output_dir"} == want
 
@@ -116,7 +138,7 @@ def test_on_cpu_a_candidate_over_the_budget_by_the_estimate_is_never_the_one_wri
 
     out = tmp_path / "tuned.yaml"  # batch 1024 with checkpointing: about 0.92 GB by the estimate, the fastest here
     assert tune_cli.main(TINY + ["--batch-sizes", "2", "1024", "--memory-budget", "0.85GB", "--out", str(out)]) == 0
-    assert "| 1024 | 1 | 1024 | on | on | does not fit (estimated 0.9" in out.with_suffix(".md").read_text()
+    assert "| 1024 | 1 | 1024 | on | on | 4-bit | does not fit (estimated 0.9" in out.with_suffix(".md").read_text()
     assert read_config_file(out)["batch_size"] == 2
     capsys.readouterr()
     assert train_main(["--config", str(out), "--dry-run", "--quiet", "--memory-budget", "0.85GB"]) == 0, \

@@ -11,6 +11,7 @@ row. Exit status: 0 done, 1 some rows could not be scored (0 with --skip-bad-row
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import signal
@@ -67,6 +68,7 @@ def build_parser() -> OneLineParser:
     _config_flag(run, "max_length", type=int, metavar="N")
     _config_flag(run, "quantization")
     _config_flag(run, "compute_dtype")
+    _config_flag(run, "dequantize_base", action=argparse.BooleanOptionalAction)
     run.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, metavar="N",
                      help=f"rows read, scored and written at a time; bounds memory (default {CHUNK_ROWS})")
     run.add_argument("--quiet", action="store_true", help="no progress, tables or notes; errors still print")

@@ -7,6 +7,7 @@ that fit a memory budget as a config file (how: nli_qlora.tools.tune).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -65,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-sizes: must be at least 1, got {min(args.batch_sizes)}")
     if args.warmup < 0:
         raise UserError("--warmup: must be 0 or more")
+    # both bases unless --dequantize-base or --no-dequantize-base is given: the 4-bit base first,
+    # then the same candidates dequantized (one-way: tools.tune.tune); the model is loaded 4-bit
+    bases = (cfg.dequantize_base,) if hasattr(args, "dequantize_base") else (False, True)
+    cfg = dataclasses.replace(cfg, dequantize_base=min(bases))
     device = default_device()
     note = enforce_budget(budget, device)
     print(f"{PROG}: {note}", file=sys.stderr)
@@ -76,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{PROG}: {len(rows)} training rows, prompt tokens median {lengths[len(lengths) // 2]}, "
           f"longest {lengths[-1]}; device {device_name(device)}",
           file=sys.stderr)
-    cands = candidates(cfg, args.batch_sizes, args.keep_effective_batch)
+    cands = candidates(cfg, args.batch_sizes, args.keep_effective_batch, bases)
     results = tune(rig, cfg, cands, rows, budget, args.steps, args.warmup,
                    log=lambda m: print(f"{PROG}: {m}", file=sys.stderr))
     best = fastest(results)

@@ -2,7 +2,8 @@
 one model, built one way (tokenizer, label and answer tokens, compute dtype, 4-bit base, LoRA).
 
     bundle = load_bundle(cfg, device)      # the 4-bit base, as from_pretrained or random: loads it
-    bundle = with_lora(bundle)             # new LoRA adapters on cfg.target_modules
+    bundle = with_lora(bundle)             # new LoRA adapters on cfg.target_modules (then
+                                           # the base dequantized once, with --dequantize-base)
 
 The score command puts a saved adapter on the base instead (predict.targets.load_adapter)."""
 
@@ -15,6 +16,7 @@ import torch
 
 from nli_qlora.config import RunConfig
 from nli_qlora.data.prompt import answer_token_ids, label_token_ids
+from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.model.load import (ModelSource, attach_lora, check_context, compute_dtype, load_base_model,
                                   load_tokenizer, match_targets, parameter_counts, resolve_source, tokenizer_source)
 
@@ -52,11 +54,14 @@ def load_bundle(cfg: RunConfig, device: torch.device, trains: bool = True) -> Mo
 
 
 def with_lora(bundle: ModelBundle) -> ModelBundle:
-    """New LoRA adapters (seeded by cfg.seed) on the targets the model has, and the counts."""
+    """New LoRA adapters (seeded by cfg.seed) on the targets the model has, and the counts (of the
+    4-bit model, also under --dequantize-base: the published accounting)."""
     matched, unmatched = match_targets(bundle.model, bundle.cfg.target_modules)
     model = attach_lora(bundle.model, bundle.cfg, matched)
-    return dataclasses.replace(bundle, model=model, matched=matched, unmatched=unmatched,
-                               counts=parameter_counts(model))
+    counts = parameter_counts(model)
+    if bundle.cfg.dequantize_base:
+        dequantize_base_(model)  # after attaching: the adapters initialise as on the 4-bit base
+    return dataclasses.replace(bundle, model=model, matched=matched, unmatched=unmatched, counts=counts)
 
 
 def enable_checkpointing(model) -> None:

@@ -13,11 +13,12 @@ import torch
 from nli_qlora.config import RunConfig, preset
 from nli_qlora.infra.errors import UserError
 from nli_qlora.model.bundle import ModelBundle, load_bundle
+from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.training.scoring import LabelScorer
 
 # settings that change how a model runs, not what it answers: these may override a checkpoint's own
-RUN_SETTINGS = ("max_length", "eval_batch_size", "quantization", "compute_dtype")
+RUN_SETTINGS = ("max_length", "eval_batch_size", "quantization", "compute_dtype", "dequantize_base")
 # settings that define the classifier: a checkpoint carries them, only a zero-shot model takes them
 PROMPT_SETTINGS = ("prompt_template", "label_words", "labels", "label_map", "tokenizer")
 
@@ -59,8 +60,17 @@ class Target:
     flag: str
 
 
-def main_target(args) -> Target:
+def run_settings(args) -> dict:
+    """The RUN_SETTINGS given as flags. --quantization none turns a checkpoint's --dequantize-base off
+    (there is no 4-bit base to dequantize) unless that flag is given too."""
     run = given(args, RUN_SETTINGS)
+    if run.get("quantization") == "none":
+        run.setdefault("dequantize_base", False)
+    return run
+
+
+def main_target(args) -> Target:
+    run = run_settings(args)
     if args.checkpoint:
         path = find_checkpoint(args.checkpoint)
         cfg = ckpt.config_of(path)
@@ -73,7 +83,7 @@ def main_target(args) -> Target:
 
 def compare_target(spec: str, main: Target, args) -> Target:
     """A checkpoint uses its own settings; a model is scored zero-shot with the main prompt and label words."""
-    run = given(args, RUN_SETTINGS)
+    run = run_settings(args)
     if is_checkpoint_path(spec):
         path = find_checkpoint(spec, "--compare")
         return Target(str(path), dataclasses.replace(ckpt.config_of(path), **run).validate(), path, "--compare")
@@ -110,6 +120,8 @@ def load(target: Target, dev: torch.device | None = None) -> Loaded:
     bundle = load_bundle(target.cfg, dev or device(), trains=False)  # scoring never trains
     if target.checkpoint is not None:
         bundle = dataclasses.replace(bundle, model=load_adapter(bundle.model, target))
+    if target.cfg.dequantize_base:
+        dequantize_base_(bundle.model)  # after the adapter: it loads as onto the 4-bit base
     bundle.model.eval()
     return Loaded(target, bundle, LabelScorer(bundle.model, bundle.label_ids))
 

@@ -89,7 +89,8 @@ def render_markdown(s: dict) -> str:
     p, lora, t, res = s["params"], s["lora"], s["time"], s["resources"]
     lines = [f"# Fine-tuning report: {s['run_name']}", "",
              f"Status: **{s['status']}**. Model `{s['model']['name']}` ({s['model']['architecture']}, "
-             f"{s['model']['quantization']} base, {s['model']['dtype']} compute) on {res['device']}.", "",
+             f"{s['model']['quantization']} base{', kept dequantized' if s['model'].get('dequantized') else ''}, "
+             f"{s['model']['dtype']} compute) on {res['device']}.", "",
              "## Accuracy before and after fine-tuning", "",
              "| | rows | balanced accuracy | accuracy | loss |", "| --- | --- | --- | --- | --- |"]
     for name in ("before", "after"):

@@ -22,7 +22,8 @@ from nli_qlora.run.metrics import completed_run, read_metrics
 from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
-                   "checkpoint_every_steps", "report_to")  # change memory use or bookkeeping, not what is being trained
+                   "checkpoint_every_steps", "report_to", "dequantize_base")  # change memory use, speed or
+# bookkeeping, not what is being trained (a dequantized base holds the 4-bit weights' very values)
 RESUME_FLAGS = {"resume", "quiet", "help"}
 
 

@@ -138,6 +138,11 @@ def _lora_tensor_sizes(shape: ModelShape, cfg: RunConfig) -> list[int]:
     return sizes
 
 
+def four_bit_base(cfg: RunConfig) -> bool:
+    """Whether training computes from packed 4-bit weights (dequantized in every pass)."""
+    return cfg.quantization != "none" and not cfg.dequantize_base
+
+
 def weight_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
     """Resident weights.
 
@@ -146,14 +151,16 @@ def weight_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
     quant_constants: one absmax per 64 weights, float32 (4 bytes) without double quantization; with
         it, one uint8 per block plus one float32 per 256 blocks (QLoRA's double quantization).
     unquantized_params: token embeddings and the output head (once when tied), the norms' weights
-        and the linears' biases, all in the compute dtype; with --quantization none, every linear too."""
+        and the linears' biases, all in the compute dtype; with --quantization none, every linear too,
+        and so with --dequantize-base (nli_qlora.model.dequantize: the 4-bit weights' values, kept in
+        the compute dtype, the packed weights freed)."""
     c = _DTYPE_BYTES[cfg.compute_dtype]
     per_layer = sum(lin.fan_in * lin.fan_out for lin in shape.linears)
     linear_params = shape.layers * per_layer
     biases = shape.layers * sum(lin.fan_out for lin in shape.linears) if shape.bias else 0
     norms = (2 * shape.layers + 1) * shape.hidden * (2 if shape.family == "phi" else 1)
     embed = shape.vocab * shape.hidden * (1 if shape.tied else 2) + (shape.vocab if shape.family == "phi" else 0)
-    if cfg.quantization == "none":
+    if not four_bit_base(cfg):
         return {"quantized_weights": 0, "quant_constants": 0,
                 "unquantized_params": (linear_params + biases + norms + embed) * c}
     blocks = sum(math.ceil(lin.fan_in * lin.fan_out / QUANT_BLOCK) for lin in shape.linears) * shape.layers
@@ -330,7 +337,7 @@ def estimate_peak_bytes(model_config, run_config: RunConfig, batch_size: int, se
     lora_in = max((lin.fan_in for lin in targets), default=0)
     terms["backward_workspace"] = 2 * n * h * c + 3 * n * inter * c + 4 * n * lora_in
     largest = max(lin.fan_in * lin.fan_out for lin in shape.linears)
-    terms["dequant_workspace"] = 0 if cfg.quantization == "none" else largest * c + 4 * math.ceil(largest / QUANT_BLOCK)
+    terms["dequant_workspace"] = 0 if not four_bit_base(cfg) else largest * c + 4 * math.ceil(largest / QUANT_BLOCK)
     terms["cublas_workspace"] = CUBLAS_WORKSPACE if device == "cuda" else 0
     paged = terms["optimizer_states_paged"]
     allocated = sum(terms.values()) - paged

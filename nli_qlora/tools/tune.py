@@ -1,6 +1,7 @@
 """The batch tuner behind `python -m nli_qlora.tune`: measure batch settings, keep the fastest that fit a budget.
 
-Every candidate (batch size, gradient accumulation, gradient checkpointing, bucketing) runs the loop's
+Every candidate (batch size, gradient accumulation, gradient checkpointing, bucketing, and whether the
+4-bit base is kept dequantized: `--dequantize-base`, more memory for fewer kernels) runs the loop's
 own step, timed as the loop times it (`nli_qlora.training.step.timed_step`), on batches drawn from the configured training data's real length
 distribution: there is no second step. On a GPU the budget is enforced through the allocator's
 per-process memory fraction, so a candidate too big for the target card (an A40's 48 GB by default)
@@ -33,6 +34,7 @@ from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
+from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.tools.memory import estimate_peak_bytes
 from nli_qlora.training.optim import trainer_for
 from nli_qlora.training.step import timed_step
@@ -167,6 +169,7 @@ class Candidate:
     grad_accum: int
     gradient_checkpointing: bool
     bucketing: bool
+    dequantize_base: bool = False
 
     @property
     def micro_batch(self) -> int:
@@ -175,7 +178,14 @@ class Candidate:
     def label(self) -> str:
         return (f"batch {self.batch_size} (micro {self.micro_batch} x {self.grad_accum}), "
                 f"checkpointing {'on' if self.gradient_checkpointing else 'off'}, "
-                f"bucketing {'on' if self.bucketing else 'off'}")
+                f"bucketing {'on' if self.bucketing else 'off'}"
+                + (", base dequantized" if self.dequantize_base else ""))
+
+    def settings(self) -> dict:
+        """The RunConfig fields a candidate sets."""
+        return dict(batch_size=self.batch_size, grad_accum=self.grad_accum,
+                    gradient_checkpointing=self.gradient_checkpointing, bucketing=self.bucketing,
+                    dequantize_base=self.dequantize_base)
 
 
 @dataclass
@@ -189,21 +199,26 @@ class Result:
     peak_gb: float | None = None
 
 
-def candidates(cfg: RunConfig, batch_sizes: list[int], keep_effective_batch: bool) -> list[Candidate]:
-    """Ordered so that, per (checkpointing, bucketing), micro-batches grow: the first that does
-    not fit ends that line (anything larger would not fit either)."""
+def candidates(cfg: RunConfig, batch_sizes: list[int], keep_effective_batch: bool,
+               bases: tuple[bool, ...] = (False, True)) -> list[Candidate]:
+    """Ordered so that, per line (checkpointing, bucketing, base), micro-batches grow: the first that
+    does not fit ends that line (anything larger would not fit either). `bases`: the --dequantize-base
+    values to try, the 4-bit base first (dequantizing is one-way: tune() does it between the two);
+    only the 4-bit one when there is no 4-bit base."""
     if keep_effective_batch:
         b = cfg.batch_size
         shapes = [(b, ga) for ga in sorted((d for d in range(1, b + 1) if b % d == 0), reverse=True)]
     else:
         shapes = [(b, 1) for b in sorted(set(batch_sizes))]
-    return [Candidate(b, ga, ckpt, bucket) for ckpt in (False, True) for bucket in (True, False) for b, ga in shapes]
+    if cfg.quantization == "none":
+        bases = (False,)
+    return [Candidate(b, ga, ckpt, bucket, deq) for deq in sorted(set(bases)) for ckpt in (False, True)
+            for bucket in (True, False) for b, ga in shapes]
 
 
 def memory_estimate(rig: ModelBundle, cfg: RunConfig, cand: Candidate, seq_len: int) -> int | None:
     """nli_qlora.tools.memory's estimate; None when it cannot be made (it is only a shortcut)."""
-    run_cfg = dataclasses.replace(cfg, batch_size=cand.batch_size, grad_accum=cand.grad_accum,
-                                  gradient_checkpointing=cand.gradient_checkpointing, bucketing=cand.bucketing)
+    run_cfg = dataclasses.replace(cfg, **cand.settings())
     try:
         estimate = estimate_peak_bytes(rig.model.config, run_cfg, cand.micro_batch, seq_len)
         return int(estimate["total"] if isinstance(estimate, dict) else estimate)
@@ -215,8 +230,7 @@ def memory_estimate(rig: ModelBundle, cfg: RunConfig, cand: Candidate, seq_len: 
 def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encoded], steps: int, warmup: int) -> Result:
     """Time `steps` steps after warm-up ones: the widest step (widest_step), `warmup` steps and one
     per batch shape met. Out of memory in any of them means "does not fit"."""
-    run_cfg = dataclasses.replace(cfg, batch_size=cand.batch_size, grad_accum=cand.grad_accum,
-                                  gradient_checkpointing=cand.gradient_checkpointing, bucketing=cand.bucketing)
+    run_cfg = dataclasses.replace(cfg, **cand.settings())
     cuda, answer, pad_id = rig.device.type == "cuda", rig.appended_answers(cfg.loss), rig.tokenizer.pad_token_id
     measured = draw_batches(rows, cand.batch_size, cand.grad_accum, cand.bucketing, steps, pad_id,
                             cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=answer)
@@ -272,13 +286,13 @@ def enforce_budget(budget: int, device: torch.device) -> str:
 def tune(rig: ModelBundle, cfg: RunConfig, cands: list[Candidate], rows: list[Encoded], budget: int, steps: int,
          warmup: int, log=print) -> list[Result]:
     results: list[Result] = []
-    too_big: dict[tuple[bool, bool], int] = {}  # smallest micro-batch that did not fit, per line
+    too_big: dict[tuple[bool, bool, bool], int] = {}  # smallest micro-batch that did not fit, per line
     # the widest batch as the loop builds it: padded, with the answer tokens the lm loss appends
     extra = max(map(len, rig.answer_ids)) if cfg.loss == "lm" and rig.answer_ids else 0
     longest = padded_length(max(len(r.prompt_ids) for r in rows) + extra, cfg.pad_to_multiple)
     capped = rig.device.type == "cuda"  # elsewhere no allocator enforces the budget: the estimate decides fit
     for cand in cands:
-        line = (cand.gradient_checkpointing, cand.bucketing)
+        line = (cand.gradient_checkpointing, cand.bucketing, cand.dequantize_base)
         if line in too_big and cand.micro_batch >= too_big[line]:
             results.append(Result(cand, f"skipped (micro-batch {too_big[line]} did not fit)"))
             continue
@@ -290,6 +304,8 @@ def tune(rig: ModelBundle, cfg: RunConfig, cands: list[Candidate], rows: list[En
             too_big[line] = min(too_big.get(line, cand.micro_batch), cand.micro_batch)
             results.append(Result(cand, f"does not fit (estimated {estimate / 1e9:.2f} GB)"))
             continue
+        if cand.dequantize_base and dequantize_base_(rig.model):  # one-way: the 4-bit lines came first
+            log("base dequantized: the candidates from here on keep the 4-bit weights in the compute dtype")
         result = measure(rig, cfg, cand, rows, steps, warmup)
         if result.status == "does not fit":
             too_big[line] = cand.micro_batch
@@ -316,14 +332,14 @@ def table_rows(results: list[Result], best: Result | None) -> list[list[str]]:
         c = r.candidate
         rows.append([str(c.batch_size), str(c.grad_accum), str(c.micro_batch),
                      "on" if c.gradient_checkpointing else "off",
-                     "on" if c.bucketing else "off", r.status, _fmt(r.step_s and r.step_s * 1e3, ".1f"),
+                     "on" if c.bucketing else "off", "dequantized" if c.dequantize_base else "4-bit", r.status, _fmt(r.step_s and r.step_s * 1e3, ".1f"),
                      _fmt(r.samples_per_s, ".1f"), _fmt(r.tokens_per_s, ".0f"),
                      _fmt(r.padding_fraction and 100 * r.padding_fraction, ".1f"), _fmt(r.peak_gb, ".2f"),
                      "fastest" if r is best else ""])
     return rows
 
 
-HEADER = ["batch", "grad_accum", "micro", "ckpt", "bucketing", "status", "step ms (median)", "samples/s",
+HEADER = ["batch", "grad_accum", "micro", "ckpt", "bucketing", "base", "status", "step ms (median)", "samples/s",
           "real tokens/s", "padding %", "peak GB (reserved)", ""]
 
 
@@ -332,8 +348,7 @@ def settings_of(cfg: RunConfig, best: Result) -> dict:
     trains exactly that (a file of the batch settings alone would fall back to the default preset's
     model, data, LoRA and learning rate for everything else)."""
     c = best.candidate
-    chosen = dataclasses.replace(cfg, batch_size=c.batch_size, grad_accum=c.grad_accum,
-                                 gradient_checkpointing=c.gradient_checkpointing, bucketing=c.bucketing)
+    chosen = dataclasses.replace(cfg, **c.settings())
     out = json.loads(json.dumps(chosen.to_dict()))  # tuples as lists: plain YAML
     out.pop("output_dir", None)  # a run directory of its own
     return out

@@ -236,7 +236,8 @@ class FineTune:
         metrics.write(
             "run_start", process_start=round(self.process_start, 3), run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
-                   "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization},
+                   "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization,
+                   "dequantized": self.cfg.dequantize_base},
             device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
             lora_targets={"matched": self.bundle.matched, "unmatched": self.bundle.unmatched},
             data={name: s.stats.as_dict() for name, s in self.splits.items()},

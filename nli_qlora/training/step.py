@@ -94,8 +94,11 @@ class GraphedForwardBackward:
         saved = self.flat.grad.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up outside the graph: lazy init, cuBLAS workspaces, autotuning
-            for _ in range(self.warmup):
+        # warm-up outside the graph, before the first capture only: lazy initialisation (cuBLAS
+        # handles and workspaces, kernels loaded) happens once per process. A later shape captures
+        # at once: its eager warm-up pass cost ~0.5-1 s a shape on the lent H200's host (issue 14)
+        with torch.cuda.stream(side):
+            for _ in range(self.warmup if not self.graphs else 0):
                 self._forward_backward(inputs, scale)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
