@@ -27,6 +27,8 @@ def dequantized_linear(layer: torch.nn.Module) -> torch.nn.Linear:
     import bitsandbytes.functional as bnbf
 
     weight = layer.weight
+    if getattr(weight.quant_state, "packing_format_for_cpu", False):  # other byte order: values would be wrong
+        raise RuntimeError("a 4-bit layer was repacked for CPU inference before its base was dequantized")
     dtype = layer.compute_dtype or weight.quant_state.dtype
     with torch.no_grad():
         values = bnbf.dequantize_4bit(weight.data, weight.quant_state).to(dtype)
