@@ -360,3 +360,13 @@ def test_the_peak_and_recent_throughput_are_every_steps_not_the_thinned_views():
     assert max(snap.series["gpu_mem_peak_gb"][1]) < 40.0  # the view's buckets average it away
     assert snap.gpu_peak_gb == 40.0
     assert snap.recent_samples_per_s == (1000.0,) * 50
+
+
+def test_the_header_says_when_the_4bit_base_was_kept_dequantized():
+    from tui.widgets.header import _model
+    for model, label in (({"name": "m", "quantization": "nf4", "dtype": "bfloat16"}, "m · nf4 · bfloat16"),
+                         ({"name": "m", "quantization": "nf4", "dequantized": True, "dtype": "bfloat16"},
+                          "m · nf4, kept dequantized · bfloat16")):
+        state = RunState()
+        state.feed([start().replace('"model": {"name": "m"}', '"model": ' + json.dumps(model))])
+        assert _model(state.snapshot()) == label

@@ -31,6 +31,8 @@ def _model(snap: RunSnapshot) -> str:
     model = snap.info.model
     quantization = model.get("quantization")
     weights = "not quantized" if quantization in (None, "none") else quantization
+    if model.get("dequantized"):  # --dequantize-base: the 4-bit values, kept in the compute dtype
+        weights += ", kept dequantized"
     parts = [model.get("name"), weights, model.get("dtype")]
     return " · ".join(str(p) for p in parts if p)
 
