@@ -49,9 +49,12 @@ def build_parser() -> OneLineParser:
 
 
 def _say(message: str) -> None:
-    """One line on stderr, never wrapped (rich wraps at 80 columns when piped)."""
+    """One line on stderr, never wrapped (rich wraps at 80 columns when piped), written in one call:
+    print() writes the text and its newline apart, and on an unbuffered stderr shared by several
+    processes (torchrun's ranks) another rank's line could land between them."""
     who = f"[rank {_world.rank}] " if _world is not None and _world.enabled else ""
-    print(f"{PROG}: {who}{message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"{PROG}: {who}{message}\n")
+    sys.stderr.flush()
 
 
 def _already_completed(run_dir: Path) -> int:
