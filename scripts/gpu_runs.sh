@@ -80,26 +80,19 @@ for part in "$@"; do
           --batch 8 --seq 64 $a > "$OUT/profile-smol${a// /}.json"; head -c 1200 "$OUT/profile-smol${a// /}.json"; done
       python3 scripts/profile_step.py --model random:phi-2 --tokenizer /tmp/smollm2-tokenizer --batch 8 --seq 64 \
         --dequantize-base > "$OUT/profile-phi2-deq.json"; head -c 1200 "$OUT/profile-phi2-deq.json" ;;
-    smollm2-time-deq) # the whole published SmolLM2 experiment from the shell, 2,000 test rows: the code of
-      # BASE (a git archive unpacked there, when given), then this code 4-bit, then dequantized
-      if [ -n "${BASE:-}" ]; then
-        (cd $BASE && PYTHONPATH=$OLDPWD/.site:/tmp/site:$BASE T python3 -m nli_qlora.train --model $SMOL $DATA \
-          --test-size 2000 --output-dir "$OLDPWD/$OUT/smol-time-base" --quiet)
-        python3 scripts/steps_summary.py "$OUT/smol-time-base"; fi
-      for a in "" "--dequantize-base"; do
-        T python3 -m nli_qlora.train --model $SMOL $DATA --test-size 2000 $a --output-dir "$OUT/smol-time$a" --quiet
-        python3 scripts/steps_summary.py "$OUT/smol-time$a"; grep -A4 "before and after" "$OUT/smol-time$a/report.md"; done ;;
     issue14-time) # the whole published experiment's command from the shell on SmolLM2's shapes (random weights:
       # no GGUF needed; the same data, tokenizer and steps), 2,000 test rows: BASE's code (a git archive unpacked
-      # there, when given), then this code, then this code with --dequantize-base; metrics files to $OUT
-      M="--model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet"
+      # there, when given), then this code, then this code with --dequantize-base; metrics files to $OUT (run
+      # directories stay in /tmp: $OUT returns a few files only). TIME_MODEL=$SMOL (after gguf-a gguf-b): real weights
+      M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet"
+      rm -rf /tmp/runs/base /tmp/runs/new /tmp/runs/deq  # a run directory left from an earlier call would "already complete"
       if [ -n "${BASE:-}" ]; then
         (cd $BASE && PYTHONPATH=$OLDPWD/.site:/tmp/site:$BASE T python3 -m nli_qlora.train $M --output-dir /tmp/runs/base)
       fi
       T python3 -m nli_qlora.train $M --output-dir /tmp/runs/new
       T python3 -m nli_qlora.train $M --dequantize-base --output-dir /tmp/runs/deq
       for r in base new deq; do [ -f /tmp/runs/$r/metrics.jsonl ] && cp /tmp/runs/$r/metrics.jsonl "$OUT/time-$r.jsonl"; done
-      python3 scripts/steps_summary.py /tmp/runs/* ;;
+      python3 scripts/steps_summary.py $(ls -d /tmp/runs/base /tmp/runs/new /tmp/runs/deq 2>/dev/null) ;;
     memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;
     *) echo "unknown part $part" ;;
   esac

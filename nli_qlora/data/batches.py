@@ -102,6 +102,13 @@ def collate(rows: list[Encoded], pad_id: int, pad_multiple: int = 8, answer_ids:
     return batch
 
 
+def step_batches(rows: list[Encoded], grad_accum: int, pad_id: int, pad_multiple: int,
+                 answer_ids: list[list[int]] | None = None, pin: bool = False) -> list[dict]:
+    """One step's rows (sorted by length) as its host micro-batches: micro_batches, then collate. The
+    loop builds its steps with it, and the tuner and the benchmarks theirs."""
+    return [collate(chunk, pad_id, pad_multiple, answer_ids, pin=pin) for chunk in micro_batches(rows, grad_accum)]
+
+
 def token_counts(micro_batches: list[list[int]], pad_multiple: int) -> tuple[int, int]:
     """(real tokens, tokens including padding) of micro-batches given as sequence lengths: what
     collate would pad them to, without building them (a rank counts the whole global batch)."""

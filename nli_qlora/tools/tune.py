@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 
 from nli_qlora.config import RunConfig
-from nli_qlora.data.batches import (Encoded, batch_token_counts, bucketed_batches, collate, encode, micro_batches,
-                                   padded_length)
+from nli_qlora.data.batches import (Encoded, batch_token_counts, bucketed_batches, encode, padded_length,
+                                   step_batches)
 from nli_qlora.data.read import load_split
 from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
@@ -101,12 +101,6 @@ def fixed_rows(seq_len: int, count: int, vocab_size: int, seed: int = 0) -> list
     return [Encoded(tuple(row), label, i) for i, (row, label) in enumerate(zip(ids, labels))]
 
 
-def host_step(chosen: list[Encoded], grad_accum: int, pad_id: int, pad_multiple: int, pin: bool = False,
-              answer: list[list[int]] | None = None) -> list[dict]:
-    """One step's rows (sorted by length) as its host micro-batches, cut as the loop cuts them."""
-    return [collate(chunk, pad_id, pad_multiple, answer, pin=pin) for chunk in micro_batches(chosen, grad_accum)]
-
-
 def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketing: bool, count: int, pad_id: int,
                  pad_multiple: int, seed: int = 0, pin: bool = False, answer: list[list[int]] | None = None
                  ) -> list[list[dict]]:
@@ -122,7 +116,7 @@ def draw_batches(rows: list[Encoded], batch_size: int, grad_accum: int, bucketin
             if len(idx) < full:
                 continue
             chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
-            steps.append(host_step(chosen, grad_accum, pad_id, pad_multiple, pin, answer))
+            steps.append(step_batches(chosen, grad_accum, pad_id, pad_multiple, answer, pin))
             if len(steps) == count:
                 break
         epoch += 1
@@ -135,7 +129,7 @@ def widest_step(rows: list[Encoded], batch_size: int, grad_accum: int, pad_id: i
     steps rarely reach the longest rows (SNLI: about 80 of 128 tokens), and a candidate must fit the
     widest step the run will meet, not only the typical one."""
     chosen = sorted(rows, key=lambda r: len(r.prompt_ids))[-min(batch_size, len(rows)):]
-    return host_step(chosen, grad_accum, pad_id, pad_multiple, pin, answer)
+    return step_batches(chosen, grad_accum, pad_id, pad_multiple, answer, pin)
 
 
 def step_shape(micro: list[dict]) -> tuple:

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from nli_qlora.config import RunConfig
-from nli_qlora.data.batches import Encoded, bucketed_batches, collate, micro_batches, token_counts
+from nli_qlora.data.batches import Encoded, bucketed_batches, micro_batches, step_batches, token_counts
 from nli_qlora.data.read import Example, SplitStats, load_split, no_rows_left
 from nli_qlora.data.token_cache import load_or_encode
 from nli_qlora.infra import oom
@@ -309,8 +309,8 @@ class FineTune:
                               f"--resume {self.run_dir}")
 
     def _micro_batches(self, mine: list[Encoded]) -> list[dict]:
-        return [collate(chunk, self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple, self.answer_ids,
-                        pin=self.device.type == "cuda") for chunk in micro_batches(mine, self.cfg.grad_accum)]
+        return step_batches(mine, self.cfg.grad_accum, self.bundle.tokenizer.pad_token_id, self.cfg.pad_to_multiple,
+                            self.answer_ids, pin=self.device.type == "cuda")
 
     def _token_counts(self, chosen: list[Encoded]) -> tuple[int, int]:
         """Real and padded tokens of the whole global batch, as every rank's micro-batches hold them."""
