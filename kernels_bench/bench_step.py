@@ -76,7 +76,8 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
     else:
         rows = fixed_rows(case.seq, case.batch * sizes.STEP_ROUNDS, rig.model.config.vocab_size, seed=rig.cfg.seed)
     cfg = dataclasses.replace(rig.cfg, batch_size=case.batch, grad_accum=1, gradient_checkpointing=case.checkpointing,
-                              bucketing=case.bucketing, step_mode=case.step_mode)
+                              bucketing=case.bucketing, step_mode=case.step_mode,
+                              lora_compute_dtype=case.lora_compute_dtype)
     measured = draw_batches(rows, case.batch, 1, case.bucketing, sizes.STEP_ROUNDS, rig.tokenizer.pad_token_id,
                             cfg.pad_to_multiple, cfg.seed, pin=device.type == "cuda",
                             answer=rig.appended_answers(cfg.loss))
@@ -130,7 +131,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
     benchmark.extra_info.update({
         "kind": "step", "model": model_name, "batch": case.batch, "seq": case.seq,
         "checkpointing": case.checkpointing, "bucketing": case.bucketing, "step_mode": case.step_mode,
-        "dequantize_base": case.dequantize_base,
+        "dequantize_base": case.dequantize_base, "lora_compute_dtype": case.lora_compute_dtype,
         "step_path": mode, "graph_capture_s": round(capture_s, 3), "captured_while_timed": sum(captured[-len(times):]),
         "device": device_name, "rounds": len(times), "median_step_ms": round(1e3 * statistics.median(times), 3),
         "mean_step_ms": round(1e3 * total / len(times), 3),

@@ -40,6 +40,7 @@ class StepCase:
     bucketing: bool = True
     step_mode: str = "fast"
     dequantize_base: bool = False  # --dequantize-base: the frozen base's 4-bit values kept in the compute dtype
+    lora_compute_dtype: str = "float32"  # bfloat16: adapters compute from bfloat16 copies of float32 masters
 
     def __str__(self) -> str:
         parts = [f"b{self.batch}", "snli" if self.seq == SNLI else f"seq{self.seq}"]
@@ -51,6 +52,8 @@ class StepCase:
             parts.append("nobucket")
         if self.dequantize_base:
             parts.append("deq")
+        if self.lora_compute_dtype != "float32":
+            parts.append("bf16lora")
         return "-".join(parts)
 
 
@@ -62,13 +65,16 @@ def _step_grid() -> list[StepCase]:
     if not FULL:
         return [StepCase(2, 16), StepCase(8, 16), StepCase(8, 16, step_mode="eager"),
                 StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False),
-                StepCase(8, 16, dequantize_base=True)]
+                StepCase(8, 16, dequantize_base=True), StepCase(8, 16, lora_compute_dtype="bfloat16")]
     grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
     grid.append(StepCase(8, 64, step_mode="eager"))
     grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
     grid += [StepCase(b, SNLI, **toggle) for b in (8, 64)
              for toggle in ({"step_mode": "eager"}, {"checkpointing": True}, {"bucketing": False})]
     grid += [StepCase(8, 64, dequantize_base=True)] + [StepCase(b, SNLI, dequantize_base=True) for b in (8, 32, 64, 128)]
+    grid += [StepCase(b, SNLI, lora_compute_dtype="bfloat16") for b in (8, 64)]  # bfloat16 adapters (same rigs)
+    grid += [StepCase(8, 64, dequantize_base=True, lora_compute_dtype="bfloat16")]
+    grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16") for b in (8, 32, 64, 128)]
     return grid
 
 

@@ -55,6 +55,9 @@ class RunConfig:
     lora_alpha: int = _f(64, "LoRA alpha (scale = alpha / r)")
     lora_dropout: float = _f(0.05, "dropout on the LoRA input")
     lora_bias: str = _f("none", "which biases train", choices=("none", "all", "lora_only"))
+    lora_compute_dtype: str = _f("float32", "dtype the adapters compute in: float32 (peft's default), or bfloat16 "
+                                 "working copies of float32 master weights (faster; the optimizer, clipping and "
+                                 "the saved adapter stay float32)", choices=("float32", "bfloat16"))
     target_modules: tuple[str, ...] = _f(PUBLISHED_TARGETS, "module names that get LoRA adapters "
                                          "('phi' = q_proj k_proj v_proj dense fc1 fc2)")
     # --- data ---

@@ -47,6 +47,8 @@ def setting(info: dict) -> str:
         parts.append("bucketing" if info["bucketing"] else "no bucketing")
     if info.get("dequantize_base"):
         parts.append("base dequantized")
+    if info.get("lora_compute_dtype", "float32") != "float32":
+        parts.append(f"adapters compute in {info['lora_compute_dtype']}")
     return ", ".join(parts)
 
 

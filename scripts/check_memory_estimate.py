@@ -35,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quantization", choices=("nf4", "fp4", "none"), default="nf4",
                         help="base weights (none = a bf16 base, for reference)")
     parser.add_argument("--dequantize-base", action="store_true", help="the 4-bit base kept dequantized")
+    parser.add_argument("--lora-compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="the adapters' compute dtype (bfloat16: working copies of float32 masters)")
     parser.add_argument("--step-mode", choices=("eager", "fast"), default=None,
                         help="the step's mode (default: RunConfig's, as the loop runs)")
     return parser
@@ -70,6 +72,8 @@ def render(rows: list[dict]) -> str:
 
 def make_trainer(model, cfg, device):
     """The loop's trainer for cfg (flat buffers and CUDA graphs in step_mode fast), on fresh parameters."""
+    import torch
+
     from nli_qlora.training.optim import build_optimizer, build_scheduler
     from nli_qlora.training.scoring import LabelScorer
     from nli_qlora.training.step import build_trainer
@@ -83,7 +87,7 @@ def make_trainer(model, cfg, device):
     params = [p for p in model.parameters() if p.requires_grad]
     return build_trainer(LabelScorer(model, [1, 2, 3]), params, lambda ps: build_optimizer(cfg, ps)[0],
                          lambda opt: build_scheduler(cfg, opt, 1000), cfg.loss, cfg.max_grad_norm,
-                         cfg.step_mode, cfg.gradient_checkpointing)
+                         cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype))
 
 
 def run_case(trainer, model_config, cfg, batch_size: int, seq_len: int, steps: int, device) -> dict:
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
     context = total - free - torch.cuda.memory_reserved()
     overrides = {"step_mode": args.step_mode} if args.step_mode else {}
     cfg = RunConfig(model=args.model, loss=args.loss, quantization=args.quantization,
-                    dequantize_base=args.dequantize_base, **overrides)
+                    dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype, **overrides)
     source = resolve_source(cfg)
     model_config = load_config(source)
     print(f"{args.model} on {torch.cuda.get_device_name()}; CUDA context {context / GIB:.2f} GiB; "
@@ -163,7 +167,7 @@ def main(argv=None) -> int:
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                            "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__},
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": args.model, "quantization": args.quantization,
-              "dequantize_base": args.dequantize_base,
+              "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype,
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

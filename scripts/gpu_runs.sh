@@ -74,25 +74,37 @@ for part in "$@"; do
       for m in $SMOL random:phi-2; do
         python3 scripts/profile_eval.py --model $m --tokenizer /tmp/smollm2-tokenizer --file $D/validation.jsonl \
           --rows 2000 | tee -a "$OUT/eval-profile.jsonl"; done ;;
-    profile-deq) # issue 14: kernels per step with the base dequantized (and, exploration only, adapters in bf16)
-      for a in "--dequantize-base" "--dequantize-base --lora-bf16"; do
+    profile-deq) # issue 14: kernels per step with the base dequantized (and adapters computing in bf16)
+      for a in "--dequantize-base" "--dequantize-base --lora-compute-dtype bfloat16"; do
         python3 scripts/profile_step.py --model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer \
           --batch 8 --seq 64 $a > "$OUT/profile-smol${a// /}.json"; head -c 1200 "$OUT/profile-smol${a// /}.json"; done
       python3 scripts/profile_step.py --model random:phi-2 --tokenizer /tmp/smollm2-tokenizer --batch 8 --seq 64 \
         --dequantize-base > "$OUT/profile-phi2-deq.json"; head -c 1200 "$OUT/profile-phi2-deq.json" ;;
     issue14-time) # the whole published experiment's command from the shell on SmolLM2's shapes (random weights:
       # no GGUF needed; the same data, tokenizer and steps), 2,000 test rows: BASE's code (a git archive unpacked
-      # there, when given), then this code, then this code with --dequantize-base; metrics files to $OUT (run
-      # directories stay in /tmp: $OUT returns a few files only). TIME_MODEL=$SMOL (after gguf-a gguf-b): real weights
+      # there, when given), then this code as it is, with --dequantize-base, and with that and bfloat16 adapters;
+      # metrics files to $OUT (run directories stay in /tmp: $OUT returns a few files only).
+      # TIME_MODEL=$SMOL (after gguf-a gguf-b): real weights
       M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet"
-      rm -rf /tmp/runs/base /tmp/runs/new /tmp/runs/deq  # a run directory left from an earlier call would "already complete"
+      R="base new deq deqbf16"
+      for r in $R; do rm -rf /tmp/runs/$r; done  # a run directory left from an earlier call would "already complete"
       if [ -n "${BASE:-}" ]; then
         (cd $BASE && PYTHONPATH=$OLDPWD/.site:/tmp/site:$BASE T python3 -m nli_qlora.train $M --output-dir /tmp/runs/base)
       fi
       T python3 -m nli_qlora.train $M --output-dir /tmp/runs/new
       T python3 -m nli_qlora.train $M --dequantize-base --output-dir /tmp/runs/deq
-      for r in base new deq; do [ -f /tmp/runs/$r/metrics.jsonl ] && cp /tmp/runs/$r/metrics.jsonl "$OUT/time-$r.jsonl"; done
-      python3 scripts/steps_summary.py $(ls -d /tmp/runs/base /tmp/runs/new /tmp/runs/deq 2>/dev/null) ;;
+      T python3 -m nli_qlora.train $M --dequantize-base --lora-compute-dtype bfloat16 --output-dir /tmp/runs/deqbf16
+      for r in $R; do [ -f /tmp/runs/$r/metrics.jsonl ] && cp /tmp/runs/$r/metrics.jsonl "$OUT/time-$r.jsonl"; done
+      python3 scripts/steps_summary.py $(for r in $R; do [ -d /tmp/runs/$r ] && echo /tmp/runs/$r; done) ;;
+    bf16-bench) # issue 14: adapters computing in bfloat16 beside float32 ones, 4-bit and dequantized base (bench_step ids)
+      ids=""; for m in phi-2 smollm2; do for c in b8-snli b8-snli-bf16lora b8-snli-deq b8-snli-deq-bf16lora \
+          b64-snli-deq b64-snli-deq-bf16lora b128-snli-deq b128-snli-deq-bf16lora; do
+        ids="$ids kernels_bench/bench_step.py::bench_step[$m-$c]"; done; done
+      python3 -m pytest -c kernels_bench/pytest.ini $ids "kernels_bench/bench_peer.py::bench_peer[phi-2]" -q \
+        --benchmark-json="$OUT/bench-bf16.json" 2>&1 | tail -5
+      python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB', b['extra_info'].get('flops_utilization')) for b in json.load(open('$OUT/bench-bf16.json'))['benchmarks']]" ;;
+    memory-bf16) for a in "" "--dequantize-base"; do
+        T python3 scripts/check_memory_estimate.py --lora-compute-dtype bfloat16 $a --out "$OUT/memory-bf16${a// /}.json" 2>&1 | tail -9; done ;;
     memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;
     *) echo "unknown part $part" ;;
   esac

@@ -15,7 +15,8 @@ OUT=${OUT:-gpu-out}; mkdir -p "$OUT"; LOG="$OUT/smoke.log"; : > "$LOG"
 export PYTHONPATH=$PWD/.site:/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NLI_QLORA_CACHE=${NLI_QLORA_CACHE:-/tmp/nli_cache}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1  # as the lent machines require
-W=$(mktemp -d); D=$PWD/.devdata/snli; TOK=$PWD/.devdata/smollm2-tokenizer
+W=${SMOKE_W:-$(mktemp -d)}; mkdir -p "$W"  # SMOKE_W: one folder for a smoke run in parts (SMOKE_ONLY)
+D=$PWD/.devdata/snli; TOK=$PWD/.devdata/smollm2-tokenizer
 SMOL=SmolLM2-135M-Instruct.Q4_1.gguf
 head -n 400 "$D/train_20k.jsonl" > "$W/train.jsonl"; head -n 200 "$D/validation.jsonl" > "$W/val.jsonl"
 head -n 200 "$D/test.jsonl" > "$W/test.jsonl"
@@ -83,11 +84,11 @@ print(f"{len(whole)} steps equal bit for bit (loss, grad norm)")
 PY
 }
 
-dequantized_like_4bit() {  # --dequantize-base trains as the 4-bit base does (same values; other GEMM kernels)
-  local dir=$1; shift
-  python3 -m nli_qlora.train "$@" --output-dir "$dir-4bit" || return 1
-  python3 -m nli_qlora.train "$@" --dequantize-base --output-dir "$dir-deq" || return 1
-  python3 - "$dir-4bit" "$dir-deq" <<'PY'
+trains_alike() {  # trains_alike DIR "FLAGS" ARGS...: a run with FLAGS takes the plain run's steps within bf16 rounding
+  local dir=$1 flags=$2; shift 2
+  python3 -m nli_qlora.train "$@" --output-dir "$dir-plain" || return 1
+  python3 -m nli_qlora.train "$@" $flags --output-dir "$dir-with" || return 1
+  python3 - "$dir-plain" "$dir-with" "$flags" <<'PY'
 import json, sys
 def run(d):
     records = list(map(json.loads, open(d + "/metrics.jsonl")))
@@ -96,9 +97,9 @@ def run(d):
     return [r["loss"] for r in steps], sorted(r["step_time_s"] for r in steps)[len(steps) // 2], test
 (a, ta, ea), (b, tb, eb) = run(sys.argv[1]), run(sys.argv[2])
 worst = max(abs(x - y) / abs(x) for x, y in zip(a, b))
-print(f"{len(a)} steps: largest relative loss difference {worst:.2e}; median step {1e3 * ta:.1f} ms 4-bit, "
-      f"{1e3 * tb:.1f} ms dequantized; test balanced accuracy {ea['balanced_accuracy']:.4f} / {eb['balanced_accuracy']:.4f}")
-assert len(a) == len(b) and worst < 2e-2, "the dequantized base trained differently"
+print(f"{len(a)} steps: largest relative loss difference {worst:.2e}; median step {1e3 * ta:.1f} ms plain, "
+      f"{1e3 * tb:.1f} ms with {sys.argv[3]}; test balanced accuracy {ea['balanced_accuracy']:.4f} / {eb['balanced_accuracy']:.4f}")
+assert len(a) == len(b) and worst < 2e-2, f"{sys.argv[3]} trained differently"
 PY
 }
 
@@ -110,7 +111,11 @@ check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHO
 check "train phi-2+resume"   stop_then_resume "$W/phi2" $PHI2 $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
 check "resume = uninterrupted" same_as_uninterrupted "$W/exact" --model random:$TOK --tokenizer $TOK $DATA $SHORT \
                                --train-size 200 --checkpoint-every-steps 2
-check "dequantized = 4-bit"  dequantized_like_4bit "$W/deq" --model random:$TOK --tokenizer $TOK $DATA $SHORT \
+check "resume = uninterrupted (bf16 lora)" same_as_uninterrupted "$W/exact-bf16" --model random:$TOK --tokenizer $TOK \
+                               $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --lora-compute-dtype bfloat16
+check "dequantized = 4-bit"  trains_alike "$W/deq" "--dequantize-base" --model random:$TOK --tokenizer $TOK $DATA \
+                               $SHORT --train-size 200 --no-zero-shot-eval
+check "bf16 lora = fp32 lora" trains_alike "$W/bf16" "--lora-compute-dtype bfloat16" $PHI2 $DATA $SHORT \
                                --train-size 200 --no-zero-shot-eval
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
 check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \

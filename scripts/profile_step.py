@@ -36,8 +36,8 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=5, help="profiled steps (after warm-up)")
     p.add_argument("--step-mode", default="fast", choices=("fast", "eager"))
     p.add_argument("--dequantize-base", action="store_true", help="the 4-bit base kept dequantized")
-    p.add_argument("--lora-bf16", action="store_true", help="exploration only: the adapters in bfloat16 (not "
-                   "the loop's numerics: no float32 master weights), to see what float32 LoRA matmuls cost")
+    p.add_argument("--lora-compute-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="the adapters' compute dtype (bfloat16: working copies of float32 masters)")
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args()
 
@@ -64,7 +64,7 @@ def main() -> int:
 
     changes = {k: v for k, v in (("model", args.model), ("tokenizer", args.tokenizer)) if v}
     cfg = dataclasses.replace(preset(args.preset), **changes, batch_size=args.batch, step_mode=args.step_mode,
-                              dequantize_base=args.dequantize_base)
+                              dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype)
     t = time.perf_counter()
     bundle = prepare(cfg, device)
     synchronize(device)
@@ -73,10 +73,6 @@ def main() -> int:
     rows = fixed_rows(args.seq, args.batch * (args.steps + 4), bundle.model.config.vocab_size, seed=cfg.seed)
     plan = with_warmup(draw_batches(rows, args.batch, 1, False, args.steps + 3, bundle.tokenizer.pad_token_id,
                                     cfg.pad_to_multiple, cfg.seed, pin=cuda), 0)
-    if args.lora_bf16:
-        for p_ in bundle.model.parameters():
-            if p_.requires_grad:
-                p_.data = p_.data.to(torch.bfloat16)
     trainer, _ = trainer_for(cfg, bundle.model, bundle.label_ids, total_steps=1000)
     t = time.perf_counter()
     timed_step(trainer, plan[0], device)
@@ -103,7 +99,7 @@ def main() -> int:
     top = sorted(averages, key=device_us if cuda else (lambda e: e.self_cpu_time_total), reverse=True)[:args.top]
     print(json.dumps({
         "model": cfg.model, "batch": args.batch, "seq": args.seq, "step_mode": args.step_mode,
-        "dequantize_base": args.dequantize_base, "lora_bf16": args.lora_bf16,
+        "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype,
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "startup_s": {k: round(v, 3) for k, v in phases.items()},
         "median_step_ms": round(step_ms, 3),

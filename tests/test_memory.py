@@ -14,6 +14,7 @@ from nli_qlora.tools.memory import (ModelShape, estimate_peak_bytes, layer_activ
                               parse_budget)
 from nli_qlora.model.load import attach_lora, load_config, match_targets, random_model, resolve_source
 from nli_qlora.training.scoring import LabelScorer
+from nli_qlora.training.step import FlatParams
 
 GIB = 2**30
 
@@ -52,16 +53,22 @@ def saved_activation_bytes(model, batch) -> int:
 
 
 @pytest.mark.parametrize("family", ["phi", "llama"])
-@pytest.mark.parametrize("dtype,dropout,checkpointing", [
-    ("bfloat16", 0.05, False), ("float32", 0.0, False), ("float32", 0.05, False), ("bfloat16", 0.05, True)],
-    ids=["bf16-dropout", "fp32-no-dropout", "fp32-dropout", "bf16-checkpointing"])
-def test_activation_count_matches_what_autograd_keeps(family, dtype, dropout, checkpointing):
-    """Every term of the activation count (LoRA's float32 input copies and dropout masks, SDPA's
-    inputs and output, gelu_new's four tensors, norms, the lighter first layer) against autograd."""
-    cfg = RunConfig(model="x", lora_dropout=dropout, compute_dtype=dtype, gradient_checkpointing=checkpointing)
+@pytest.mark.parametrize("dtype,dropout,checkpointing,adapters", [
+    ("bfloat16", 0.05, False, "float32"), ("float32", 0.0, False, "float32"), ("float32", 0.05, False, "float32"),
+    ("bfloat16", 0.05, True, "float32"), ("bfloat16", 0.05, False, "bfloat16"), ("bfloat16", 0.0, False, "bfloat16"),
+    ("float32", 0.05, False, "bfloat16")],
+    ids=["bf16-dropout", "fp32-no-dropout", "fp32-dropout", "bf16-checkpointing", "bf16-dropout-bf16-adapters",
+         "bf16-no-dropout-bf16-adapters", "fp32-dropout-bf16-adapters"])
+def test_activation_count_matches_what_autograd_keeps(family, dtype, dropout, checkpointing, adapters):
+    """Every term of the activation count (LoRA's input copies in the adapters' dtype and dropout
+    masks, SDPA's inputs and output, gelu_new's four tensors, norms, the lighter first layer)
+    against autograd; with --lora-compute-dtype bfloat16 the adapters are the loop's working copies."""
+    cfg = RunConfig(model="x", lora_dropout=dropout, compute_dtype=dtype, gradient_checkpointing=checkpointing,
+                    lora_compute_dtype=adapters)
     config = _tiny_config(family)
     model = random_model(cfg, config, torch.device("cpu"), getattr(torch, dtype))
     model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
+    FlatParams([p for p in model.parameters() if p.requires_grad], getattr(torch, adapters))
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()

@@ -164,7 +164,8 @@ def test_run_start_describes_the_run(run):
     start = records[0]
     assert start["run_name"] == "tiny" and start["run_dir"] == str(run_dir)
     assert start["model"] == {"name": "builtin:tiny-phi", "architecture": "PhiForCausalLM", "dtype": "float32",
-                              "quantization": "nf4", "dequantized": False}
+                              "quantization": "nf4", "dequantized": False,
+                              "lora_compute_dtype": "float32"}
     assert start["device"]["type"] == "cpu" and start["world_size"] == 1
     assert start["lora_targets"] == {"matched": list(TINY.target_modules), "unmatched": []}
     assert {k: (v["rows_read"], v["selected"], v["unlabeled_dropped"], v["bad_skipped"])

@@ -366,7 +366,9 @@ def test_the_header_says_when_the_4bit_base_was_kept_dequantized():
     from tui.widgets.header import _model
     for model, label in (({"name": "m", "quantization": "nf4", "dtype": "bfloat16"}, "m · nf4 · bfloat16"),
                          ({"name": "m", "quantization": "nf4", "dequantized": True, "dtype": "bfloat16"},
-                          "m · nf4, kept dequantized · bfloat16")):
+                          "m · nf4, kept dequantized · bfloat16"),
+                         ({"name": "m", "quantization": "nf4", "dtype": "bfloat16", "lora_compute_dtype": "bfloat16"},
+                          "m · nf4 · bfloat16 · adapters bfloat16")):
         state = RunState()
         state.feed([start().replace('"model": {"name": "m"}', '"model": ' + json.dumps(model))])
         assert _model(state.snapshot()) == label

@@ -18,7 +18,8 @@ from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.training.scoring import LabelScorer
 
 # settings that change how a model runs, not what it answers: these may override a checkpoint's own
-RUN_SETTINGS = ("max_length", "eval_batch_size", "quantization", "compute_dtype", "dequantize_base")
+RUN_SETTINGS = ("max_length", "eval_batch_size", "quantization", "compute_dtype", "dequantize_base",
+                "lora_compute_dtype")
 # settings that define the classifier: a checkpoint carries them, only a zero-shot model takes them
 PROMPT_SETTINGS = ("prompt_template", "label_words", "labels", "label_map", "tokenizer")
 
@@ -122,8 +123,21 @@ def load(target: Target, dev: torch.device | None = None) -> Loaded:
         bundle = dataclasses.replace(bundle, model=load_adapter(bundle.model, target))
     if target.cfg.dequantize_base:
         dequantize_base_(bundle.model)  # after the adapter: it loads as onto the 4-bit base
+    adapter_copies_(bundle.model, target.cfg.lora_compute_dtype)
     bundle.model.eval()
     return Loaded(target, bundle, LabelScorer(bundle.model, bundle.label_ids))
+
+
+def adapter_copies_(model, dtype_name: str) -> None:
+    """--lora-compute-dtype bfloat16: the adapters in the dtype the run computed (and evaluated) with,
+    made from the float32 weights saved, as training makes its working copies: so scoring a
+    checkpoint gives the predictions the run's own evaluation gave."""
+    if dtype_name == "float32":
+        return
+    dtype = getattr(torch, dtype_name)
+    for name, p in model.named_parameters():
+        if ".lora_A." in name or ".lora_B." in name:
+            p.data = p.data.to(dtype)
 
 
 def load_adapter(base, target: Target):

@@ -85,12 +85,17 @@ def _figures(names: list[str] | None) -> list[str]:
     return [line for name in names for line in ("", f"![{titles.get(name, name)}]({name})")]
 
 
+def _adapters(model: dict) -> str:
+    dtype = model.get("lora_compute_dtype", "float32")  # absent before 2026-12-01: float32
+    return "" if dtype == "float32" else f", adapters computing in {dtype} from float32 masters"
+
+
 def render_markdown(s: dict) -> str:
     p, lora, t, res = s["params"], s["lora"], s["time"], s["resources"]
     lines = [f"# Fine-tuning report: {s['run_name']}", "",
              f"Status: **{s['status']}**. Model `{s['model']['name']}` ({s['model']['architecture']}, "
              f"{s['model']['quantization']} base{', kept dequantized' if s['model'].get('dequantized') else ''}, "
-             f"{s['model']['dtype']} compute) on {res['device']}.", "",
+             f"{s['model']['dtype']} compute{_adapters(s['model'])}) on {res['device']}.", "",
              "## Accuracy before and after fine-tuning", "",
              "| | rows | balanced accuracy | accuracy | loss |", "| --- | --- | --- | --- | --- |"]
     for name in ("before", "after"):

@@ -48,7 +48,7 @@ TERMS = {
     "quantized_weights": "4-bit packed weights of the quantized linear layers (half a byte each)",
     "quant_constants": "4-bit quantization constants (absmax per 64 weights; 8-bit + float32 per 256 with double quant)",
     "unquantized_params": "embeddings, output head, norms and biases in the compute dtype",
-    "lora_params": "LoRA adapter weights in float32",
+    "lora_params": "LoRA adapter weights in float32 (and their bfloat16 working copies)",
     "lora_grads": "their float32 gradients",
     "optimizer_states": "AdamW states in torch's allocator (8-bit: 2 bytes a parameter + block constants; float32: 8)",
     "optimizer_states_paged": "AdamW states bitsandbytes pages into CUDA managed memory (not seen by torch)",
@@ -115,6 +115,12 @@ class ModelShape:
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}  # auto = bfloat16 on a GPU
 
 
+def adapter_bytes(cfg: RunConfig) -> int:
+    """Bytes of a value the adapters compute with: float32 (peft's default), or 2 with
+    --lora-compute-dtype bfloat16 (working copies of the float32 masters)."""
+    return _DTYPE_BYTES[getattr(cfg, "lora_compute_dtype", "float32")]
+
+
 def lora_targets(shape: ModelShape, cfg: RunConfig) -> tuple[list[Linear], bool]:
     """(per-layer linears that get adapters, whether the output head gets one), by last name part."""
     wanted = set(cfg.target_modules)
@@ -177,7 +183,8 @@ def training_state_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
 
     lora_params / lora_grads: peft keeps adapters in float32 over a bf16/fp16 base (4 bytes each);
         gradients are float32 too and all exist at the end of backward (step_mode fast keeps them in
-        one flat buffer for the whole run).
+        one flat buffer for the whole run). --lora-compute-dtype bfloat16 adds a bfloat16 working
+        copy of each (2 bytes more a weight, 2 more a gradient: nli_qlora.training.step.FlatParams).
     optimizer_states: bitsandbytes' 8-bit AdamW keeps two uint8 states per parameter plus a float32
         absmax per 256 values for each state; tensors under 4,096 values keep float32 states (8 bytes).
         torch's AdamW keeps two float32 states (8 bytes).
@@ -197,7 +204,8 @@ def training_state_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
             torch_bytes += constants
         else:
             torch_bytes += states + constants
-    return {"lora_params": 4 * n, "lora_grads": 4 * n, "optimizer_states": torch_bytes,
+    work = adapter_bytes(cfg) if adapter_bytes(cfg) != 4 else 0
+    return {"lora_params": (4 + work) * n, "lora_grads": (4 + work) * n, "optimizer_states": torch_bytes,
             "optimizer_states_paged": paged}
 
 
@@ -217,17 +225,19 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
         float32 log-sum-exp that SDPA keeps; grouped key/value heads count at the query heads' size
         on CUDA, where transformers repeats them when a padding mask is given (on CPU SDPA takes
         them grouped). SDPA keeps no T x T matrix.
-      LoRA, per adapted linear of input width d: peft casts the input to float32 and the dropout's
-        output (N*d*4) is what lora_A keeps, plus the dropout mask (one byte per value on CUDA, a
-        mask of the input's dtype on CPU) when the input requires grad, plus lora_A's output (N*r*4)
-        that lora_B keeps. With a float32 compute dtype and no dropout, lora_A keeps the shared
-        input itself, once per input.
+      LoRA, per adapted linear of input width d: peft casts the input to the adapters' dtype (a
+        bytes: 4 for float32, 2 with --lora-compute-dtype bfloat16) and the dropout's output (N*d*a)
+        is what lora_A keeps, plus the dropout mask (one byte per value on CUDA, a mask of the
+        input's dtype on CPU) when the input requires grad, plus lora_A's output (N*r*a) that lora_B
+        keeps. When the adapters compute in the compute dtype and there is no dropout, lora_A keeps
+        the shared input itself, once per input.
       base 4-bit linears: nothing (bitsandbytes keeps the packed weight only).
       MLP: Phi's gelu_new keeps four N*I tensors (see ACTIVATION_SAVES), a fused activation one; a
         gated MLP (Llama) also keeps the factors of act(gate) * up.
       residual dropout (Phi's resid_pdrop, on the attention and the MLP outputs): a mask each."""
     n = batch_size * seq_len
     c = _DTYPE_BYTES[cfg.compute_dtype]
+    a = adapter_bytes(cfg)
     h, inter = shape.hidden, shape.intermediate
     mask_bytes = lambda dtype_bytes: 1 if device == "cuda" else dtype_bytes
     targets, _ = lora_targets(shape, cfg)
@@ -240,10 +250,10 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
         lins = [t for t in targets if t.group == group]
         if not lins:
             return 0
-        out = 4 * n * cfg.lora_r * len(lins)  # lora_A's outputs, kept by lora_B
-        if c == 4 and cfg.lora_dropout == 0:  # no cast, no dropout: lora_A keeps the shared input
-            return out + (0 if input_kept else 4 * n * lins[0].fan_in)
-        per_value = 4 + (mask_bytes(4) if cfg.lora_dropout > 0 and grad else 0)
+        out = a * n * cfg.lora_r * len(lins)  # lora_A's outputs, kept by lora_B
+        if c == a and cfg.lora_dropout == 0:  # no cast, no dropout: lora_A keeps the shared input
+            return out + (0 if input_kept else a * n * lins[0].fan_in)
+        per_value = a + (mask_bytes(a) if cfg.lora_dropout > 0 and grad else 0)
         return out + sum(per_value * n * lin.fan_in for lin in lins)
 
     def norm(grad: bool) -> int:
@@ -295,8 +305,9 @@ def _head_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, seq_len: int
     rows = batch_size * seq_len if cfg.loss == "lm" else batch_size
     per_row = shape.vocab * (c + 4 * 4 if cfg.loss == "lm" else c + 4 + 4)
     _, head = lora_targets(shape, cfg)
-    mask = (1 if device == "cuda" else 4) if cfg.lora_dropout > 0 else 0
-    lora = rows * (shape.hidden * (4 + mask) + 4 * cfg.lora_r) if head else 0
+    a = adapter_bytes(cfg)
+    mask = (1 if device == "cuda" else a) if cfg.lora_dropout > 0 else 0
+    lora = rows * (shape.hidden * (a + mask) + a * cfg.lora_r) if head else 0
     return rows * per_row + lora + rows * shape.hidden * c
 
 
@@ -331,11 +342,11 @@ def estimate_peak_bytes(model_config, run_config: RunConfig, batch_size: int, se
         terms["recompute"] = 0
     terms["logits"] = _head_bytes(shape, cfg, batch_size, seq_len, device)
     # one layer's backward: the incoming and outgoing residual gradients, the MLP's intermediate
-    # gradients (the activation's backward holds about three N x I tensors) and the float32
+    # gradients (the activation's backward holds about three N x I tensors) and the adapters'-dtype
     # gradients of the LoRA inputs before they are cast back and summed.
     targets, _ = lora_targets(shape, cfg)
     lora_in = max((lin.fan_in for lin in targets), default=0)
-    terms["backward_workspace"] = 2 * n * h * c + 3 * n * inter * c + 4 * n * lora_in
+    terms["backward_workspace"] = 2 * n * h * c + 3 * n * inter * c + adapter_bytes(cfg) * n * lora_in
     largest = max(lin.fan_in * lin.fan_out for lin in shape.linears)
     terms["dequant_workspace"] = 0 if not four_bit_base(cfg) else largest * c + 4 * math.ceil(largest / QUANT_BLOCK)
     terms["cublas_workspace"] = CUBLAS_WORKSPACE if device == "cuda" else 0

@@ -60,7 +60,7 @@ def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, w
 
     trainer = build_trainer(LabelScorer(model, label_ids), params, make_optimizer,
                             lambda opt: build_scheduler(cfg, opt, total_steps), cfg.loss, cfg.max_grad_norm,
-                            cfg.step_mode, cfg.gradient_checkpointing)
+                            cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype))
     if world is not None:
         trainer.world = world
     return trainer, notes

@@ -120,6 +120,7 @@ class FineTune:
         if restored is not None:
             self.last_checkpoint, self._saved_at = restored, self._here()
         self.world.broadcast_([trainer.flat.param.data] if trainer.flat is not None else [p.data for p in trainer.params])
+        trainer.publish()  # bfloat16 adapter copies follow the masters just loaded or broadcast
         self.stop.mode = "graceful"  # from here a stop request is honoured at a step boundary
         self.metrics = metrics = self._setup_metrics(restored, notes)
         if device.type == "cuda":  # peaks from here on are training's, not loading's
@@ -190,6 +191,8 @@ class FineTune:
         trainer, notes = trainer_for(self.cfg, bundle.model, bundle.label_ids, total_steps, self.world)
         mode = "eager" if trainer.flat is None else ("flat optimizer + CUDA graphs" if trainer.graphed
                                                      else "flat optimizer")
+        if trainer.copies is not None:
+            mode += "; adapters compute in bfloat16 from float32 masters"
         self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
         return trainer, notes
 
@@ -213,7 +216,8 @@ class FineTune:
         if changed:
             raise UserError(changed)
         files = files if files is not None else ckpt.read_files(path, "--resume")
-        ckpt.load_adapter_weights(bundle.model, path, files)
+        with trainer.masters_seated():  # the float32 masters, not --lora-compute-dtype's working copies
+            ckpt.load_adapter_weights(bundle.model, path, files)
         pos = ckpt.load_trainer_state(path, trainer.optimizer, trainer.scheduler, files)
         self.view.log(f"resume: from {path} at step {pos.step} (epoch {pos.epoch}, {pos.epoch_step} batches done)")
         return path, pos
@@ -237,7 +241,7 @@ class FineTune:
             "run_start", process_start=round(self.process_start, 3), run_name=self.run_dir.name, run_dir=str(self.run_dir), config=self.cfg.to_dict(),
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
                    "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization,
-                   "dequantized": self.cfg.dequantize_base},
+                   "dequantized": self.cfg.dequantize_base, "lora_compute_dtype": self.cfg.lora_compute_dtype},
             device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
             lora_targets={"matched": self.bundle.matched, "unmatched": self.bundle.unmatched},
             data={name: s.stats.as_dict() for name, s in self.splits.items()},
@@ -438,7 +442,7 @@ class FineTune:
             # the metrics file as it is now, without this checkpoint's own record: a resume from this
             # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
             self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
-            with writing(path, "write checkpoint"):
+            with writing(path, "write checkpoint"), self.trainer.masters_seated():  # float32 masters saved
                 path = ckpt.save(path, self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
             epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
             self._log("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)

@@ -13,6 +13,8 @@ Two modes of the same arithmetic (`RunConfig.step_mode`):
 from __future__ import annotations
 
 import time
+import contextlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -21,25 +23,120 @@ from nli_qlora.infra.distributed import World
 from nli_qlora.training.scoring import LabelScorer
 
 ALIGN = 2048  # flat segments start on 8-bit optimizer block boundaries: blocks never straddle two weights
+MASTER_DTYPE = torch.float32  # what the optimizer steps and checkpoints hold, whatever the adapters compute in
+
+
+def _seat(p: torch.nn.Parameter, data: torch.Tensor, grad: torch.Tensor | None) -> None:
+    p.grad = None  # a gradient of the old dtype must not meet the new data
+    p.data = data
+    p.grad = grad  # autograd accumulates into it in place
 
 
 class FlatParams:
-    """Parameters re-seated as views of one buffer, their gradients as views of another."""
+    """Parameters re-seated as views of one float32 buffer, their gradients as views of another.
 
-    def __init__(self, params: list[torch.nn.Parameter]):
+    With a `work_dtype` (--lora-compute-dtype bfloat16) the modules compute from a copy of the
+    masters in that dtype instead, and autograd writes that dtype's gradients into a buffer of
+    their own: `collect` adds them into the float32 gradient after each backward, `publish` copies
+    the masters into the working copy after each update (one kernel each). So the adapters' matmuls
+    run on tensor cores in bfloat16, as under Trainer's bf16 autocast, while the optimizer, clipping,
+    the all-reduce and checkpoints see float32 only."""
+
+    def __init__(self, params: list[torch.nn.Parameter], work_dtype: torch.dtype | None = None):
         sizes = [-(-p.numel() // ALIGN) * ALIGN for p in params]
-        device, dtype = params[0].device, params[0].dtype
-        self.param = torch.nn.Parameter(torch.zeros(sum(sizes), device=device, dtype=dtype), requires_grad=False)
+        device = params[0].device
+        self.param = torch.nn.Parameter(torch.zeros(sum(sizes), device=device, dtype=MASTER_DTYPE), requires_grad=False)
         self.grad = torch.zeros_like(self.param)
-        offset = 0
-        for p, size in zip(params, sizes):
-            n = p.numel()
-            self.param.data[offset:offset + n].copy_(p.data.reshape(-1))
-            p.data = self.param.data[offset:offset + n].view_as(p)
-            p.grad = self.grad[offset:offset + n].view_as(p)  # autograd accumulates into it in place
-            offset += size
         self.param.grad = self.grad
         self.params = params
+        spans, offset = [], 0
+        for p, size in zip(params, sizes):
+            spans.append((offset, p.numel()))
+            offset += size
+        view = lambda buf, p, o, n: buf[o:o + n].view(p.shape)
+        for p, (o, n) in zip(params, spans):
+            self.param.data[o:o + n].copy_(p.data.reshape(-1))
+        self.masters = [view(self.param.data, p, o, n) for p, (o, n) in zip(params, spans)]
+        self.work = self.work_grad = None
+        if work_dtype is not None and work_dtype != MASTER_DTYPE:
+            self.work = self.param.data.to(work_dtype)
+            self.work_grad = torch.zeros_like(self.work)
+            self.seated = [view(self.work, p, o, n) for p, (o, n) in zip(params, spans)]
+            grads = [view(self.work_grad, p, o, n) for p, (o, n) in zip(params, spans)]
+        else:
+            self.seated = self.masters
+            grads = [view(self.grad, p, o, n) for p, (o, n) in zip(params, spans)]
+        self.grads = grads
+        for p, data, grad in zip(params, self.seated, grads):
+            _seat(p, data, grad)
+
+    def begin(self) -> None:
+        """Before a micro-batch's backward: the working gradients hold this micro-batch's only."""
+        if self.work_grad is not None:
+            self.work_grad.zero_()
+
+    def collect(self) -> None:
+        """After it: accumulate into the float32 gradient (micro-batches sum in float32)."""
+        if self.work_grad is not None:
+            self.grad.add_(self.work_grad)
+
+    def publish(self) -> None:
+        """After the masters changed (an update, a resume, a broadcast): the working copy follows."""
+        if self.work is not None:
+            self.work.copy_(self.param.data)
+
+    @contextmanager
+    def masters_seated(self):
+        """The modules hold the float32 masters while inside, so that peft saves or loads them."""
+        if self.work is None:
+            yield
+            return
+        for p, m in zip(self.params, self.masters):
+            _seat(p, m, None)
+        try:
+            yield
+        finally:
+            for p, data, grad in zip(self.params, self.seated, self.grads):
+                _seat(p, data, grad)
+            self.publish()
+
+
+class MasterWeights:
+    """The eager twin of FlatParams' working copies: one float32 master per LoRA weight, stepped by
+    the optimizer, and the module's weight in `work_dtype`; the same arithmetic tensor by tensor."""
+
+    def __init__(self, params: list[torch.nn.Parameter], work_dtype: torch.dtype):
+        self.params = params
+        self.masters = [torch.nn.Parameter(p.detach().to(MASTER_DTYPE).clone()) for p in params]
+        self.seated = [p.detach().to(work_dtype) for p in params]
+        for p, data in zip(params, self.seated):
+            _seat(p, data, None)
+
+    def begin(self) -> None:
+        pass  # collect() leaves the working gradients unset
+
+    def collect(self) -> None:
+        for p, m in zip(self.params, self.masters):
+            if p.grad is not None:
+                if m.grad is None:
+                    m.grad = torch.zeros_like(m)
+                m.grad.add_(p.grad)
+                p.grad = None
+
+    def publish(self) -> None:
+        for data, m in zip(self.seated, self.masters):
+            data.copy_(m.detach())
+
+    @contextmanager
+    def masters_seated(self):
+        for p, m in zip(self.params, self.masters):
+            _seat(p, m.detach(), None)
+        try:
+            yield
+        finally:
+            for p, data in zip(self.params, self.seated):
+                _seat(p, data, None)
+            self.publish()
 
 
 @dataclass
@@ -74,9 +171,11 @@ class GraphedForwardBackward:
         return g.loss, captured
 
     def _forward_backward(self, inputs: dict, scale: torch.Tensor) -> torch.Tensor:
+        self.flat.begin()
         loss, _ = self.scorer.loss(inputs, self.loss_kind)
         loss = loss * scale
         loss.backward()
+        self.flat.collect()
         return loss.detach()
 
     def _capture(self, batch: dict) -> _Graph:
@@ -91,14 +190,15 @@ class GraphedForwardBackward:
         t0 = time.perf_counter()
         inputs = {k: v.clone() for k, v in batch.items() if k != "index"}
         scale = torch.ones((), device=self.flat.grad.device)
-        saved = self.flat.grad.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
         # warm-up outside the graph, before the first capture only: lazy initialisation (cuBLAS
         # handles and workspaces, kernels loaded) happens once per process. A later shape captures
         # at once: its eager warm-up pass cost ~0.5-1 s a shape on the lent H200's host (issue 14)
+        warmup = self.warmup if not self.graphs else 0
+        saved = self.flat.grad.clone() if warmup else None  # capturing itself runs no kernel
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
-            for _ in range(self.warmup if not self.graphs else 0):
+            for _ in range(warmup):
                 self._forward_backward(inputs, scale)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
@@ -106,7 +206,8 @@ class GraphedForwardBackward:
             self.pool = torch.cuda.graph_pool_handle()  # one pool for all shapes: replays never overlap
         with torch.cuda.graph(graph, pool=self.pool):
             loss = self._forward_backward(inputs, scale)
-        self.flat.grad.copy_(saved)  # warm-up gradients are not part of training
+        if saved is not None:
+            self.flat.grad.copy_(saved)  # warm-up gradients are not part of training
         torch.cuda.synchronize()
         self.capture_s += time.perf_counter() - t0
         return _Graph(graph, inputs, scale, loss)
@@ -124,6 +225,23 @@ class Trainer:
     flat: FlatParams | None = None
     graphed: GraphedForwardBackward | None = None
     world: World = field(default_factory=World)  # data parallel: gradients summed across ranks
+    masters: MasterWeights | None = None  # eager step with --lora-compute-dtype bfloat16
+
+    @property
+    def copies(self) -> FlatParams | MasterWeights | None:
+        """Where the weights the optimizer steps live when the modules compute from copies of them."""
+        if self.flat is not None:
+            return self.flat if self.flat.work is not None else None
+        return self.masters
+
+    def publish(self) -> None:
+        """After the stepped weights changed: the modules' working copies follow (a no-op without)."""
+        if self.copies is not None:
+            self.copies.publish()
+
+    def masters_seated(self):
+        """Inside, the modules hold the weights the optimizer steps: what a checkpoint saves and loads."""
+        return self.copies.masters_seated() if self.copies is not None else contextlib.nullcontext()
 
     def zero_grad(self) -> None:
         if self.flat is not None:
@@ -190,9 +308,13 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
             loss, new = t.graphed(batch, scale)
             captured |= new
         else:
+            if t.copies is not None:
+                t.copies.begin()
             loss, _ = t.scorer.loss(batch, t.loss_kind)
             loss = loss * scale
             loss.backward()
+            if t.copies is not None:
+                t.copies.collect()  # working-copy gradients into the float32 ones
             loss = loss.detach()
         total = loss.clone() if total is None else total + loss
     if total is None:
@@ -204,22 +326,33 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
         t.zero_grad()
         return {"loss": loss_value, "grad_norm": None, "skipped": True, "captured": captured}
     t.optimizer.step()
+    t.publish()
     t.scheduler.step()
     return {"loss": loss_value, "grad_norm": norm_value, "skipped": False, "captured": captured}
 
 
 def build_trainer(scorer: LabelScorer, params: list[torch.nn.Parameter], optimizer_factory, scheduler_factory,
                   loss_kind: str = "label", max_grad_norm: float = 1.0, step_mode: str = "fast",
-                  gradient_checkpointing: bool = False) -> Trainer:
+                  gradient_checkpointing: bool = False, work_dtype: torch.dtype | None = None) -> Trainer:
     """The Trainer for a mode. The optimizer is made after flattening, over the flat buffer, so it
-    steps every LoRA weight in one call; factories take the parameter list and the optimizer."""
-    flat = graphed = None
+    steps every LoRA weight in one call; factories take the parameter list and the optimizer.
+    `work_dtype`: the adapters compute from copies in that dtype of float32 masters (FlatParams)."""
+    flat = graphed = masters = None
+    work_dtype = None if work_dtype == MASTER_DTYPE else work_dtype
     if step_mode == "fast":
-        flat = FlatParams(params)
+        flat = FlatParams(params, work_dtype)
         opt_params = [flat.param]
         if flat.param.is_cuda and not gradient_checkpointing:
             graphed = GraphedForwardBackward(scorer, loss_kind, flat)
+    elif work_dtype is not None:
+        masters = MasterWeights(params, work_dtype)
+        opt_params = masters.masters
     else:
+        for p in params:  # float32, also where a trainer before this one left working copies (the tuner)
+            if p.dtype != MASTER_DTYPE:
+                _seat(p, p.data.to(MASTER_DTYPE), None)
         opt_params = params
     optimizer = optimizer_factory(opt_params)
-    return Trainer(scorer, optimizer, scheduler_factory(optimizer), params, loss_kind, max_grad_norm, flat, graphed)
+    stepped = masters.masters if masters is not None else params  # what clipping and the all-reduce see
+    return Trainer(scorer, optimizer, scheduler_factory(optimizer), stepped, loss_kind, max_grad_norm, flat, graphed,
+                   masters=masters)

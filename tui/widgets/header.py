@@ -34,6 +34,8 @@ def _model(snap: RunSnapshot) -> str:
     if model.get("dequantized"):  # --dequantize-base: the 4-bit values, kept in the compute dtype
         weights += ", kept dequantized"
     parts = [model.get("name"), weights, model.get("dtype")]
+    if model.get("lora_compute_dtype", "float32") != "float32":  # --lora-compute-dtype bfloat16
+        parts.append(f"adapters {model['lora_compute_dtype']}")
     return " · ".join(str(p) for p in parts if p)
 
 
