@@ -41,6 +41,7 @@ class StepCase:
     step_mode: str = "fast"
     dequantize_base: bool = False  # --dequantize-base: the frozen base's 4-bit values kept in the compute dtype
     lora_compute_dtype: str = "float32"  # bfloat16: adapters compute from bfloat16 copies of float32 masters
+    fused_lora: bool = False  # --fused-lora: the LoRA update in two matmuls (nli_qlora.model.fused_lora)
 
     def __str__(self) -> str:
         parts = [f"b{self.batch}", "snli" if self.seq == SNLI else f"seq{self.seq}"]
@@ -54,6 +55,8 @@ class StepCase:
             parts.append("deq")
         if self.lora_compute_dtype != "float32":
             parts.append("bf16lora")
+        if self.fused_lora:
+            parts.append("fused")
         return "-".join(parts)
 
 
@@ -65,7 +68,8 @@ def _step_grid() -> list[StepCase]:
     if not FULL:
         return [StepCase(2, 16), StepCase(8, 16), StepCase(8, 16, step_mode="eager"),
                 StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False),
-                StepCase(8, 16, dequantize_base=True), StepCase(8, 16, lora_compute_dtype="bfloat16")]
+                StepCase(8, 16, dequantize_base=True), StepCase(8, 16, lora_compute_dtype="bfloat16"),
+                StepCase(8, 16, fused_lora=True)]
     grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
     grid.append(StepCase(8, 64, step_mode="eager"))
     grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
@@ -75,6 +79,7 @@ def _step_grid() -> list[StepCase]:
     grid += [StepCase(b, SNLI, lora_compute_dtype="bfloat16") for b in (8, 64)]  # bfloat16 adapters (same rigs)
     grid += [StepCase(8, 64, dequantize_base=True, lora_compute_dtype="bfloat16")]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16") for b in (8, 32, 64, 128)]
+    grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True) for b in (8, 64, 128)]
     return grid
 
 

@@ -49,6 +49,8 @@ def setting(info: dict) -> str:
         parts.append("base dequantized")
     if info.get("lora_compute_dtype", "float32") != "float32":
         parts.append(f"adapters compute in {info['lora_compute_dtype']}")
+    if info.get("fused_lora"):
+        parts.append("fused LoRA update")
     return ", ".join(parts)
 
 

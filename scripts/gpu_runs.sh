@@ -100,9 +100,15 @@ for part in "$@"; do
       ids=""; for m in phi-2 smollm2; do for c in b8-snli b8-snli-bf16lora b8-snli-deq b8-snli-deq-bf16lora \
           b64-snli-deq b64-snli-deq-bf16lora b128-snli-deq b128-snli-deq-bf16lora; do
         ids="$ids kernels_bench/bench_step.py::bench_step[$m-$c]"; done; done
-      python3 -m pytest -c kernels_bench/pytest.ini $ids "kernels_bench/bench_peer.py::bench_peer[phi-2]" -q \
+      python3 -m pytest -c kernels_bench/pytest.ini $ids "kernels_bench/bench_peer.py::bench_peer[phi-2]" -q -rs \
         --benchmark-json="$OUT/bench-bf16.json" 2>&1 | tail -5
       python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB', b['extra_info'].get('flops_utilization')) for b in json.load(open('$OUT/bench-bf16.json'))['benchmarks']]" ;;
+    fused-bench) # issue 14: the fused LoRA update beside peft's, both options on (bench_step ids)
+      ids=""; for m in ${FUSED_MODELS:-phi-2 smollm2}; do for c in b8-snli-deq-bf16lora b8-snli-deq-bf16lora-fused \
+          b64-snli-deq-bf16lora b64-snli-deq-bf16lora-fused b128-snli-deq-bf16lora b128-snli-deq-bf16lora-fused; do
+        ids="$ids kernels_bench/bench_step.py::bench_step[$m-$c]"; done; done
+      python3 -m pytest -c kernels_bench/pytest.ini $ids -q -rs --benchmark-json="$OUT/bench-fused.json" 2>&1 | tail -5
+      python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB', b['extra_info'].get('flops_utilization')) for b in json.load(open('$OUT/bench-fused.json'))['benchmarks']]" ;;
     memory-bf16) for a in "" "--dequantize-base"; do
         T python3 scripts/check_memory_estimate.py --lora-compute-dtype bfloat16 $a --out "$OUT/memory-bf16${a// /}.json" 2>&1 | tail -9; done ;;
     memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;

@@ -117,6 +117,8 @@ check "dequantized = 4-bit"  trains_alike "$W/deq" "--dequantize-base" --model r
                                $SHORT --train-size 200 --no-zero-shot-eval
 check "bf16 lora = fp32 lora" trains_alike "$W/bf16" "--lora-compute-dtype bfloat16" $PHI2 $DATA $SHORT \
                                --train-size 200 --no-zero-shot-eval
+check "fused lora = peft lora" trains_alike "$W/fused" "--fused-lora" $PHI2 $DATA $SHORT --train-size 200 \
+                               --no-zero-shot-eval --dequantize-base --lora-compute-dtype bfloat16
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
 check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \
                                --steps 2 --warmup 1 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \

@@ -38,6 +38,7 @@ def main() -> int:
     p.add_argument("--dequantize-base", action="store_true", help="the 4-bit base kept dequantized")
     p.add_argument("--lora-compute-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="the adapters' compute dtype (bfloat16: working copies of float32 masters)")
+    p.add_argument("--fused-lora", action="store_true", help="the LoRA update in two matmuls")
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args()
 
@@ -64,7 +65,8 @@ def main() -> int:
 
     changes = {k: v for k, v in (("model", args.model), ("tokenizer", args.tokenizer)) if v}
     cfg = dataclasses.replace(preset(args.preset), **changes, batch_size=args.batch, step_mode=args.step_mode,
-                              dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype)
+                              dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype,
+                              fused_lora=args.fused_lora)
     t = time.perf_counter()
     bundle = prepare(cfg, device)
     synchronize(device)
@@ -99,7 +101,7 @@ def main() -> int:
     top = sorted(averages, key=device_us if cuda else (lambda e: e.self_cpu_time_total), reverse=True)[:args.top]
     print(json.dumps({
         "model": cfg.model, "batch": args.batch, "seq": args.seq, "step_mode": args.step_mode,
-        "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype,
+        "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype, "fused_lora": args.fused_lora,
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "startup_s": {k: round(v, 3) for k, v in phases.items()},
         "median_step_ms": round(step_ms, 3),

@@ -22,10 +22,11 @@ from nli_qlora.run.metrics import completed_run, read_metrics
 from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
-                   "checkpoint_every_steps", "report_to", "dequantize_base", "lora_compute_dtype")
+                   "checkpoint_every_steps", "report_to", "dequantize_base", "lora_compute_dtype",
+                   "fused_lora")
 # they change memory use, speed or bookkeeping, not what is being trained: a dequantized base holds the
 # 4-bit weights' very values; bfloat16 adapter copies are made from the same float32 masters, which
-# the checkpoint holds, and only round the adapters' matmuls
+# the checkpoint holds, and only round the adapters' matmuls; the fused update rounds it differently
 RESUME_FLAGS = {"resume", "quiet", "help"}
 
 

@@ -12,9 +12,8 @@ Two modes of the same arithmetic (`RunConfig.step_mode`):
 
 from __future__ import annotations
 
-import time
 import contextlib
-from contextlib import contextmanager
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -85,7 +84,7 @@ class FlatParams:
         if self.work is not None:
             self.work.copy_(self.param.data)
 
-    @contextmanager
+    @contextlib.contextmanager
     def masters_seated(self):
         """The modules hold the float32 masters while inside, so that peft saves or loads them."""
         if self.work is None:
@@ -127,7 +126,7 @@ class MasterWeights:
         for data, m in zip(self.seated, self.masters):
             data.copy_(m.detach())
 
-    @contextmanager
+    @contextlib.contextmanager
     def masters_seated(self):
         for p, m in zip(self.params, self.masters):
             _seat(p, m.detach(), None)
