@@ -173,11 +173,9 @@ class RunConfig:
         if self.dequantize_base and self.quantization == "none":
             raise bad("dequantize_base", "needs a 4-bit --quantization (nf4 or fp4); with none the base "
                       "is already in the compute dtype")
-        if self.fused_lora and self.compute_dtype != "auto" and self.compute_dtype != self.lora_compute_dtype:
-            raise bad("fused_lora", f"the adapters compute in {self.lora_compute_dtype} and the model in "
-                      f"{self.compute_dtype}; the fused update needs one dtype: add --lora-compute-dtype "
-                      f"{self.compute_dtype}" if self.compute_dtype in ("bfloat16", "float32") else
-                      f"the model computes in {self.compute_dtype}; the fused update needs the adapters' dtype")
+        if self.fused_lora and self.compute_dtype != "auto":  # auto: checked once the device is known
+            if why := fused_dtype_mismatch(self.lora_compute_dtype, self.compute_dtype):
+                raise bad("fused_lora", why)
         if self.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
             raise bad("report_to", "tensorboard is not installed: pip install tensorboard")
         return self
@@ -207,6 +205,17 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path, flag: str = "--config") -> "RunConfig":
         return cls.from_dict(read_config_file(path, flag), source=str(path))
+
+
+def fused_dtype_mismatch(lora_compute_dtype: str, model_dtype: str) -> str | None:
+    """Why --fused-lora cannot apply (the adapters and the model compute in different dtypes), or None:
+    it would quietly be peft's forward. The config checks an explicit dtype, model.bundle an auto one."""
+    if lora_compute_dtype == model_dtype:
+        return None
+    fix = (f"add --lora-compute-dtype {model_dtype}" if model_dtype in ("bfloat16", "float32")
+           else "--compute-dtype bfloat16 --lora-compute-dtype bfloat16")
+    return (f"the adapters compute in {lora_compute_dtype} and the model in {model_dtype}; the fused update "
+            f"needs one dtype: {fix}")
 
 
 def _count(n: int) -> str:

@@ -1,21 +1,14 @@
 """--fused-lora: the LoRA update in two matmuls (scale and sum in the second's epilogue) computes peft's
 function and gradients (real peft, real bitsandbytes 4-bit layers, the loop's own step)."""
 
-import dataclasses
 import subprocess
 import sys
+
 import pytest
 import torch
 
-from nli_qlora.config import preset
-from nli_qlora.infra.quiet import quiet_paged_fallback
-from nli_qlora.model.bundle import load_bundle, with_lora
 from nli_qlora.model.fused_lora import LoraUpdate, fuse_lora_, is_lora_linear
-from nli_qlora.training.optim import trainer_for
-from nli_qlora.training.step import train_step
-from tests.test_step_modes import _batches
-
-CPU = torch.device("cpu")
+from tests.test_dequantize_base import _bundle, _losses
 
 
 def test_the_fused_update_has_the_gradients_of_its_formula():
@@ -25,21 +18,6 @@ def test_the_fused_update_has_the_gradients_of_its_formula():
     assert torch.autograd.gradcheck(lambda *t: LoraUpdate.apply(*t, 2.0), (base, x, a, b))
     expected = base + 2.0 * (x @ a.t()) @ b.t()
     assert torch.allclose(LoraUpdate.apply(base, x, a, b, 2.0), expected)
-
-
-def _bundle(**changes):
-    quiet_paged_fallback()
-    cfg = dataclasses.replace(preset("tiny"), lora_dropout=0.1, **changes)
-    bundle = with_lora(load_bundle(cfg, CPU))
-    bundle.model.train()
-    return cfg, bundle
-
-
-def _losses(cfg, bundle, steps: int = 8) -> list[float]:
-    torch.manual_seed(0)
-    trainer, _ = trainer_for(cfg, bundle.model, bundle.label_ids, total_steps=100)
-    batches = _batches(3)
-    return [train_step(trainer, [batches[i % 3]])["loss"] for i in range(steps)]
 
 
 def test_every_lora_layer_takes_the_fused_update_and_peft_is_left_where_it_is_not_plain():

@@ -13,22 +13,17 @@ import torch
 from safetensors.torch import load_file
 
 from nli_qlora.config import preset
-from nli_qlora.infra.quiet import quiet_paged_fallback
-from nli_qlora.model.bundle import load_bundle, with_lora
 from nli_qlora.tools.memory import estimate_peak_bytes, lora_parameter_count, ModelShape
 from nli_qlora.training.optim import trainer_for
 from nli_qlora.training.step import train_step
+from tests.test_dequantize_base import _bundle
 from tests.test_step_modes import _batches
 
-CPU = torch.device("cpu")
 BF16 = ("--lora-compute-dtype", "bfloat16")
 
 
 def _trainer(**changes):
-    quiet_paged_fallback()
-    cfg = dataclasses.replace(preset("tiny"), lora_dropout=0.1, **changes)  # dropout on: the RNG stream matters too
-    bundle = with_lora(load_bundle(cfg, CPU))
-    bundle.model.train()
+    cfg, bundle = _bundle(**changes)
     torch.manual_seed(0)
     trainer, _ = trainer_for(cfg, bundle.model, bundle.label_ids, total_steps=100)
     return trainer, bundle.model

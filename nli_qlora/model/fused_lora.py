@@ -20,6 +20,7 @@ import types
 
 import torch
 
+from nli_qlora.config import fused_dtype_mismatch
 from nli_qlora.infra.errors import UserError
 
 
@@ -84,15 +85,9 @@ def is_lora_linear(module: torch.nn.Module) -> bool:
 
 
 def check_one_dtype(lora_compute_dtype: str, model_dtype: torch.dtype) -> None:
-    """--fused-lora computes only where the adapters and the model share a dtype; asked for elsewhere,
-    it would quietly be peft's forward: say so instead."""
-    if getattr(torch, lora_compute_dtype) != model_dtype:
-        model = str(model_dtype).removeprefix("torch.")
-        raise UserError(f"--fused-lora: the adapters compute in {lora_compute_dtype} and the model in {model}; the "
-                        f"fused update needs one dtype: add --lora-compute-dtype {model}"
-                        if model in ("bfloat16", "float32") else
-                        f"--fused-lora: the adapters compute in {lora_compute_dtype} and the model in {model}; the "
-                        f"fused update needs one dtype (--compute-dtype bfloat16 --lora-compute-dtype bfloat16)")
+    """config.fused_dtype_mismatch once the model's dtype is known (--compute-dtype auto)."""
+    if why := fused_dtype_mismatch(lora_compute_dtype, str(model_dtype).removeprefix("torch.")):
+        raise UserError(f"--fused-lora: {why}")
 
 
 def fuse_lora_(model: torch.nn.Module, on: bool = True) -> int:
