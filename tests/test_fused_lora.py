@@ -45,6 +45,18 @@ def test_fused_lora_over_another_dtype_than_the_adapters_is_one_clear_error(tmp_
     assert len(lines) == 1 and "--fused-lora" in lines[0] and "add --lora-compute-dtype bfloat16" in lines[0], lines
 
 
+def test_fused_lora_over_an_auto_dtype_that_differs_is_refused_once_the_device_is_known(tmp_path):
+    """--compute-dtype auto is float32 on this CPU: bfloat16 adapters cannot take the fused update. The
+    model's setup says so in one line (after the run's log lines), and the run is not started."""
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "nli_qlora.train", "--preset", "tiny", "--fused-lora",
+                           "--lora-compute-dtype", "bfloat16", "--output-dir", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--fused-lora" in last and "add --lora-compute-dtype float32" in last and "Traceback" not in proc.stderr
+    assert not (out / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize("mode", ["fast", "eager"])
 def test_training_with_the_fused_update_takes_peft_s_steps_within_float32_rounding(mode):
     cfg, plain = _bundle(step_mode=mode)
