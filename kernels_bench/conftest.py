@@ -65,7 +65,7 @@ def config_for(model_name: str):
     from nli_qlora.config import preset
     if model_name == sizes.TINY:
         return preset("tiny")
-    return dataclasses.replace(preset("seed"), model=model_name)
+    return dataclasses.replace(preset("seed"), model=model_name, tokenizer=os.environ.get("NLI_BENCH_TOKENIZER"))
 
 
 # --- models: one resident at a time -------------------------------------------------------------

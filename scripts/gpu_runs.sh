@@ -10,6 +10,8 @@ source scripts/gpu_env.sh
 [ -d /tmp/snli ] || cp -r .devdata/snli /tmp/snli 2>/dev/null
 [ -d /tmp/smollm2-tokenizer ] || cp -r .devdata/smollm2-tokenizer /tmp/ 2>/dev/null
 export NLI_SNLI_DIR=/tmp/snli
+# random:phi-2 borrows SmolLM2's tokenizer: the carried copy, so the benchmarks need no GGUF
+export NLI_BENCH_TOKENIZER=${NLI_BENCH_TOKENIZER:-/tmp/smollm2-tokenizer}
 D=/tmp/snli
 SMOL=SmolLM2-135M-Instruct.Q4_1.gguf
 DATA="--train-file $D/train_20k.jsonl --validation-file $D/validation.jsonl --test-file $D/test.jsonl"
@@ -109,6 +111,12 @@ for part in "$@"; do
         ids="$ids kernels_bench/bench_step.py::bench_step[$m-$c]"; done; done
       python3 -m pytest -c kernels_bench/pytest.ini $ids -q -rs --benchmark-json="$OUT/bench-fused.json" 2>&1 | tail -5
       python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB', b['extra_info'].get('flops_utilization')) for b in json.load(open('$OUT/bench-fused.json'))['benchmarks']]" ;;
+    eval-bf16) # issue 14: evaluation rows/s with the adapters in bfloat16 beside float32 (SmolLM2 shapes, random
+      # weights, dequantized base; EVAL_ROWS validation rows)
+      for l in float32 bfloat16; do
+        python3 scripts/profile_eval.py --model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer \
+          --file $D/validation.jsonl --rows ${EVAL_ROWS:-2000} --batch-sizes 256 512 --bases dequantized \
+          --lora-compute-dtype $l | tee -a "$OUT/eval-bf16.jsonl"; done ;;
     memory-bf16) for a in "" "--dequantize-base"; do
         T python3 scripts/check_memory_estimate.py --lora-compute-dtype bfloat16 $a --out "$OUT/memory-bf16${a// /}.json" 2>&1 | tail -9; done ;;
     memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;

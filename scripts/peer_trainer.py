@@ -92,6 +92,8 @@ def load_peer(cfg: RunConfig, device: torch.device) -> ModelBundle:
 
     quiet_libraries()
     bundle = load_bundle(cfg, device)
+    if cfg.attn_implementation == "sdpa":
+        bundle.model.set_attn_implementation("sdpa")  # the recipe's own attention (not nli_qlora.model.attention's)
     model = prepare_model_for_kbit_training(bundle.model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
     return with_lora(dataclasses.replace(bundle, model=model))  # peft's get_peft_model with the recipe's LoraConfig

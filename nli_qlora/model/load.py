@@ -16,6 +16,7 @@ import torch
 from nli_qlora.config import RunConfig
 from nli_qlora.infra.errors import UserError
 from nli_qlora.model import builtin
+from nli_qlora.model.attention import use_causal_sdpa_
 from nli_qlora.model.gguf import SMOLLM2_GGUF, converted, drop_gguf_quantizer, find_gguf, smollm2_path
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -167,6 +168,8 @@ def load_base_model(cfg: RunConfig, source: ModelSource, device: torch.device, d
     faster CPU inference layout only when it computes in bfloat16 anyway: that kernel computes in
     bfloat16, and a float32 scorer must reproduce its training run's float32 predictions."""
     model = _load_base_model(cfg, source, device, dtype)
+    if cfg.attn_implementation == "sdpa":
+        use_causal_sdpa_(model)  # the flash kernel inside CUDA graphs too (model.attention)
     if trains or dtype != torch.bfloat16:
         keep_trainable_layout(model)
     return model

@@ -1,0 +1,43 @@
+"""Plain causal SDPA (no mask tensor, the flash kernel) in the CUDA-graph capture too.
+
+The scorer passes no attention mask: rows are right-padded and never packed, so the causal mask
+alone gives every position a loss or score reads (training.scoring). In an eager pass transformers
+sees that (it reads the position ids: one sequence a row) and runs SDPA with `is_causal=True`.
+While a CUDA graph is being captured it cannot read them, so it builds a packed-sequence mask,
+[B, 1, T, T], and SDPA runs its masked kernel: the captured step (the fast one) spent kernels on
+building a mask that is the causal one, and attention ran slower than in the eager step. A layer
+compiled with torch.compile also met a mask in the capture that its eager warm-up had not, and
+recompiled inside the capture, which fails.
+
+So models load with transformers' own SDPA attention under a name of its own, registered through
+transformers' public AttentionInterface and AttentionMaskInterface. Its mask function returns no
+mask where no padding mask is given and queries and keys are the same positions (what our scorer
+passes), and otherwise builds exactly the mask "sdpa" builds: generation with a padding mask, a
+cache, sliding windows."""
+
+from __future__ import annotations
+
+NAME = "nli_causal_sdpa"
+
+
+def causal_sdpa_mask(*args, **kwargs):
+    """transformers' sdpa_mask, except None for an unpadded, uncached, full-window batch."""
+    from transformers.masking_utils import sdpa_mask
+    q_length = kwargs.get("q_length")
+    if q_length is None and kwargs.get("cache_position") is not None:  # transformers' older signature
+        q_length = kwargs["cache_position"].shape[0]
+    if (kwargs.get("attention_mask") is None and kwargs.get("local_size") is None
+            and all(isinstance(kwargs.get(k, 0), int) and kwargs.get(k, 0) == 0 for k in ("q_offset", "kv_offset"))
+            and q_length is not None and q_length == kwargs.get("kv_length")):
+        return None
+    return sdpa_mask(*args, **kwargs)
+
+
+def use_causal_sdpa_(model) -> None:
+    """Switch a model loaded with attn_implementation="sdpa" to NAME: the same attention function."""
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface
+    AttentionInterface.register(NAME, sdpa_attention_forward)
+    AttentionMaskInterface.register(NAME, causal_sdpa_mask)
+    model.set_attn_implementation(NAME)
