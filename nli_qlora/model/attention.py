@@ -11,9 +11,11 @@ recompiled inside the capture, which fails.
 
 So models load with transformers' own SDPA attention under a name of its own, registered through
 transformers' public AttentionInterface and AttentionMaskInterface. Its mask function returns no
-mask where no padding mask is given and queries and keys are the same positions (what our scorer
-passes), and otherwise builds exactly the mask "sdpa" builds: generation with a padding mask, a
-cache, sliding windows."""
+mask where no padding mask is given and queries and keys are the same positions: what the scorer
+passes, and what transformers decides itself outside a capture for rows that are not packed. It
+never builds a packed-sequence mask from position ids, so packed rows must not be given to a model
+loaded here (nothing in nli_qlora packs). Everywhere else it builds exactly the mask "sdpa" builds:
+generation with a padding mask, a cache, sliding windows."""
 
 from __future__ import annotations
 
