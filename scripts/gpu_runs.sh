@@ -117,6 +117,14 @@ for part in "$@"; do
         python3 scripts/profile_eval.py --model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer \
           --file $D/validation.jsonl --rows ${EVAL_ROWS:-2000} --batch-sizes 256 512 --bases dequantized \
           --lora-compute-dtype $l | tee -a "$OUT/eval-bf16.jsonl"; done ;;
+    compile-probe) # issue 14, next: regional torch.compile of the decoder layers inside the captured step, cold
+      # and warm (inductor's cache in /tmp), beside the same step uncompiled; SmolLM2 and Phi-2 shapes, 8 x 64
+      for m in random:/tmp/smollm2-tokenizer random:phi-2; do
+        for c in "" "--compile-layers" "--compile-layers"; do
+          python3 scripts/profile_step.py --model $m --tokenizer /tmp/smollm2-tokenizer --batch 8 --seq 64 \
+            --dequantize-base --lora-compute-dtype bfloat16 $c 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); \
+            print(json.dumps({k: d[k] for k in ('model', 'compile_layers', 'median_step_ms', 'gpu_kernels_per_step', 'startup_s')}))" \
+            | tee -a "$OUT/compile-probe.jsonl"; done; done ;;
     memory-bf16) for a in "" "--dequantize-base"; do
         T python3 scripts/check_memory_estimate.py --lora-compute-dtype bfloat16 $a --out "$OUT/memory-bf16${a// /}.json" 2>&1 | tail -9; done ;;
     memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;
