@@ -57,6 +57,23 @@ def test_models_load_with_the_causal_attention_and_compute_what_sdpa_computes(bu
     assert not torch.equal(ours[0][0], ours[1][0])  # the padding mask did change the padded row
 
 
+def test_generation_with_a_cache_and_padding_generates_what_sdpa_generates(bundle):
+    """bench_score's generate-and-parse baseline runs on models loaded here: cached, padded decoding."""
+    ids = torch.randint(3, 40, (3, 12), generator=torch.Generator().manual_seed(1))
+    padding = torch.ones(3, 12, dtype=torch.long)
+    padding[0, :5] = 0
+    kw = dict(attention_mask=padding, max_new_tokens=5, do_sample=False, use_cache=True,
+              pad_token_id=bundle.tokenizer.pad_token_id)
+    try:
+        with torch.no_grad():
+            ours = bundle.model.generate(input_ids=ids, **kw)
+            bundle.model.set_attn_implementation("sdpa")
+            sdpa = bundle.model.generate(input_ids=ids, **kw)
+    finally:
+        bundle.model.set_attn_implementation(NAME)
+    assert torch.equal(ours, sdpa)
+
+
 def test_traced_like_a_capture_the_causal_attention_builds_no_mask(bundle):
     decoder = _decoder(bundle)
     assert _traced_mask(decoder, 4, 16) is None  # SDPA runs is_causal, the flash kernel on a GPU
