@@ -7,6 +7,7 @@ real SNLI validation prompts by the loop's sampler (bucketed or not) and collate
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import statistics
 import time
@@ -18,6 +19,7 @@ import torch
 from kernels_bench import sizes
 from kernels_bench.conftest import round_times
 from kernels_bench.hardware import A40, lookup, roofline_seconds, utilization
+from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.model.fused_lora import fuse_lora_
 from nli_qlora.tools.tune import draw_batches, fixed_rows, release, set_checkpointing, step_counts, with_warmup
 from nli_qlora.training.optim import trainer_for
@@ -78,7 +80,8 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         rows = fixed_rows(case.seq, case.batch * sizes.STEP_ROUNDS, rig.model.config.vocab_size, seed=rig.cfg.seed)
     cfg = dataclasses.replace(rig.cfg, batch_size=case.batch, grad_accum=1, gradient_checkpointing=case.checkpointing,
                               bucketing=case.bucketing, step_mode=case.step_mode,
-                              lora_compute_dtype=case.lora_compute_dtype, fused_lora=case.fused_lora)
+                              lora_compute_dtype=case.lora_compute_dtype, fused_lora=case.fused_lora,
+                              compile=case.compile)
     measured = draw_batches(rows, case.batch, 1, case.bucketing, sizes.STEP_ROUNDS, rig.tokenizer.pad_token_id,
                             cfg.pad_to_multiple, cfg.seed, pin=device.type == "cuda",
                             answer=rig.appended_answers(cfg.loss))
@@ -102,7 +105,9 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
             own.append(seconds)
             captured.append(bool(stats.get("captured")))
 
-        benchmark.pedantic(one_step, setup=setup, rounds=len(measured), warmup_rounds=len(plan) - len(measured))
+        # the rig's layers stay compiled once a case compiled them: the other cases run them uncompiled
+        with contextlib.nullcontext() if case.compile else uncompiled():
+            benchmark.pedantic(one_step, setup=setup, rounds=len(measured), warmup_rounds=len(plan) - len(measured))
     except torch.OutOfMemoryError:
         oom = True
     except RuntimeError as err:  # an allocation failing inside a CUDA graph capture
@@ -134,7 +139,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         "kind": "step", "model": model_name, "batch": case.batch, "seq": case.seq,
         "checkpointing": case.checkpointing, "bucketing": case.bucketing, "step_mode": case.step_mode,
         "dequantize_base": case.dequantize_base, "lora_compute_dtype": case.lora_compute_dtype,
-        "fused_lora": case.fused_lora,
+        "fused_lora": case.fused_lora, "compile": case.compile,
         "step_path": mode, "graph_capture_s": round(capture_s, 3), "captured_while_timed": sum(captured[-len(times):]),
         "device": device_name, "rounds": len(times), "median_step_ms": round(1e3 * statistics.median(times), 3),
         "mean_step_ms": round(1e3 * total / len(times), 3),

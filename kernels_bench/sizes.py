@@ -42,6 +42,7 @@ class StepCase:
     dequantize_base: bool = False  # --dequantize-base: the frozen base's 4-bit values kept in the compute dtype
     lora_compute_dtype: str = "float32"  # bfloat16: adapters compute from bfloat16 copies of float32 masters
     fused_lora: bool = False  # --fused-lora: the LoRA update in two matmuls (nli_qlora.model.fused_lora)
+    compile: bool = False  # --compile: the decoder layers compiled by inductor (nli_qlora.model.compile_layers)
 
     def __str__(self) -> str:
         parts = [f"b{self.batch}", "snli" if self.seq == SNLI else f"seq{self.seq}"]
@@ -57,6 +58,8 @@ class StepCase:
             parts.append("bf16lora")
         if self.fused_lora:
             parts.append("fused")
+        if self.compile:
+            parts.append("compile")
         return "-".join(parts)
 
 
@@ -80,6 +83,8 @@ def _step_grid() -> list[StepCase]:
     grid += [StepCase(8, 64, dequantize_base=True, lora_compute_dtype="bfloat16")]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16") for b in (8, 32, 64, 128)]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True) for b in (8, 64, 128)]
+    grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", compile=True) for b in (8, 64, 128)]
+    grid += [StepCase(8, SNLI, compile=True)]  # compiled over the 4-bit base and float32 adapters (the defaults)
     return grid
 
 

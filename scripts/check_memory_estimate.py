@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dequantize-base", action="store_true", help="the 4-bit base kept dequantized")
     parser.add_argument("--lora-compute-dtype", default="float32", choices=("float32", "bfloat16"),
                         help="the adapters' compute dtype (bfloat16: working copies of float32 masters)")
+    parser.add_argument("--compile", action="store_true", help="the decoder layers compiled (--compile)")
     parser.add_argument("--step-mode", choices=("eager", "fast"), default=None,
                         help="the step's mode (default: RunConfig's, as the loop runs)")
     return parser
@@ -78,6 +79,9 @@ def make_trainer(model, cfg, device):
     from nli_qlora.training.scoring import LabelScorer
     from nli_qlora.training.step import build_trainer
 
+    if cfg.compile:
+        from nli_qlora.model.compile_layers import compile_layers_
+        compile_layers_(model)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
@@ -87,7 +91,8 @@ def make_trainer(model, cfg, device):
     params = [p for p in model.parameters() if p.requires_grad]
     return build_trainer(LabelScorer(model, [1, 2, 3]), params, lambda ps: build_optimizer(cfg, ps)[0],
                          lambda opt: build_scheduler(cfg, opt, 1000), cfg.loss, cfg.max_grad_norm,
-                         cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype))
+                         cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype),
+                         compiled=cfg.compile)
 
 
 def run_case(trainer, model_config, cfg, batch_size: int, seq_len: int, steps: int, device) -> dict:
@@ -139,12 +144,15 @@ def main(argv=None) -> int:
     context = total - free - torch.cuda.memory_reserved()
     overrides = {"step_mode": args.step_mode} if args.step_mode else {}
     cfg = RunConfig(model=args.model, loss=args.loss, quantization=args.quantization,
-                    dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype, **overrides)
+                    dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype,
+                    compile=args.compile, **overrides)
     source = resolve_source(cfg)
     model_config = load_config(source)
     print(f"{args.model} on {torch.cuda.get_device_name()}; CUDA context {context / GIB:.2f} GiB; "
           f"step_mode {cfg.step_mode}", flush=True)
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
+    if args.compile:
+        modes = tuple(m for m in modes if not m)  # --compile is not combined with checkpointing
     rows = []
     for ckpt in modes:  # a fresh model and trainer per mode, as a run has: nothing left from the last
         cfg.gradient_checkpointing = ckpt
@@ -167,7 +175,7 @@ def main(argv=None) -> int:
               "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                            "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__},
               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "model": args.model, "quantization": args.quantization,
-              "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype,
+              "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype, "compile": args.compile,
               "rows": rows}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

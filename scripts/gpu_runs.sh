@@ -117,14 +117,35 @@ for part in "$@"; do
         python3 scripts/profile_eval.py --model random:/tmp/smollm2-tokenizer --tokenizer /tmp/smollm2-tokenizer \
           --file $D/validation.jsonl --rows ${EVAL_ROWS:-2000} --batch-sizes 256 512 --bases dequantized \
           --lora-compute-dtype $l | tee -a "$OUT/eval-bf16.jsonl"; done ;;
-    compile-probe) # issue 14, next: regional torch.compile of the decoder layers inside the captured step, cold
-      # and warm (inductor's cache in /tmp), beside the same step uncompiled; SmolLM2 and Phi-2 shapes, 8 x 64
+    compile-probe) # issue 14: --compile inside the captured step, cold and warm (inductor's cache in /tmp), beside
+      # the same step uncompiled; SmolLM2 and Phi-2 shapes, 8 x 64
       for m in random:/tmp/smollm2-tokenizer random:phi-2; do
-        for c in "" "--compile-layers" "--compile-layers"; do
+        for c in "" "--compile" "--compile"; do
           python3 scripts/profile_step.py --model $m --tokenizer /tmp/smollm2-tokenizer --batch 8 --seq 64 \
             --dequantize-base --lora-compute-dtype bfloat16 $c 2>/dev/null | python3 -c "import json,sys; d=json.load(sys.stdin); \
-            print(json.dumps({k: d[k] for k in ('model', 'compile_layers', 'median_step_ms', 'gpu_kernels_per_step', 'startup_s')}))" \
+            print(json.dumps({k: d[k] for k in ('model', 'compile', 'median_step_ms', 'gpu_kernels_per_step', 'startup_s')}))" \
             | tee -a "$OUT/compile-probe.jsonl"; done; done ;;
+    compile-time) # issue 14: the whole published experiment's command on SmolLM2's shapes (random weights), 2,000
+      # test rows, both speed options on: uncompiled, then --compile with an empty inductor cache (cold), then again
+      # (warm: the kernels cached by the cold run)
+      M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet
+         --dequantize-base --lora-compute-dtype bfloat16"
+      rm -rf /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm /tmp/inductor-cold
+      T python3 -m nli_qlora.train $M --output-dir /tmp/runs/plain
+      TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cold T python3 -m nli_qlora.train $M --compile --output-dir /tmp/runs/cold
+      TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cold T python3 -m nli_qlora.train $M --compile --output-dir /tmp/runs/warm
+      for r in plain cold warm; do cp /tmp/runs/$r/metrics.jsonl "$OUT/compile-time-$r.jsonl"; done
+      python3 scripts/steps_summary.py /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm
+      grep -h "balanced" /tmp/runs/{plain,cold,warm}/report.md | head -9 ;;
+    compile-bench) # issue 14: --compile beside the same step uncompiled, SNLI lengths (bench_step ids)
+      ids=""; for m in ${COMPILE_MODELS:-phi-2 smollm2}; do for c in b8-snli b8-snli-compile b8-snli-deq-bf16lora \
+          b8-snli-deq-bf16lora-compile b128-snli-deq-bf16lora b128-snli-deq-bf16lora-compile; do
+        ids="$ids kernels_bench/bench_step.py::bench_step[$m-$c]"; done; done
+      python3 -m pytest -c kernels_bench/pytest.ini $ids -q -rs --benchmark-json="$OUT/bench-compile.json" 2>&1 | tail -5
+      python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB', b['extra_info'].get('flops_utilization'), 'capture', b['extra_info']['graph_capture_s']) for b in json.load(open('$OUT/bench-compile.json'))['benchmarks']]" ;;
+    memory-compile) T python3 scripts/check_memory_estimate.py --dequantize-base --lora-compute-dtype bfloat16 \
+        --compile --checkpointing off --out "$OUT/memory-compile.json" 2>&1 | tail -6
+      T python3 scripts/check_memory_estimate.py --compile --checkpointing off --out "$OUT/memory-compile-4bit.json" 2>&1 | tail -6 ;;
     memory-bf16) for a in "" "--dequantize-base"; do
         T python3 scripts/check_memory_estimate.py --lora-compute-dtype bfloat16 $a --out "$OUT/memory-bf16${a// /}.json" 2>&1 | tail -9; done ;;
     memory-deq) T python3 scripts/check_memory_estimate.py --dequantize-base --out "$OUT/memory-deq.json" 2>&1 | tail -12 ;;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every entry point, briefly, on the real GPU path: one call on the lent GPU, about 6 minutes.
+# Every entry point, briefly, on the real GPU path: about 13 minutes on the lent H200, so in parts of one call each (docs/gpu_smoke.md).
 # A change to a GPU path is not done until this passes; docs/gpu_smoke.md records the last run.
 #
 #   bash scripts/gpu_smoke.sh            from the repository root on the GPU machine
@@ -119,6 +119,10 @@ check "bf16 lora = fp32 lora" trains_alike "$W/bf16" "--lora-compute-dtype bfloa
                                --train-size 200 --no-zero-shot-eval
 check "fused lora = peft lora" trains_alike "$W/fused" "--fused-lora" $PHI2 $DATA $SHORT --train-size 200 \
                                --no-zero-shot-eval --dequantize-base --lora-compute-dtype bfloat16
+check "compiled = eager"     trains_alike "$W/compiled" "--compile" $PHI2 $DATA $SHORT --train-size 200 \
+                               --no-zero-shot-eval --dequantize-base --lora-compute-dtype bfloat16
+check "resume = uninterrupted (compile)" same_as_uninterrupted "$W/exact-compile" --model random:$TOK --tokenizer $TOK \
+                               $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --compile
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
 check "tune (budget)"        bash -c "python3 -m nli_qlora.tune $PHI2 $DATA --train-size 200 --batch-sizes 8 16 \
                                --steps 2 --warmup 1 --memory-budget A40 --out $W/tuned.yaml 2>&1 | tee $W/tune.txt \

@@ -39,9 +39,8 @@ def main() -> int:
     p.add_argument("--lora-compute-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="the adapters' compute dtype (bfloat16: working copies of float32 masters)")
     p.add_argument("--fused-lora", action="store_true", help="the LoRA update in two matmuls")
-    p.add_argument("--compile-layers", action="store_true",
-                   help="exploration (issue 14): torch.compile each decoder layer before the first step; the "
-                        "eager warm-up compiles, the capture records the compiled kernels")
+    p.add_argument("--compile", action="store_true", help="the decoder layers compiled (RunConfig.compile): the "
+                   "first step's warm-up compiles, its capture records the compiled kernels")
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args()
 
@@ -69,7 +68,7 @@ def main() -> int:
     changes = {k: v for k, v in (("model", args.model), ("tokenizer", args.tokenizer)) if v}
     cfg = dataclasses.replace(preset(args.preset), **changes, batch_size=args.batch, step_mode=args.step_mode,
                               dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype,
-                              fused_lora=args.fused_lora)
+                              fused_lora=args.fused_lora, compile=args.compile)
     t = time.perf_counter()
     bundle = prepare(cfg, device)
     synchronize(device)
@@ -78,13 +77,10 @@ def main() -> int:
     rows = fixed_rows(args.seq, args.batch * (args.steps + 4), bundle.model.config.vocab_size, seed=cfg.seed)
     plan = with_warmup(draw_batches(rows, args.batch, 1, False, args.steps + 3, bundle.tokenizer.pad_token_id,
                                     cfg.pad_to_multiple, cfg.seed, pin=cuda), 0)
-    if args.compile_layers:
-        for layer in (m for m in bundle.model.modules() if type(m).__name__.endswith("DecoderLayer")):
-            layer.compile(dynamic=False)  # one code object: the layers share the compiled graphs
     trainer, _ = trainer_for(cfg, bundle.model, bundle.label_ids, total_steps=1000)
     t = time.perf_counter()
     timed_step(trainer, plan[0], device)
-    phases["first step (CUDA graph capture on a GPU)"] = time.perf_counter() - t
+    phases["first step (compile, CUDA graph capture on a GPU)" if args.compile else "first step (CUDA graph capture on a GPU)"] = time.perf_counter() - t
     for micro in plan[1:3]:
         timed_step(trainer, micro, device)
     phases["process start to steady state"] = time.perf_counter() - PROCESS_T0
@@ -108,7 +104,7 @@ def main() -> int:
     print(json.dumps({
         "model": cfg.model, "batch": args.batch, "seq": args.seq, "step_mode": args.step_mode,
         "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype, "fused_lora": args.fused_lora,
-        "compile_layers": args.compile_layers, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "compile": args.compile, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "startup_s": {k: round(v, 3) for k, v in phases.items()},
         "median_step_ms": round(step_ms, 3),
         "gpu_kernels_per_step": round(len(kernels) / n, 1) if cuda else None,

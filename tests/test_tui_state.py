@@ -362,13 +362,15 @@ def test_the_peak_and_recent_throughput_are_every_steps_not_the_thinned_views():
     assert snap.recent_samples_per_s == (1000.0,) * 50
 
 
-def test_the_header_says_when_the_4bit_base_was_kept_dequantized():
+def test_the_header_says_when_the_4bit_base_was_kept_dequantized_and_what_else_changes_the_step():
     from tui.widgets.header import _model
     for model, label in (({"name": "m", "quantization": "nf4", "dtype": "bfloat16"}, "m · nf4 · bfloat16"),
                          ({"name": "m", "quantization": "nf4", "dequantized": True, "dtype": "bfloat16"},
                           "m · nf4, kept dequantized · bfloat16"),
                          ({"name": "m", "quantization": "nf4", "dtype": "bfloat16", "lora_compute_dtype": "bfloat16"},
-                          "m · nf4 · bfloat16 · adapters bfloat16")):
+                          "m · nf4 · bfloat16 · adapters bfloat16"),
+                         ({"name": "m", "quantization": "nf4", "dtype": "bfloat16", "compiled": True},
+                          "m · nf4 · bfloat16 · layers compiled")):
         state = RunState()
         state.feed([start().replace('"model": {"name": "m"}', '"model": ' + json.dumps(model))])
         assert _model(state.snapshot()) == label

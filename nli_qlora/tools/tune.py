@@ -16,6 +16,7 @@ that build a model, a Trainer and length-distributed batches are shared with ker
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import json
@@ -34,6 +35,7 @@ from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
+from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.tools.memory import estimate_peak_bytes
 from nli_qlora.training.optim import trainer_for
@@ -175,11 +177,12 @@ class Candidate:
                 f"bucketing {'on' if self.bucketing else 'off'}"
                 + (", base dequantized" if self.dequantize_base else ""))
 
-    def settings(self) -> dict:
-        """The RunConfig fields a candidate sets."""
+    def settings(self, cfg: RunConfig) -> dict:
+        """The RunConfig fields a candidate sets over `cfg`: --compile stays off where checkpointing is on
+        (the two are not combined; measure() times those candidates uncompiled)."""
         return dict(batch_size=self.batch_size, grad_accum=self.grad_accum,
                     gradient_checkpointing=self.gradient_checkpointing, bucketing=self.bucketing,
-                    dequantize_base=self.dequantize_base)
+                    dequantize_base=self.dequantize_base, compile=cfg.compile and not self.gradient_checkpointing)
 
 
 @dataclass
@@ -212,7 +215,7 @@ def candidates(cfg: RunConfig, batch_sizes: list[int], keep_effective_batch: boo
 
 def memory_estimate(rig: ModelBundle, cfg: RunConfig, cand: Candidate, seq_len: int) -> int | None:
     """nli_qlora.tools.memory's estimate; None when it cannot be made (it is only a shortcut)."""
-    run_cfg = dataclasses.replace(cfg, **cand.settings())
+    run_cfg = dataclasses.replace(cfg, **cand.settings(cfg))
     try:
         estimate = estimate_peak_bytes(rig.model.config, run_cfg, cand.micro_batch, seq_len)
         return int(estimate["total"] if isinstance(estimate, dict) else estimate)
@@ -224,7 +227,7 @@ def memory_estimate(rig: ModelBundle, cfg: RunConfig, cand: Candidate, seq_len: 
 def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encoded], steps: int, warmup: int) -> Result:
     """Time `steps` steps after warm-up ones: the widest step (widest_step), `warmup` steps and one
     per batch shape met. Out of memory in any of them means "does not fit"."""
-    run_cfg = dataclasses.replace(cfg, **cand.settings())
+    run_cfg = dataclasses.replace(cfg, **cand.settings(cfg))
     cuda, answer, pad_id = rig.device.type == "cuda", rig.appended_answers(cfg.loss), rig.tokenizer.pad_token_id
     measured = draw_batches(rows, cand.batch_size, cand.grad_accum, cand.bucketing, steps, pad_id,
                             cfg.pad_to_multiple, cfg.seed, pin=cuda, answer=answer)
@@ -236,9 +239,10 @@ def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encode
         trainer, _ = trainer_for(run_cfg, rig.model, rig.label_ids, total_steps=1000)
         if cuda:
             torch.cuda.reset_peak_memory_stats(rig.device)
-        for micro in plan:
-            _, seconds = timed_step(trainer, micro, rig.device)  # the loop's timing of a step
-            times.append(seconds)
+        with contextlib.nullcontext() if run_cfg.compile else uncompiled():  # layers compiled for another candidate
+            for micro in plan:
+                _, seconds = timed_step(trainer, micro, rig.device)  # the loop's timing of a step
+                times.append(seconds)
     except torch.OutOfMemoryError:
         oom = True  # leaving the except block frees the traceback's activations
     except RuntimeError as err:  # e.g. an allocation failing inside a CUDA graph capture
@@ -342,7 +346,7 @@ def settings_of(cfg: RunConfig, best: Result) -> dict:
     trains exactly that (a file of the batch settings alone would fall back to the default preset's
     model, data, LoRA and learning rate for everything else)."""
     c = best.candidate
-    chosen = dataclasses.replace(cfg, **c.settings())
+    chosen = dataclasses.replace(cfg, **c.settings(cfg))
     out = json.loads(json.dumps(chosen.to_dict()))  # tuples as lists: plain YAML
     out.pop("output_dir", None)  # a run directory of its own
     return out

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from nli_qlora.data.batches import Encoded, collate, eval_batches
 from nli_qlora.training.classification import summarize
 from nli_qlora.infra.distributed import World
+from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.labels import NLI_NAMES
 from nli_qlora.training.scoring import LabelScorer
 from nli_qlora.training.step import to_device
@@ -26,12 +27,13 @@ def predict(scorer: LabelScorer, rows: list[Encoded], batch_size: int, pad_id: i
     out = np.zeros((len(rows), len(scorer.label_ids)), dtype=np.float32)
     lengths = [len(r.prompt_ids) for r in rows]
     try:
-        for idx in eval_batches(lengths, batch_size):
-            batch = collate([rows[i] for i in idx], pad_id, pad_multiple, pin=device.type == "cuda")
-            logits = scorer.label_logits(to_device(batch, device))
-            out[idx] = logits.float().cpu().numpy()  # host sync per batch
-            if progress is not None:
-                progress(len(idx))
+        with uncompiled():  # --compile's layers compile for the training step only (model.compile_layers)
+            for idx in eval_batches(lengths, batch_size):
+                batch = collate([rows[i] for i in idx], pad_id, pad_multiple, pin=device.type == "cuda")
+                logits = scorer.label_logits(to_device(batch, device))
+                out[idx] = logits.float().cpu().numpy()  # host sync per batch
+                if progress is not None:
+                    progress(len(idx))
     finally:
         scorer.model.train(was_training)
     return out

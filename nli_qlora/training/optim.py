@@ -9,6 +9,7 @@ import torch
 from nli_qlora.config import RunConfig
 from nli_qlora.infra.distributed import World
 from nli_qlora.infra.quiet import quiet_paged_fallback
+from nli_qlora.model.compile_layers import compile_layers_
 from nli_qlora.training.scoring import LabelScorer
 from nli_qlora.training.step import Trainer, build_trainer
 
@@ -50,6 +51,8 @@ def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, w
     """(the Trainer over the model's trainable LoRA weights, optimizer notes to report once): the one
     the loop runs and the tuner times, in cfg.step_mode with cfg's optimizer and schedule."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.compile:
+        compile_layers_(model)  # compiles at the first step (and, on CUDA, before its graph is captured)
     quiet_paged_fallback()
     notes: list[str] = []
 
@@ -60,7 +63,8 @@ def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, w
 
     trainer = build_trainer(LabelScorer(model, label_ids), params, make_optimizer,
                             lambda opt: build_scheduler(cfg, opt, total_steps), cfg.loss, cfg.max_grad_norm,
-                            cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype))
+                            cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype),
+                            compiled=cfg.compile)
     if world is not None:
         trainer.world = world
     return trainer, notes

@@ -45,6 +45,7 @@ from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, process_start,
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
+from nli_qlora.model.compile_layers import inductor_cache
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.run.handover import Handover
@@ -193,6 +194,8 @@ class FineTune:
                                                      else "flat optimizer")
         if trainer.copies is not None:
             mode += "; adapters compute in bfloat16 from float32 masters"
+        if self.cfg.compile:
+            mode += f"; decoder layers compiled (inductor cache {inductor_cache()})"
         self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
         return trainer, notes
 
@@ -242,7 +245,7 @@ class FineTune:
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
                    "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization,
                    "dequantized": self.cfg.dequantize_base, "lora_compute_dtype": self.cfg.lora_compute_dtype,
-                   "fused_lora": self.cfg.fused_lora},
+                   "fused_lora": self.cfg.fused_lora, "compiled": self.cfg.compile},
             device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
             lora_targets={"matched": self.bundle.matched, "unmatched": self.bundle.unmatched},
             data={name: s.stats.as_dict() for name, s in self.splits.items()},

@@ -153,6 +153,7 @@ class GraphedForwardBackward:
     loss_kind: str
     flat: FlatParams
     warmup: int = 1
+    warm_every_shape: bool = False  # --compile: a new shape may compile, which cannot happen inside a capture
     graphs: dict = field(default_factory=dict)
     capture_s: float = 0.0
     pool: object = None
@@ -191,8 +192,10 @@ class GraphedForwardBackward:
         scale = torch.ones((), device=self.flat.grad.device)
         # warm-up outside the graph, before the first capture only: lazy initialisation (cuBLAS
         # handles and workspaces, kernels loaded) happens once per process. A later shape captures
-        # at once: its eager warm-up pass cost ~0.5-1 s a shape on the lent H200's host (issue 14)
-        warmup = self.warmup if not self.graphs else 0
+        # at once: its eager warm-up pass cost ~0.5-1 s a shape on the lent H200's host (issue 14).
+        # Compiled layers warm up every shape: one the dynamic graph does not cover (a batch of one
+        # row) compiles anew, and compiling launches kernels that a capture cannot hold
+        warmup = self.warmup if not self.graphs or self.warm_every_shape else 0
         saved = self.flat.grad.clone() if warmup else None  # capturing itself runs no kernel
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
@@ -332,17 +335,19 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
 
 def build_trainer(scorer: LabelScorer, params: list[torch.nn.Parameter], optimizer_factory, scheduler_factory,
                   loss_kind: str = "label", max_grad_norm: float = 1.0, step_mode: str = "fast",
-                  gradient_checkpointing: bool = False, work_dtype: torch.dtype | None = None) -> Trainer:
+                  gradient_checkpointing: bool = False, work_dtype: torch.dtype | None = None,
+                  compiled: bool = False) -> Trainer:
     """The Trainer for a mode. The optimizer is made after flattening, over the flat buffer, so it
     steps every LoRA weight in one call; factories take the parameter list and the optimizer.
-    `work_dtype`: the adapters compute from copies in that dtype of float32 masters (FlatParams)."""
+    `work_dtype`: the adapters compute from copies in that dtype of float32 masters (FlatParams).
+    `compiled`: the model's layers are compiled (model.compile_layers), which the capture must know."""
     flat = graphed = masters = None
     work_dtype = None if work_dtype == MASTER_DTYPE else work_dtype
     if step_mode == "fast":
         flat = FlatParams(params, work_dtype)
         opt_params = [flat.param]
         if flat.param.is_cuda and not gradient_checkpointing:
-            graphed = GraphedForwardBackward(scorer, loss_kind, flat)
+            graphed = GraphedForwardBackward(scorer, loss_kind, flat, warm_every_shape=compiled)
     elif work_dtype is not None:
         masters = MasterWeights(params, work_dtype)
         opt_params = masters.masters

@@ -36,6 +36,8 @@ def _model(snap: RunSnapshot) -> str:
     parts = [model.get("name"), weights, model.get("dtype")]
     if model.get("lora_compute_dtype", "float32") != "float32":  # --lora-compute-dtype bfloat16
         parts.append(f"adapters {model['lora_compute_dtype']}")
+    if model.get("compiled"):  # --compile: the first step's time is mostly compiling
+        parts.append("layers compiled")
     return " · ".join(str(p) for p in parts if p)
 
 

@@ -1,0 +1,67 @@
+"""--compile: torch.compile of each decoder layer (regional compilation) for the training step.
+
+A batch-8 QLoRA step is bound by the number of small kernels, not by arithmetic (docs/benchmarks.md,
+issue 14). Inductor fuses each layer's norms, rotary embedding, activation, dropout and LoRA scale
+and sum into a few Triton kernels; the CUDA graph then records those instead of eager PyTorch's
+(SmolLM2 8 x 64 on an H200: 6,270 kernels a step -> 2,962). The layers of a model share one code
+object, so one compilation serves them all and its cost does not grow with depth, unlike compiling
+the whole model; the model's own forward (embedding, masks, head, the label scoring) stays eager.
+
+- Dynamic shapes: bucketing gives a run several padded widths and a shorter last batch; one graph
+  with symbolic batch and width serves them all instead of a compilation per shape.
+- Evaluation runs the layers uncompiled (training.evaluate, under torch.compiler.set_stance
+  "force_eager"): without gradients and at its own batch shapes it would compile again, for a pass
+  that is already fast.
+- Inductor caches what it compiled (FX graphs, autograd graphs, Triton kernels) in its own folder,
+  TORCHINDUCTOR_CACHE_DIR (default /tmp/torchinductor_USER): the next run of the same model loads
+  its kernels instead of compiling them. Left to inductor: bitsandbytes' import has fixed the
+  folder before nli_qlora could choose another, and users of torch.compile know the variable."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import torch
+
+from nli_qlora.infra.errors import UserError
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks: transformers' decoder layers subclass GradientCheckpointingLayer."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+    return [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+
+
+def inductor_cache() -> str:
+    """The folder inductor caches compiled graphs and kernels in (for the log)."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+    return cache_dir()
+
+
+def compile_layers_(model: torch.nn.Module, backend: str = "inductor") -> int:
+    """Compile every decoder layer of `model` in place (nn.Module.compile); the number compiled.
+    Compilation itself happens at the first training step. `backend`: the tests use "aot_eager"
+    (dynamo and AOT autograd, no code generation) to check the arithmetic is the eager step's."""
+    if not hasattr(torch.compiler, "set_stance"):
+        raise UserError(f"--compile: needs torch 2.6 or newer (evaluation turns the compiled layers off with "
+                        f"torch.compiler.set_stance); this is torch {torch.__version__}")
+    layers = decoder_layers(model)
+    if not layers:
+        raise UserError(f"--compile: found no decoder layers in {type(model).__name__} to compile")
+    for layer in layers:
+        if not is_compiled(layer):  # a second call (a second trainer on one model) keeps the first's graphs
+            layer.compile(backend=backend, dynamic=True)
+    return len(layers)
+
+
+def uncompiled():
+    """Inside, compiled code runs as plain eager PyTorch (evaluation). Where dynamo was never imported
+    nothing is compiled, and setting the stance would import it."""
+    if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
+        return torch.compiler.set_stance("force_eager")
+    return contextlib.nullcontext()
+
+
+def is_compiled(layer: torch.nn.Module) -> bool:
+    return getattr(layer, "_compiled_call_impl", None) is not None
