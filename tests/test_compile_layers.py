@@ -27,10 +27,13 @@ from tests.test_step_modes import _batches
 
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
+    import torch.fx.experimental._config as fx_config
+    duck = fx_config.use_duck_shape  # compile_layers_ turns it off for the process
     torch._dynamo.reset()
     counters.clear()
     yield
     torch._dynamo.reset()
+    fx_config.use_duck_shape = duck
 
 
 def _graphs() -> int:
@@ -38,11 +41,13 @@ def _graphs() -> int:
 
 
 def _shapes() -> list[dict]:
-    """Batches of two widths and, last, a shorter batch of another width: the shapes one run meets."""
+    """Batches of three widths, the last one shorter: the shapes one run meets. The first is as wide as
+    an attention head (16 in the tiny model): compiled with duck shapes, the width would take the head's
+    symbol and be specialized with it, and every other width would compile again."""
     g = torch.Generator().manual_seed(1)
     rows = lambda n, length: [Encoded(tuple(torch.randint(3, 100, (length,), generator=g).tolist()), i % 3, i)
                               for i in range(n)]
-    return _batches(2) + [collate(rows(8, 10), pad_id=0, pad_multiple=16), collate(rows(3, 40), pad_id=0, pad_multiple=16)]
+    return [collate(rows(8, 10), pad_id=0, pad_multiple=16)] + _batches(2) + [collate(rows(3, 40), pad_id=0, pad_multiple=16)]
 
 
 def _losses(cfg, bundle, batches) -> list[float]:
@@ -90,6 +95,24 @@ def test_compile_with_gradient_checkpointing_is_one_clear_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_compile_without_a_cpu_compiler_is_one_line_before_the_model_trains(tmp_path):
+    """Inductor writes C++ on a CPU: a machine without a working compiler (here CXX names none) is told
+    so in one line before training starts, not by an internal error at the first step."""
+    proc = subprocess.run([sys.executable, "-m", "nli_qlora.train", "--preset", "tiny", "--compile", "--output-dir",
+                           str(tmp_path / "run")], capture_output=True, text=True,
+                          env={**os.environ, "CXX": str(tmp_path / "no-such-g++")})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--compile: on a CPU inductor compiles C++ and found no working compiler" in last, last
+    assert "Traceback" not in proc.stderr
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()] \
+        if (tmp_path / "run" / "metrics.jsonl").exists() else []
+    assert not any(r["event"] == "step" for r in records)
+    dry = subprocess.run([sys.executable, "-m", "nli_qlora.train", "--preset", "tiny", "--compile", "--dry-run"],
+                         capture_output=True, text=True, env={**os.environ, "CXX": str(tmp_path / "no-such-g++")})
+    assert dry.returncode == 2 and "--compile: on a CPU inductor compiles C++" in dry.stderr, dry.stderr[-2000:]
+
+
 def _steps(run) -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["event"] == "step"]
 
@@ -114,3 +137,20 @@ def test_a_compiled_run_trains_as_the_uncompiled_one(tmp_path):
     assert len(plain) == len(compiled) == 4
     for a, b in zip(plain, compiled):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a["loss"], b["loss"])
+
+
+def test_a_first_width_equal_to_the_rotary_dimension_does_not_specialize_the_graph():
+    """A Llama layer's rotary embedding has the head's width (16 here). Compiled with duck shapes, a first
+    batch 16 tokens wide gave the width and the rotary dimension one symbol, the rotary multiply
+    specialized it to 16, and every later width compiled the layers again (SmolLM2's 64 on the H200)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    assert config.hidden_size // config.num_attention_heads == 16
+    compile_layers_(model, backend="aot_eager")
+    for batch, width in ((2, 16), (2, 32), (3, 48)):
+        model(input_ids=torch.randint(0, 128, (batch, width))).logits.sum().backward()
+    assert _graphs() == 2  # the first layer's and the others', for all three shapes

@@ -8,7 +8,10 @@ object, so one compilation serves them all and its cost does not grow with depth
 the whole model; the model's own forward (embedding, masks, head, the label scoring) stays eager.
 
 - Dynamic shapes: bucketing gives a run several padded widths and a shorter last batch; one graph
-  with symbolic batch and width serves them all instead of a compilation per shape.
+  with symbolic batch and width serves them all instead of a compilation per shape. Without duck
+  shapes: dynamo gives sizes that are equal at the first compilation one symbol, so a first width
+  equal to the rotary dimension (SmolLM2's 64) was specialized with it and the next width compiled
+  everything again (17 s on the H200; reproduced on a CPU with SmolLM2's configuration).
 - Evaluation runs the layers uncompiled (training.evaluate, under torch.compiler.set_stance
   "force_eager"): without gradients and at its own batch shapes it would compile again, for a pass
   that is already fast.
@@ -23,6 +26,7 @@ import contextlib
 import sys
 
 import torch
+import torch.fx.experimental._config as fx_config
 
 from nli_qlora.infra.errors import UserError
 
@@ -46,13 +50,36 @@ def compile_layers_(model: torch.nn.Module, backend: str = "inductor") -> int:
     if not hasattr(torch.compiler, "set_stance"):
         raise UserError(f"--compile: needs torch 2.6 or newer (evaluation turns the compiled layers off with "
                         f"torch.compiler.set_stance); this is torch {torch.__version__}")
+    if backend == "inductor":
+        check_inductor_can_build(next(model.parameters()).device)
     layers = decoder_layers(model)
     if not layers:
         raise UserError(f"--compile: found no decoder layers in {type(model).__name__} to compile")
+    fx_config.use_duck_shape = False  # process-wide; it changes which symbols sizes get, never a result
     for layer in layers:
         if not is_compiled(layer):  # a second call (a second trainer on one model) keeps the first's graphs
             layer.compile(backend=backend, dynamic=True)
     return len(layers)
+
+
+def check_inductor_can_build(device: torch.device) -> None:
+    """Inductor writes C++ on a CPU and Triton on a GPU; without the compiler it would fail at the first
+    step, after loading and the zero-shot evaluations, as an internal error. Here: one line, at once."""
+    if device.type == "cuda":
+        from torch.utils._triton import has_triton
+        if not has_triton():
+            raise UserError("--compile: inductor needs Triton on a GPU and cannot import it here: "
+                            "pip install triton, or leave --compile off")
+        return
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+    except ImportError:  # another layout of torch's internals: inductor reports it itself
+        return
+    try:
+        get_cpp_compiler()
+    except Exception as err:  # InvalidCxxCompiler
+        raise UserError(f"--compile: on a CPU inductor compiles C++ and found no working compiler "
+                        f"({str(err).splitlines()[0]}): install g++ (or set CXX), or leave --compile off") from None
 
 
 def uncompiled():

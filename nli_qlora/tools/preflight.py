@@ -36,6 +36,7 @@ from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.distributed import launched
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.quiet import quiet_libraries
+from nli_qlora.model.compile_layers import check_inductor_can_build
 from nli_qlora.model.families import MODEL_TYPES
 from nli_qlora.model.load import (build_skeleton, check_context, compute_dtype, load_config, load_tokenizer, parameter_counts,
                                   resolve_source, tokenizer_source)
@@ -368,6 +369,11 @@ def run_checks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Rep
     if cfg is None:
         return report
     check_output_dir(cfg, args, report)
+    if cfg.compile:  # this machine's compiler for inductor: C++ on a CPU, Triton on a GPU
+        try:
+            check_inductor_can_build(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        except UserError as err:
+            report.problem(str(err))
     source, model_config, tok = check_model(cfg, report)
     gpu_dtype = check_dtype(cfg, getattr(model_config, "model_type", None), report)
     if tok is not None:
