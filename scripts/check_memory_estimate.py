@@ -153,6 +153,9 @@ def main(argv=None) -> int:
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
     if args.compile:
         modes = tuple(m for m in modes if not m)  # --compile is not combined with checkpointing
+        if not modes:
+            print(f"{PROG}: error: --compile: not with --checkpointing on (the loop refuses the two together)", file=sys.stderr)
+            return 2
     rows = []
     for ckpt in modes:  # a fresh model and trainer per mode, as a run has: nothing left from the last
         cfg.gradient_checkpointing = ckpt
