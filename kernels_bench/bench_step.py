@@ -7,7 +7,6 @@ real SNLI validation prompts by the loop's sampler (bucketed or not) and collate
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import statistics
 import time
@@ -106,7 +105,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
             captured.append(bool(stats.get("captured")))
 
         # the rig's layers stay compiled once a case compiled them: the other cases run them uncompiled
-        with contextlib.nullcontext() if case.compile else uncompiled():
+        with uncompiled(unless=case.compile):
             benchmark.pedantic(one_step, setup=setup, rounds=len(measured), warmup_rounds=len(plan) - len(measured))
     except torch.OutOfMemoryError:
         oom = True

@@ -16,7 +16,7 @@ from torch._dynamo.utils import counters
 
 from nli_qlora.config import preset
 from nli_qlora.data.batches import Encoded, collate
-from nli_qlora.model.compile_layers import compile_layers_, decoder_layers, is_compiled
+from nli_qlora.model.compile_layers import compile_layers_, decoder_layers, is_compiled, uncompiled
 from nli_qlora.tools.tune import Candidate
 from nli_qlora.training.evaluate import predict
 from nli_qlora.training.optim import trainer_for
@@ -73,7 +73,9 @@ def test_compiled_layers_take_the_eager_steps_bit_for_bit_compile_once_and_leave
     # training: the eager step's losses bit for bit (trainer_for keeps the layers compiled above); the
     # layers share one code object, so two graphs serve all layers and every batch shape: one for the
     # first layer (its input takes no gradient), one for the others
-    assert _losses(cfg_c, compiled, batches) == _losses(cfg, plain, batches)
+    with uncompiled(unless=True):  # as the tuner and the benchmarks run a case that asked for --compile
+        got = _losses(cfg_c, compiled, batches)
+    assert got == _losses(cfg, plain, batches)
     assert _graphs() == 2
 
 

@@ -82,10 +82,11 @@ def check_inductor_can_build(device: torch.device) -> None:
                         f"({str(err).splitlines()[0]}): install g++ (or set CXX), or leave --compile off") from None
 
 
-def uncompiled():
-    """Inside, compiled code runs as plain eager PyTorch (evaluation). Where dynamo was never imported
-    nothing is compiled, and setting the stance would import it."""
-    if "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
+def uncompiled(unless: bool = False):
+    """Inside, compiled code runs as plain eager PyTorch: evaluation, and a tuner candidate or benchmark
+    case without --compile on a model an earlier one compiled (`unless` its own setting compiles).
+    Where dynamo was never imported nothing is compiled, and setting the stance would import it."""
+    if not unless and "torch._dynamo" in sys.modules and hasattr(torch.compiler, "set_stance"):
         return torch.compiler.set_stance("force_eager")
     return contextlib.nullcontext()
 

@@ -16,7 +16,6 @@ that build a model, a Trainer and length-distributed batches are shared with ker
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gc
 import json
@@ -239,7 +238,7 @@ def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encode
         trainer, _ = trainer_for(run_cfg, rig.model, rig.label_ids, total_steps=1000)
         if cuda:
             torch.cuda.reset_peak_memory_stats(rig.device)
-        with contextlib.nullcontext() if run_cfg.compile else uncompiled():  # layers compiled for another candidate
+        with uncompiled(unless=run_cfg.compile):  # the layers may be compiled for another candidate
             for micro in plan:
                 _, seconds = timed_step(trainer, micro, rig.device)  # the loop's timing of a step
                 times.append(seconds)
