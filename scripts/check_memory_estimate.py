@@ -71,28 +71,15 @@ def render(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def make_trainer(model, cfg, device):
-    """The loop's trainer for cfg (flat buffers and CUDA graphs in step_mode fast), on fresh parameters."""
-    import torch
+def make_trainer(model, cfg):
+    """The loop's trainer for cfg (flat buffers and CUDA graphs in step_mode fast), on fresh parameters:
+    trainer_for, as the loop and the tuner build it, after the tuner's checkpointing switch."""
+    from nli_qlora.tools.tune import set_checkpointing
+    from nli_qlora.training.optim import trainer_for
 
-    from nli_qlora.training.optim import build_optimizer, build_scheduler
-    from nli_qlora.training.scoring import LabelScorer
-    from nli_qlora.training.step import build_trainer
-
-    if cfg.compile:
-        from nli_qlora.model.compile_layers import compile_layers_
-        compile_layers_(model)
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.enable_input_require_grads()
-    else:
-        model.gradient_checkpointing_disable()
+    set_checkpointing(model, cfg.gradient_checkpointing)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    return build_trainer(LabelScorer(model, [1, 2, 3]), params, lambda ps: build_optimizer(cfg, ps)[0],
-                         lambda opt: build_scheduler(cfg, opt, 1000), cfg.loss, cfg.max_grad_norm,
-                         cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype),
-                         compiled=cfg.compile)
+    return trainer_for(cfg, model, [1, 2, 3], total_steps=1000)[0]
 
 
 def run_case(trainer, model_config, cfg, batch_size: int, seq_len: int, steps: int, device) -> dict:
@@ -128,6 +115,9 @@ def pad_multiple(cfg) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.compile and args.checkpointing == "on":
+        print(f"{PROG}: error: --compile: not with --checkpointing on (the loop refuses the two together)", file=sys.stderr)
+        return 2
     import torch
     if not torch.cuda.is_available():
         print(f"{PROG}: error: needs a CUDA GPU (torch {torch.__version__} sees none); the estimate alone: "
@@ -153,9 +143,6 @@ def main(argv=None) -> int:
     modes = {"both": (False, True), "on": (True,), "off": (False,)}[args.checkpointing]
     if args.compile:
         modes = tuple(m for m in modes if not m)  # --compile is not combined with checkpointing
-        if not modes:
-            print(f"{PROG}: error: --compile: not with --checkpointing on (the loop refuses the two together)", file=sys.stderr)
-            return 2
     rows = []
     for ckpt in modes:  # a fresh model and trainer per mode, as a run has: nothing left from the last
         cfg.gradient_checkpointing = ckpt
@@ -163,7 +150,7 @@ def main(argv=None) -> int:
         model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
         if cfg.dequantize_base:
             dequantize_base_(model)
-        trainer = make_trainer(model, cfg, device)
+        trainer = make_trainer(model, cfg)
         for bs in args.batch_sizes:
             rows.append(run_case(trainer, model_config, cfg, bs, args.seq_len, args.steps, device))
             print(render(rows[-1:]).splitlines()[-1], flush=True)

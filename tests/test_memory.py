@@ -209,3 +209,29 @@ def test_check_script_without_cuda_says_so_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "needs a CUDA GPU" in proc.stderr
     assert not (tmp_path / "x.json").exists()
+
+
+def test_check_script_builds_the_loops_trainer_with_checkpointing_as_asked(check_script):
+    """make_trainer is trainer_for after the tuner's checkpointing switch: what the loop measures."""
+    import dataclasses
+
+    from nli_qlora.config import preset
+    from nli_qlora.model.bundle import load_bundle, with_lora
+    for on in (False, True):
+        cfg = dataclasses.replace(preset("tiny"), gradient_checkpointing=on)
+        bundle = with_lora(load_bundle(cfg, torch.device("cpu")))
+        trainer = check_script.make_trainer(bundle.model, cfg)
+        assert bundle.model.is_gradient_checkpointing == on and trainer.flat is not None
+        assert len(trainer.params) == sum(p.requires_grad for p in bundle.model.parameters())
+
+
+def test_check_script_refuses_compile_with_checkpointing_on_before_anything_else(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "scripts/check_memory_estimate.py", "--out", str(tmp_path / "x.json"),
+                           "--compile", "--checkpointing", "on"], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--compile: not with --checkpointing on" in proc.stderr
+    assert not (tmp_path / "x.json").exists()
