@@ -156,3 +156,18 @@ def test_a_first_width_equal_to_the_rotary_dimension_does_not_specialize_the_gra
     for batch, width in ((2, 16), (2, 32), (3, 48)):
         model(input_ids=torch.randint(0, 128, (batch, width))).logits.sum().backward()
     assert _graphs() == 2  # the first layer's and the others', for all three shapes
+
+
+def test_compile_without_triton_on_a_gpu_is_one_line():
+    """The GPU half of the compiler check, forced on a machine without a GPU: this CPU build of torch has
+    no Triton, which is what a GPU machine without it would report."""
+    from torch.utils._triton import has_triton
+
+    from nli_qlora.infra.errors import UserError
+    from nli_qlora.model.compile_layers import check_inductor_can_build
+    if has_triton():
+        pytest.skip("Triton is importable here")
+    with pytest.raises(UserError) as err:
+        check_inductor_can_build(torch.device("cuda"))
+    assert str(err.value) == ("--compile: inductor needs Triton on a GPU and cannot import it here: "
+                              "pip install triton, or leave --compile off")
