@@ -9,6 +9,10 @@ fi
 export PYTHONPATH=$PWD/.site:/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}  # .site: unzipped wheels (docs/gpu_smoke.md)
 export PYTHONUNBUFFERED=1 NLI_SNLI_DIR=$PWD/.devdata/snli NLI_QLORA_CACHE=/tmp/nli_cache
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# The lent image sets PYTHONDONTWRITEBYTECODE=1 and ships torch and sympy without .pyc files, so every
+# process compiled their sources again (imports 14-18 s instead of 8; docs/benchmarks.md). A pip install
+# writes them at install time: write them once into /tmp (the version line below does), as users have them.
+export PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=/tmp/pyc
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bnb', bitsandbytes.__version__)"
 set +e

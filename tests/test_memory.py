@@ -134,6 +134,29 @@ def test_other_measured_setups_are_within_15_percent(phi2):
     assert estimate_peak_bytes(phi2, lm, 32, 144)["allocated"] / GIB == pytest.approx(25.094, rel=0.15)
 
 
+# --compile: peaks measured with scripts/check_memory_estimate.py --compile --checkpointing off (step_mode
+# fast) on one H200, 2026-12-01 (docs/bench/memory-compile*-h200.json); the uncompiled count was 12-55% over.
+MEASURED_COMPILED_GIB = {  # (model, dequantized + bf16 adapters, batch, seq) -> GiB
+    ("random:phi-2", True, 8, 64): 6.706, ("random:phi-2", True, 32, 64): 10.191, ("random:phi-2", True, 64, 64): 14.816,
+    ("random:phi-2", False, 8, 64): 3.459, ("random:phi-2", False, 32, 64): 7.630, ("random:phi-2", False, 64, 64): 13.183,
+    ("smollm2", True, 16, 128): 2.163, ("smollm2", True, 128, 128): 13.132,
+}
+
+
+@pytest.mark.parametrize("model,deq,batch_size,seq_len", sorted(MEASURED_COMPILED_GIB))
+def test_compiled_estimate_is_within_15_percent_of_the_measured_peak(model, deq, batch_size, seq_len):
+    from transformers import LlamaConfig
+    config = load_config(resolve_source(RunConfig(model=model))) if model != "smollm2" else LlamaConfig(
+        vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+        num_key_value_heads=3, head_dim=64, tie_word_embeddings=True)  # SmolLM2-135M's configuration
+    speed = {"dequantize_base": True, "lora_compute_dtype": "bfloat16"} if deq else {}
+    cfg = dataclasses.replace(RunConfig(model="x", gradient_checkpointing=False, compile=True), **speed)
+    allocated = estimate_peak_bytes(config, cfg, batch_size, seq_len)["allocated"] / GIB
+    assert allocated == pytest.approx(MEASURED_COMPILED_GIB[model, deq, batch_size, seq_len], rel=0.15)
+    uncompiled = estimate_peak_bytes(config, dataclasses.replace(cfg, compile=False), batch_size, seq_len)
+    assert uncompiled["allocated"] > allocated * GIB  # compiled layers keep less
+
+
 def test_phi2_lands_near_gpu_md(phi2):
     """GPU.md, one H100: NF4 Phi-2, batch 8 x 64 tokens, no checkpointing: 4.3 GB. Its minimal hand loop
     on SNLI-like rows (the longest batch padded to 128 tokens): 6.7 GB at batch 8, 35 GB at batch 64."""

@@ -323,9 +323,6 @@ def check_memory(cfg: RunConfig, model_config, seq_len: int, budget: str, gpu_dt
                              "compute_dtype": gpu_dtype, "terms": terms, "total_bytes": terms["total"],
                              "total_gb": round(terms["total"] / GB, 3), "budget": budget_label,
                              "budget_bytes": budget_bytes, "fits": fits}
-    if cfg.compile:
-        report.notes.append("memory estimate: of the uncompiled step; with --compile Phi-2 measured 11-37% less "
-                            "(docs/benchmarks.md), so this overstates it")
     family = getattr(model_config, "model_type", None)
     if family not in MODEL_TYPES:  # the decoder layouts tools.memory counts exactly
         report.notes.append(f"memory estimate: model type {family!r} counted as a Llama-style decoder (approximate)")
