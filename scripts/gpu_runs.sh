@@ -137,6 +137,21 @@ for part in "$@"; do
       for r in plain cold warm; do cp /tmp/runs/$r/metrics.jsonl "$OUT/compile-time-$r.jsonl"; done
       python3 scripts/steps_summary.py /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm
       grep -h "balanced" /tmp/runs/{plain,cold,warm}/report.md | head -9 ;;
+    compile-shapes) # issue 14: --compile's dynamic graph against a static compilation per shape
+      # (scripts/compile_shapes_probe.py), the whole command on SmolLM2's shapes (random weights), 2,000 test rows,
+      # both speed options, each cold (empty inductor cache) then warm
+      M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet
+         --dequantize-base --lora-compute-dtype bfloat16"
+      for mode in dynamic static; do
+        rm -rf /tmp/inductor-$mode /tmp/runs/$mode-cold /tmp/runs/$mode-warm
+        for t in cold warm; do
+          TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-$mode T python3 scripts/compile_shapes_probe.py $mode $M \
+            --output-dir /tmp/runs/$mode-$t 2> "$OUT/compile-shapes-$mode-$t.err"
+          grep "s wall:" "$OUT/compile-shapes-$mode-$t.err"; tail -1 "$OUT/compile-shapes-$mode-$t.err"
+          cp /tmp/runs/$mode-$t/metrics.jsonl "$OUT/compile-shapes-$mode-$t.jsonl"
+        done
+      done
+      python3 scripts/steps_summary.py /tmp/runs/{dynamic,static}-{cold,warm} ;;
     compile-bench) # issue 14: --compile beside the same step uncompiled, SNLI lengths (bench_step ids)
       ids=""; for m in ${COMPILE_MODELS:-phi-2 smollm2}; do for c in b8-snli b8-snli-compile b8-snli-deq-bf16lora \
           b8-snli-deq-bf16lora-compile b128-snli-deq-bf16lora b128-snli-deq-bf16lora-compile; do
