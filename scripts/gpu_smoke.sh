@@ -104,6 +104,34 @@ assert len(a) == len(b) and worst < 2e-2, f"{sys.argv[3]} trained differently"
 PY
 }
 
+compiled_dropout_is_fresh() { python3 - <<'PY'
+# Inductor draws dropout masks from seeds it makes with torch.randint inside the compiled code; in a
+# CUDA graph captured as training.step captures (generator forked around the capture) each replay
+# must draw new masks, and its gradients must follow its masks.
+import torch
+layer = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Dropout(0.5)).cuda()
+layer.compile(dynamic=True)
+x = torch.randn(8, 256, device="cuda", requires_grad=True)
+for _ in range(3):
+    layer(x).sum().backward()
+graph = torch.cuda.CUDAGraph()
+with torch.random.fork_rng(devices=[x.device]):
+    with torch.cuda.graph(graph):
+        y = layer(x)
+        y.sum().backward()
+masks, grads = [], []
+for _ in range(3):
+    x.grad = None if x.grad is None else x.grad.zero_()
+    graph.replay()
+    masks.append((y != 0).clone()); grads.append(x.grad.clone())
+assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2]), "a replay reused its masks"
+kept = [m.float().mean().item() for m in masks]
+assert all(0.4 < k < 0.6 for k in kept), kept
+assert not torch.equal(grads[0], grads[1]), "the gradients did not follow the masks"
+print(f"three replays, three masks (kept fractions {', '.join(f'{k:.3f}' for k in kept)})")
+PY
+}
+
 echo "gpu_smoke $(date -u +%FT%TZ) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -1) x $GPUS" | tee -a "$LOG"
 python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)" | tee -a "$LOG"
 
@@ -127,6 +155,7 @@ c['resid_pdrop'] = 0.0; json.dump(c, open(sys.argv[1], 'w'))" "$W/phi-2-nodrop/c
 check "compiled = eager"     trains_alike "$W/compiled" "--compile" --model random:$W/phi-2-nodrop --tokenizer $TOK \
                                $DATA $SHORT --train-size 200 --no-zero-shot-eval --dequantize-base \
                                --lora-compute-dtype bfloat16 --lora-dropout 0
+check "compiled dropout fresh" compiled_dropout_is_fresh
 check "resume = uninterrupted (compile)" same_as_uninterrupted "$W/exact-compile" --model random:$TOK --tokenizer $TOK \
                                $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --compile
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40
