@@ -295,11 +295,11 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
         total += norm(mid_in)
         total += lora("norm2", mid_in)
         gate_grad, up_grad = mid_in or "gate_proj" in adapted, mid_in or "up_proj" in adapted
-        total += act * n * inter * c if gate_grad else 0  # the activation keeps gate's output
-        if compiled:  # one fused kernel: gate (counted above) and up are kept, act(gate) is recomputed
-            total += n * inter * c * gate_grad
-        else:  # act(gate) * up keeps each factor the other needs
-            total += n * inter * c * (up_grad + gate_grad)
+        if compiled:  # one fused kernel keeps gate (for act's gradient and act(gate)) and up; act(gate) is recomputed
+            total += n * inter * c * ((gate_grad or up_grad) + gate_grad)
+        else:
+            total += act * n * inter * c if gate_grad else 0  # the activation keeps gate's output
+            total += n * inter * c * (up_grad + gate_grad)  # act(gate) * up keeps each factor the other needs
         total += lora("mlp_mid", gate_grad or up_grad)
         out_grad = mid_in or gate_grad or up_grad or "down_proj" in adapted
     return total, out_grad
