@@ -15,6 +15,10 @@ export NLI_BENCH_TOKENIZER=${NLI_BENCH_TOKENIZER:-/tmp/smollm2-tokenizer}
 D=/tmp/snli
 SMOL=SmolLM2-135M-Instruct.Q4_1.gguf
 DATA="--train-file $D/train_20k.jsonl --validation-file $D/validation.jsonl --test-file $D/test.jsonl"
+# the whole published experiment's command on SmolLM2's shapes (random weights: no GGUF needed), 2,000 test
+# rows; TIME_MODEL=$SMOL (after gguf-a gguf-b): real weights. BOTH: the two speed options of issue 14.
+TIMED="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet"
+BOTH="--dequantize-base --lora-compute-dtype bfloat16"
 T() { /usr/bin/time -f "%e s wall: $*" "$@"; }
 
 for part in "$@"; do
@@ -87,7 +91,7 @@ for part in "$@"; do
       # there, when given), then this code as it is, with --dequantize-base, and with that and bfloat16 adapters;
       # metrics files to $OUT (run directories stay in /tmp: $OUT returns a few files only).
       # TIME_MODEL=$SMOL (after gguf-a gguf-b): real weights
-      M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet"
+      M="$TIMED"
       R="base new deq deqbf16"
       for r in $R; do rm -rf /tmp/runs/$r; done  # a run directory left from an earlier call would "already complete"
       if [ -n "${BASE:-}" ]; then
@@ -128,8 +132,7 @@ for part in "$@"; do
     compile-time) # issue 14: the whole published experiment's command on SmolLM2's shapes (random weights), 2,000
       # test rows, both speed options on: uncompiled, then --compile with an empty inductor cache (cold), then again
       # (warm: the kernels cached by the cold run)
-      M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet
-         --dequantize-base --lora-compute-dtype bfloat16"
+      M="$TIMED $BOTH"
       rm -rf /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm /tmp/inductor-cold
       T python3 -m nli_qlora.train $M --output-dir /tmp/runs/plain
       TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cold T python3 -m nli_qlora.train $M --compile --output-dir /tmp/runs/cold
@@ -140,8 +143,7 @@ for part in "$@"; do
     compile-shapes) # issue 14: --compile's dynamic graph against a static compilation per shape
       # (scripts/compile_shapes_probe.py), the whole command on SmolLM2's shapes (random weights), 2,000 test rows,
       # both speed options, each cold (empty inductor cache) then warm
-      M="--model ${TIME_MODEL:-random:/tmp/smollm2-tokenizer} --tokenizer /tmp/smollm2-tokenizer $DATA --test-size 2000 --quiet
-         --dequantize-base --lora-compute-dtype bfloat16"
+      M="$TIMED $BOTH"
       for mode in dynamic static; do
         rm -rf /tmp/inductor-$mode /tmp/runs/$mode-cold /tmp/runs/$mode-warm
         for t in cold warm; do
