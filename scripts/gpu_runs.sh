@@ -140,6 +140,13 @@ for part in "$@"; do
       for r in plain cold warm; do cp /tmp/runs/$r/metrics.jsonl "$OUT/compile-time-$r.jsonl"; done
       python3 scripts/steps_summary.py /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm
       grep -h "balanced" /tmp/runs/{plain,cold,warm}/report.md | head -9 ;;
+    score-time) # issue 14: the score command on 2,000 SNLI test rows, whole command from the shell, twice, with the
+      # uncompiled run of compile-time (SmolLM2's shapes, random weights); its own rows/s in the metrics file
+      head -n 2000 $D/test.jsonl > /tmp/test2000.jsonl
+      for i in 1 2; do
+        T python3 -m nli_qlora.score --checkpoint /tmp/runs/plain --input /tmp/test2000.jsonl --output /tmp/pred.jsonl \
+          --metrics-out "$OUT/score-time-$i.json" --quiet
+      done; wc -l /tmp/pred.jsonl; head -c 600 "$OUT/score-time-2.json"; echo ;;
     compile-shapes) # issue 14: --compile's dynamic graph against a static compilation per shape
       # (scripts/compile_shapes_probe.py), the whole command on SmolLM2's shapes (random weights), 2,000 test rows,
       # both speed options, each cold (empty inductor cache) then warm

@@ -57,8 +57,8 @@ EVENTS: dict[str, dict] = {
 
 # Fields added within schema 1 (files written before lack them): checked only where present.
 ADDED = {
-    "run_start": {"process_start": NUMBER},
-    "resume": {"process_start": NUMBER},
+    "run_start": {"process_start": NUMBER, "startup": {"*": NUMBER}},
+    "resume": {"process_start": NUMBER, "startup": {"*": NUMBER}},
     "run_end": {"wall_s": NUMBER, "process_wall_s": NUMBER},
 }
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nli_qlora.data.batches import (Encoded, batch_token_counts, bucketed_batches, collate, encode, eval_batches,
-                               padded_length)
+                                    micro_batches, padded_length, step_shapes)
 from nli_qlora.config import DEFAULT_PROMPT, RunConfig
 from nli_qlora.data.read import Example, load_split
 from nli_qlora.infra.errors import DataError
@@ -165,3 +165,23 @@ def test_collate_for_the_lm_loss_appends_the_answer_and_masks_only_padding():
     assert lm[0].tolist() == [5, 6, 7, 30, 2] + [-100] * 11  # the answer's eos is a target, padding is not
     assert lm[1].tolist() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 32, 33, 2] + [-100] * 4
     assert "lm_labels" not in collate(rows, 2, 8)
+
+
+@pytest.mark.parametrize("grad_accum,ranks,answers", [(1, 1, False), (2, 1, True), (1, 2, False), (3, 2, True)])
+def test_step_shapes_are_the_shapes_the_loops_batches_have(grad_accum, ranks, answers):
+    """What --compile counts before training (data.batches.step_shapes) against the tensors the loop's
+    own cutting and collate build, every epoch: micro-batches, a rank's share, the lm loss's answers."""
+    g = torch.Generator().manual_seed(3)
+    rows = [Encoded(tuple(range(3, 3 + int(torch.randint(4, 70, (1,), generator=g)))), i % 3, i) for i in range(203)]
+    answer_ids = [[5], [6, 7], [8, 9, 10]] if answers else None
+    lengths = [len(r.prompt_ids) for r in rows]
+    for rank in range(ranks):
+        shard = lambda chosen: chosen[rank::ranks]
+        built = set()
+        for epoch in (1, 2, 3):
+            for idx in bucketed_batches(lengths, 16, 7, epoch, True):
+                chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
+                for part in micro_batches(shard(chosen), grad_accum):
+                    built.add(tuple(collate(part, 0, 16, answer_ids)["input_ids"].shape))
+        assert step_shapes(rows, 16, grad_accum, 7, 3, True, 16, answer_ids, shard) == built
+        assert 2 < len(step_shapes(rows, 16, grad_accum, 7, 3, True, 16, answer_ids, shard, stop_after=2)) <= len(built)

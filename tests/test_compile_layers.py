@@ -29,11 +29,13 @@ from tests.test_step_modes import _batches
 def fresh_dynamo():
     import torch.fx.experimental._config as fx_config
     duck = fx_config.use_duck_shape  # compile_layers_ turns it off for the process
+    limit = torch._dynamo.config.recompile_limit  # and raises this one for static shapes
     torch._dynamo.reset()
     counters.clear()
     yield
     torch._dynamo.reset()
     fx_config.use_duck_shape = duck
+    torch._dynamo.config.recompile_limit = limit
 
 
 def _graphs() -> int:
@@ -77,6 +79,29 @@ def test_compiled_layers_take_the_eager_steps_bit_for_bit_compile_once_and_leave
         got = _losses(cfg_c, compiled, batches)
     assert got == _losses(cfg, plain, batches)
     assert _graphs() == 2
+
+
+def test_a_run_with_few_shapes_compiles_each_past_dynamos_default_limit_and_takes_the_eager_steps():
+    """The loop counts its step shapes (5 here) and, at most STATIC_SHAPES of them, compiles each static:
+    two graphs a shape, 10 in all, past dynamo's default limit of 8 graphs a code object (which would
+    have run the fifth shape's layers uncompiled: 8 graphs); the eager step's losses bit for bit."""
+    from nli_qlora.model.compile_layers import STATIC_SHAPES, static_shapes
+    assert torch._dynamo.config.recompile_limit == 8
+    assert static_shapes(5) and static_shapes(STATIC_SHAPES) and not static_shapes(STATIC_SHAPES + 1)
+    assert not static_shapes(None)  # the tuner and the benchmarks: one dynamic graph
+    g = torch.Generator().manual_seed(1)
+    rows = lambda n, length: [Encoded(tuple(torch.randint(3, 100, (length,), generator=g).tolist()), i % 3, i)
+                              for i in range(n)]
+    batches = [collate(rows(n, length), pad_id=0, pad_multiple=16)
+               for n, length in ((8, 10), (8, 20), (8, 40), (3, 40), (5, 60))]
+    assert len({tuple(b["input_ids"].shape) for b in batches}) == 5
+    cfg, plain = _bundle()
+    cfg_c, compiled = _bundle(compile=True)
+    compile_layers_(compiled.model, backend="aot_eager", shapes=5)
+    with uncompiled(unless=True):
+        got = _losses(cfg_c, compiled, batches)
+    assert got == _losses(cfg, plain, batches)
+    assert _graphs() == 10
 
 
 def test_the_tuner_leaves_compile_off_where_it_turns_checkpointing_on():
@@ -123,7 +148,7 @@ def test_a_compiled_run_trains_as_the_uncompiled_one(tmp_path):
     """The command as a user runs it, inductor generating and compiling the kernels (into a fresh cache:
     the cold path) and the layers compiled for training only; the steps within float32 rounding of
     the uncompiled run's, which inductor's fused kernels sum in another order."""
-    flags = ["--preset", "tiny", "--train-size", "64", "--validation-size", "32", "--test-size", "32",
+    flags = ["--preset", "tiny", "--train-size", "72", "--validation-size", "32", "--test-size", "32",
              "--epochs", "1", "--quiet"]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
     runs = {}
@@ -136,7 +161,10 @@ def test_a_compiled_run_trains_as_the_uncompiled_one(tmp_path):
     assert start["model"]["compiled"] is True and start["config"]["compile"] is True
     assert any((tmp_path / "inductor").iterdir())  # inductor cached what it compiled where it was told
     plain, compiled = _steps(runs["plain"]), _steps(runs["compiled"])
-    assert len(plain) == len(compiled) == 4
+    # compiled per shape: the shapes counted before training are the ones the steps had
+    met = {(s["samples"], s["padded_tokens"] // s["samples"]) for s in compiled}
+    assert start["model"]["compiled_shapes"] == len(met) >= 2
+    assert len(plain) == len(compiled) == 5  # the last of 8 rows: a second shape
     for a, b in zip(plain, compiled):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a["loss"], b["loss"])
 

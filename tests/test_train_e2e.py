@@ -165,7 +165,8 @@ def test_run_start_describes_the_run(run):
     assert start["run_name"] == "tiny" and start["run_dir"] == str(run_dir)
     assert start["model"] == {"name": "builtin:tiny-phi", "architecture": "PhiForCausalLM", "dtype": "float32",
                               "quantization": "nf4", "dequantized": False,
-                              "lora_compute_dtype": "float32", "fused_lora": False, "compiled": False}
+                              "lora_compute_dtype": "float32", "fused_lora": False, "compiled": False,
+                              "compiled_shapes": None}
     assert start["device"]["type"] == "cpu" and start["world_size"] == 1
     assert start["lora_targets"] == {"matched": list(TINY.target_modules), "unmatched": []}
     assert {k: (v["rows_read"], v["selected"], v["unlabeled_dropped"], v["bad_skipped"])
@@ -213,8 +214,29 @@ def test_the_report_has_every_section_with_the_metrics_files_numbers(run):
     assert summary["time"]["process_wall_s"] == end["process_wall_s"] >= summary["time"]["wall_s"]
     assert start["process_start"] <= start["time"]
     assert re.search(r"- Whole command, from process start: \d\d:\d\d:\d\d \(", report)
+    # the start-up: every piece of setup in order, together the time from process start to run_start
+    startup = start["startup"]
+    assert list(startup) == ["imports_s", "device_s", "model_s", "data_s", "trainer_s", "resume_s"]
+    assert abs(sum(startup.values()) - (start["time"] - start["process_start"])) < 0.05, startup
+    assert summary["time"]["startup"] == startup and startup["imports_s"] > 0
+    pieces = ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in startup.items())
+    assert summary["time"]["startup_s"] == round(start["time"] - start["process_start"], 3)
+    assert f"- Start-up, process start to the run's start: {summary['time']['startup_s']:.1f} s ({pieces})" in report
+    first = events(records, "step")[0]["step_time_s"]
+    assert summary["time"]["first_step_s"] == first
+    assert f"- First training step (compilation, warm-up and graph capture included): {first:.1f} s" in report
     assert f"| r | {TINY.lora_r} |" in report and f"| alpha | {TINY.lora_alpha} |" in report
     assert f"| target modules (matched) | {', '.join(TINY.target_modules)} |" in report
+
+
+def test_process_start_is_when_the_process_started_not_when_nli_qlora_was_imported():
+    """The start-up figures count from process start: a process that waits 2 s before its first import
+    reports at least those 2 s, and never a start after its own first statement."""
+    code = ("import time; t0 = time.time(); time.sleep(2); from nli_qlora.infra.machine import process_start; "
+            "print(t0 - process_start(), time.time() - process_start())")
+    before_first, age = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                  check=True).stdout.split())
+    assert before_first >= 0 and age >= 2.0
 
 
 def test_the_failure_cases_are_the_prediction_files_compared(run):

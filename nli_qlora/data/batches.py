@@ -59,6 +59,27 @@ def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return batches
 
 
+def step_shapes(rows: list[Encoded], batch_size: int, grad_accum: int, seed: int, epochs: int, bucketing: bool,
+                pad_multiple: int, answer_ids: list[list[int]] | None = None, shard=lambda rows: rows,
+                stop_after: int | None = None) -> set[tuple[int, int]]:
+    """The distinct (rows, width) of the micro-batches a run's training steps will have, every epoch's
+    batches cut as the loop cuts them (sorted by length, `shard`: this process's share, then
+    --grad-accum pieces); counting stops past `stop_after` shapes. What --compile compiles per shape."""
+    lengths = [len(r.prompt_ids) for r in rows]
+    extra = (lambda r: len(answer_ids[r.label])) if answer_ids is not None else (lambda r: 0)
+    shapes: set[tuple[int, int]] = set()
+    for epoch in range(1, epochs + 1):
+        for idx in bucketed_batches(lengths, batch_size, seed, epoch, bucketing):
+            chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
+            for part in micro_batches(shard(chosen), grad_accum):
+                if part:
+                    shapes.add((len(part), padded_length(max(len(r.prompt_ids) + extra(r) for r in part),
+                                                         pad_multiple)))
+            if stop_after is not None and len(shapes) > stop_after:
+                return shapes
+    return shapes
+
+
 def micro_batches(rows: list, grad_accum: int) -> list[list]:
     """One step's rows (sorted by length) cut into `grad_accum` micro-batches of at most
     ceil(rows / grad_accum): the one cutting the loop, the tuner and the dry run all use."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
 import torch
 
@@ -41,16 +42,18 @@ def versions() -> dict:
 
 
 def process_start() -> float:
-    """When this process started (Unix time), so a report can count the imports and model load that
-    come before run_start. Linux: /proc/self/stat's starttime (clock ticks since boot) + /proc/stat's
-    btime, to about a second (btime is whole seconds); elsewhere, when nli_qlora was imported."""
+    """When this process started (Unix time), so a report can count the interpreter, imports and model
+    load that come before run_start. Linux: now less the process's age, /proc/uptime less
+    /proc/self/stat's starttime (both since boot, in hundredths of a second; /proc/stat's btime would
+    add up to a second of rounding); elsewhere, or where the two disagree, when nli_qlora was imported."""
+    now = time.time()
     try:
         with open("/proc/self/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
         ticks = int(fields[19])  # field 22 of the line; fields[0] is field 3 (state)
-        with open("/proc/stat") as f:
-            btime = next(int(line.split()[1]) for line in f if line.startswith("btime "))
-    except (OSError, IndexError, ValueError, StopIteration):
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+    except (OSError, IndexError, ValueError):
         return IMPORTED_AT
-    # the process cannot have started after the import: btime's rounding could say so
-    return min(btime + ticks / os.sysconf("SC_CLK_TCK"), IMPORTED_AT)
+    # a container's own /proc/uptime could make the age negative: the process cannot have started after the import
+    return min(now - (uptime - ticks / os.sysconf("SC_CLK_TCK")), IMPORTED_AT)

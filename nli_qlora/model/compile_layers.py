@@ -7,11 +7,16 @@ and sum into a few Triton kernels; the CUDA graph then records those instead of 
 object, so one compilation serves them all and its cost does not grow with depth, unlike compiling
 the whole model; the model's own forward (embedding, masks, head, the label scoring) stays eager.
 
-- Dynamic shapes: bucketing gives a run several padded widths and a shorter last batch; one graph
-  with symbolic batch and width serves them all instead of a compilation per shape. Without duck
-  shapes: dynamo gives sizes that are equal at the first compilation one symbol, so a first width
-  equal to the rotary dimension (SmolLM2's 64) was specialized with it and the next width compiled
-  everything again (17 s on the H200; reproduced on a CPU with SmolLM2's configuration).
+- Static shapes where the run's steps have few: bucketing and --pad-to-multiple give a run a handful
+  of batch shapes (SmolLM2 on SNLI: 5), which the loop counts before training (data.batches.step_shapes).
+  Up to STATIC_SHAPES of them, each shape compiles on its own: the whole SmolLM2 command took 35 s warm
+  and 76 s cold that way on the H200, against 54 s and 85 s with one dynamic graph, whose symbolic
+  sizes also miss AOT autograd's cache (docs/benchmarks.md, seventh round). Dynamo's recompile limit
+  (8 graphs a code object) is raised to hold them: two graphs a shape (the first layer's, whose input
+  takes no gradient, and the others'). More shapes than that, or a caller that does not know them
+  (the tuner, the benchmarks): one dynamic graph. Without duck shapes: dynamo gives sizes that are equal
+  at the first compilation one symbol, so a first width equal to the rotary dimension (SmolLM2's 64)
+  was specialized with it and the next width compiled everything again (17 s on the H200).
 - Evaluation runs the layers uncompiled (training.evaluate, under torch.compiler.set_stance
   "force_eager"): without gradients and at its own batch shapes it would compile again, for a pass
   that is already fast.
@@ -43,10 +48,19 @@ def inductor_cache() -> str:
     return cache_dir()
 
 
-def compile_layers_(model: torch.nn.Module, backend: str = "inductor") -> int:
+STATIC_SHAPES = 8  # a compilation per shape up to this many step shapes; one dynamic graph beyond
+
+
+def static_shapes(shapes: int | None) -> bool:
+    """Compile per shape (True) or one dynamic graph: static when the caller counted few shapes."""
+    return shapes is not None and shapes <= STATIC_SHAPES
+
+
+def compile_layers_(model: torch.nn.Module, backend: str = "inductor", shapes: int | None = None) -> int:
     """Compile every decoder layer of `model` in place (nn.Module.compile); the number compiled.
-    Compilation itself happens at the first training step. `backend`: the tests use "aot_eager"
-    (dynamo and AOT autograd, no code generation) to check the arithmetic is the eager step's."""
+    Compilation itself happens at the first step of each shape. `shapes`: how many distinct batch
+    shapes the training steps will have, when the caller knows (static_shapes). `backend`: the tests
+    use "aot_eager" (dynamo and AOT autograd, no code generation) to check the arithmetic."""
     if not hasattr(torch.compiler, "set_stance"):
         raise UserError(f"--compile: needs torch 2.6 or newer (evaluation turns the compiled layers off with "
                         f"torch.compiler.set_stance); this is torch {torch.__version__}")
@@ -56,9 +70,16 @@ def compile_layers_(model: torch.nn.Module, backend: str = "inductor") -> int:
     if not layers:
         raise UserError(f"--compile: found no decoder layers in {type(model).__name__} to compile")
     fx_config.use_duck_shape = False  # process-wide; it changes which symbols sizes get, never a result
+    static = static_shapes(shapes)
+    if static:  # process-wide too. Two graphs a shape, and room as much again for shapes an out-of-memory
+        # retry adds (--auto-batch); past the limit dynamo would run a new shape's layers uncompiled
+        import torch._dynamo as dynamo
+        dynamo_config = dynamo.config
+        limit = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"
+        setattr(dynamo_config, limit, max(getattr(dynamo_config, limit), 4 * STATIC_SHAPES))
     for layer in layers:
         if not is_compiled(layer):  # a second call (a second trainer on one model) keeps the first's graphs
-            layer.compile(backend=backend, dynamic=True)
+            layer.compile(backend=backend, dynamic=not static)
     return len(layers)
 
 

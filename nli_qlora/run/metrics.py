@@ -108,10 +108,10 @@ def cut_back(path: Path, offset: int, checkpoint: Path) -> list[dict]:
 
 
 def resume_metrics(path: Path, restored: Path, pos, changed: dict, process_start: float,
-                   sinks=()) -> tuple[MetricsWriter, int]:
+                   sinks=(), startup: dict | None = None) -> tuple[MetricsWriter, int]:
     """(the writer a resumed run appends with, steps it redoes): the file cut back to what it held
     when `restored` was saved (`pos`, its checkpoint.Position), then the `checkpoint` record of kind
-    "restored", the `resume` record (with this process's start, Unix time) and a warning per setting the resume changed."""
+    "restored", the `resume` record (with this process's start, Unix time, and its setup's seconds) and a warning per setting the resume changed."""
     later = cut_back(path, pos.metrics_offset, restored)
     ends = [r for r in later if r.get("event") == "run_end"]
     discarded = sum(r.get("event") == "step" for r in later)
@@ -119,7 +119,8 @@ def resume_metrics(path: Path, restored: Path, pos, changed: dict, process_start
     metrics.write("checkpoint", path=str(restored), step=pos.step, epoch=pos.epoch - (pos.epoch_step == 0),
                   kind="restored")
     metrics.write("resume", process_start=round(process_start, 3), checkpoint=str(restored), step=pos.step, epoch=pos.epoch, epoch_step=pos.epoch_step,
-                  previous_status=ends[-1]["status"] if ends else "killed", discarded_steps=discarded)
+                  previous_status=ends[-1]["status"] if ends else "killed", discarded_steps=discarded,
+                  startup=startup or {})
     for name, (old, new) in changed.items():
         metrics.write("warning", kind="resume_setting", message=f"resumed with --{name.replace('_', '-')} {new} (was {old})")
     return metrics, discarded

@@ -43,6 +43,8 @@ def summarize_run(run_dir: Path, records: list[dict] | None = None) -> dict:
     if end and end.get("gpu_mem_peak_gb") is not None:
         peak_gpu = max(peak_gpu or 0, end["gpu_mem_peak_gb"])
     cfg = start["config"]
+    latest = next(r for r in reversed(records) if r["event"] in ("run_start", "resume"))  # the last process's start
+    its_steps = [r for r in records[records.index(latest):] if r["event"] == "step"]
     return {
         "run_name": start["run_name"],
         "status": end["status"] if end else "running",
@@ -59,6 +61,11 @@ def summarize_run(run_dir: Path, records: list[dict] | None = None) -> dict:
         "time": {"wall_s": round(end["time"] - start["time"], 3) if end else None,
                  # from this process's start (imports and model load included); a resumed run's is the last process's
                  "process_wall_s": end.get("process_wall_s") if end else None,
+                 # the last process's: seconds from its start to run_start (or resume), by setup piece
+                 "startup_s": round(latest["time"] - latest["process_start"], 3) if "process_start" in latest else None,
+                 "startup": latest.get("startup"),
+                 # compilation, warm-up and the CUDA-graph capture of the first shape included
+                 "first_step_s": its_steps[0]["step_time_s"] if its_steps else None,
                  "train_steps_s": round(sum(s["step_time_s"] for s in steps), 3), "steps": len(steps),
                  "mean_samples_per_s": round(sum(s["samples"] for s in steps) / max(1e-9, sum(s["step_time_s"] for s in steps)), 2) if steps else None},
         "resources": {"device": start["device"]["name"], "processes": start.get("world_size", 1), "gpu_mem_peak_gb": peak_gpu,
@@ -91,6 +98,17 @@ def _adapters(model: dict) -> str:
     return text + (", decoder layers compiled for training" if model.get("compiled") else "")
 
 
+def _startup(t: dict) -> list[str]:
+    """Where the time before the first step went (absent from runs written before 2026-12-01's seventh round)."""
+    lines = []
+    if t.get("startup_s") is not None:
+        pieces = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in (t.get("startup") or {}).items())
+        lines.append(f"- Start-up, process start to the run's start: {t['startup_s']:.1f} s" + (f" ({pieces})" if pieces else ""))
+    if t.get("first_step_s") is not None:
+        lines.append(f"- First training step (compilation, warm-up and graph capture included): {t['first_step_s']:.1f} s")
+    return lines
+
+
 def render_markdown(s: dict) -> str:
     p, lora, t, res = s["params"], s["lora"], s["time"], s["resources"]
     lines = [f"# Fine-tuning report: {s['run_name']}", "",
@@ -111,6 +129,7 @@ def render_markdown(s: dict) -> str:
     lines += ["", "## Time taken", "",
               f"- Wall time of the run: {hms(t['wall_s'])} ({t['wall_s']} s)",
               f"- Whole command, from process start: {hms(t['process_wall_s'])} ({t['process_wall_s']} s)",
+              *_startup(t),
               f"- Training steps: {t['steps']} in {hms(t['train_steps_s'])} ({t['train_steps_s']} s), "
               f"{t['mean_samples_per_s']} samples/s", "",
               "## Parameters", "",

@@ -46,13 +46,15 @@ def build_scheduler(cfg: RunConfig, optimizer, total_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
 
 
-def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, world: World | None = None
-                ) -> tuple[Trainer, list[str]]:
+def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, world: World | None = None,
+                step_shapes: int | None = None) -> tuple[Trainer, list[str]]:
     """(the Trainer over the model's trainable LoRA weights, optimizer notes to report once): the one
-    the loop runs and the tuner times, in cfg.step_mode with cfg's optimizer and schedule."""
+    the loop runs and the tuner times, in cfg.step_mode with cfg's optimizer and schedule.
+    `step_shapes`: the distinct batch shapes the steps will have, where the caller counted them
+    (--compile then compiles per shape when they are few: model.compile_layers)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.compile:
-        compile_layers_(model)  # compiles at the first step (and, on CUDA, before its graph is captured)
+    if cfg.compile:  # compiles at the first step of a shape (on CUDA, before its graph is captured)
+        compile_layers_(model, shapes=step_shapes)
     quiet_paged_fallback()
     notes: list[str] = []
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from nli_qlora.config import RunConfig
-from nli_qlora.data.batches import Encoded, bucketed_batches, micro_batches, step_batches, token_counts
+from nli_qlora.data.batches import Encoded, bucketed_batches, micro_batches, step_batches, step_shapes, token_counts
 from nli_qlora.data.read import Example, SplitStats, load_split, no_rows_left
 from nli_qlora.data.token_cache import load_or_encode
 from nli_qlora.infra import oom
@@ -45,7 +45,7 @@ from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, process_start,
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
-from nli_qlora.model.compile_layers import inductor_cache
+from nli_qlora.model.compile_layers import STATIC_SHAPES, inductor_cache, static_shapes
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.run.handover import Handover
@@ -97,6 +97,8 @@ class FineTune:
         self.ended = False
         self.t_start = time.time()
         self.process_start = process_start()  # before the imports and the model load; this process's under --resume
+        self.startup: dict[str, float] = {}  # where the time before run_start goes: each piece's seconds (_lap)
+        self._lap_at = self.process_start
 
     @property
     def rank(self) -> int:
@@ -109,14 +111,21 @@ class FineTune:
         self.stop.install()  # "immediate" until the metrics file is open: nothing to save before that
         quiet_libraries()
         torch.manual_seed(self.cfg.seed)
+        self._setup_libraries()
+        self._lap("imports")  # the interpreter, the flags and every import, from this process's start
         self.device = device = self._setup_device()
+        self._lap("device")
         self.bundle = bundle = self._setup_model(device)
+        self._lap("model")
         self.splits = splits = self._setup_data(bundle.tokenizer)
+        self._lap("data")
         self.steps_per_epoch = math.ceil(len(splits["train"].rows) / self.cfg.batch_size)
         self.total_steps = self.steps_per_epoch * self.cfg.epochs
         trainer, notes = self._setup_optimizer(bundle, self.total_steps)
         self.trainer = trainer
+        self._lap("trainer")
         restored, pos = self._setup_resume(bundle, trainer)
+        self._lap("resume")
         self.restored, self.pos = restored, pos
         if restored is not None:
             self.last_checkpoint, self._saved_at = restored, self._here()
@@ -128,6 +137,12 @@ class FineTune:
             torch.cuda.reset_peak_memory_stats(device)
         return Pieces(device, bundle, splits, trainer, restored, pos, metrics)
 
+    def _lap(self, piece: str) -> None:
+        """Seconds since the last piece of setup ended, as startup[piece_s] in run_start (docs/metrics.md)."""
+        now = time.time()
+        self.startup[f"{piece}_s"] = round(now - self._lap_at, 3)
+        self._lap_at = now
+
     @property
     def model(self):
         return self.bundle.model
@@ -135,6 +150,14 @@ class FineTune:
     @property
     def answer_ids(self) -> list[list[int]] | None:
         return self.bundle.appended_answers(self.cfg.loss)
+
+    def _setup_libraries(self) -> None:
+        """Import here what the pieces below would each import at first use (transformers' model stack
+        through peft, bitsandbytes: seconds, docs/benchmarks.md), so that the start-up's seconds split
+        into imports and work."""
+        import bitsandbytes  # noqa: F401
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
 
     def _setup_device(self) -> torch.device:
         device = torch.device("cuda", self.world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
@@ -189,13 +212,22 @@ class FineTune:
 
     def _setup_optimizer(self, bundle: ModelBundle, total_steps: int) -> tuple[Trainer, list[str]]:
         bundle.model.train()
-        trainer, notes = trainer_for(self.cfg, bundle.model, bundle.label_ids, total_steps, self.world)
+        cfg = self.cfg
+        shapes = None
+        if cfg.compile:  # few shapes: each compiles on its own (model.compile_layers), counted up to the limit
+            shapes = len(step_shapes(self.splits["train"].rows, cfg.batch_size, cfg.grad_accum, cfg.seed, cfg.epochs,
+                                     cfg.bucketing, cfg.pad_to_multiple, self.answer_ids, self.world.shard,
+                                     stop_after=STATIC_SHAPES))
+        trainer, notes = trainer_for(cfg, bundle.model, bundle.label_ids, total_steps, self.world, step_shapes=shapes)
+        self.compiled_shapes = shapes if static_shapes(shapes) else None  # None: one dynamic graph, or uncompiled
         mode = "eager" if trainer.flat is None else ("flat optimizer + CUDA graphs" if trainer.graphed
                                                      else "flat optimizer")
         if trainer.copies is not None:
             mode += "; adapters compute in bfloat16 from float32 masters"
-        if self.cfg.compile:
-            mode += f"; decoder layers compiled (inductor cache {inductor_cache()})"
+        if cfg.compile:
+            mode += (f"; decoder layers compiled for each of the {shapes} batch shapes" if static_shapes(shapes)
+                     else f"; decoder layers compiled for dynamic shapes ({STATIC_SHAPES + 1} or more batch shapes)")
+            mode += f" (inductor cache {inductor_cache()})"
         self.view.log(f"step: {mode}; {self.cfg.optimizer} over {len(trainer.params)} LoRA tensors")
         return trainer, notes
 
@@ -233,7 +265,8 @@ class FineTune:
             if restored is None:
                 return self._start_metrics(path, notes)
             metrics, discarded = resume_metrics(path, restored, self.pos, self.changed, self.process_start,
-                                                sinks_for(self.cfg.report_to, self.run_dir, purge_step=self.pos.step + 1))
+                                                sinks_for(self.cfg.report_to, self.run_dir, purge_step=self.pos.step + 1),
+                                                startup=self.startup)
         if discarded:
             self.view.log(f"resume: {discarded} steps logged after that checkpoint are redone")
         return metrics
@@ -245,7 +278,9 @@ class FineTune:
             model={"name": self.cfg.model, "architecture": type(self.model.get_base_model()).__name__,
                    "dtype": str(self.bundle.dtype)[6:], "quantization": self.cfg.quantization,
                    "dequantized": self.cfg.dequantize_base, "lora_compute_dtype": self.cfg.lora_compute_dtype,
-                   "fused_lora": self.cfg.fused_lora, "compiled": self.cfg.compile},
+                   "fused_lora": self.cfg.fused_lora, "compiled": self.cfg.compile,
+                   "compiled_shapes": self.compiled_shapes},
+            startup=self.startup,
             device=device_info(self.device), world_size=self.world.size, params=self.bundle.counts,
             lora_targets={"matched": self.bundle.matched, "unmatched": self.bundle.unmatched},
             data={name: s.stats.as_dict() for name, s in self.splits.items()},
