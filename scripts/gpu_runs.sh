@@ -131,20 +131,23 @@ for part in "$@"; do
             | tee -a "$OUT/compile-probe.jsonl"; done; done ;;
     compile-time) # issue 14: the whole published experiment's command on SmolLM2's shapes (random weights), 2,000
       # test rows, both speed options on: uncompiled, then --compile with an empty inductor cache (cold), then again
-      # (warm: the kernels cached by the cold run)
+      # (warm: the kernels cached by the cold run). TIME_MODEL=random:phi-2 TAG=phi2-: the same on Phi-2's shapes
       M="$TIMED $BOTH"
-      rm -rf /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm /tmp/inductor-cold
-      T python3 -m nli_qlora.train $M --output-dir /tmp/runs/plain
-      TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cold T python3 -m nli_qlora.train $M --compile --output-dir /tmp/runs/cold
-      TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-cold T python3 -m nli_qlora.train $M --compile --output-dir /tmp/runs/warm
-      for r in plain cold warm; do cp /tmp/runs/$r/metrics.jsonl "$OUT/compile-time-$r.jsonl"; done
-      python3 scripts/steps_summary.py /tmp/runs/plain /tmp/runs/cold /tmp/runs/warm
-      grep -h "balanced" /tmp/runs/{plain,cold,warm}/report.md | head -9 ;;
+      R="${TAG:-}plain ${TAG:-}cold ${TAG:-}warm"
+      for r in $R; do rm -rf /tmp/runs/$r; done; rm -rf /tmp/inductor-${TAG:-}cold
+      T python3 -m nli_qlora.train $M --output-dir /tmp/runs/${TAG:-}plain
+      for r in cold warm; do
+        TORCHINDUCTOR_CACHE_DIR=/tmp/inductor-${TAG:-}cold T python3 -m nli_qlora.train $M --compile \
+          --output-dir /tmp/runs/${TAG:-}$r
+      done
+      for r in $R; do cp /tmp/runs/$r/metrics.jsonl "$OUT/compile-time-$r.jsonl"; cp /tmp/runs/$r/report.md "$OUT/report-$r.md"; done
+      python3 scripts/steps_summary.py $(for r in $R; do echo /tmp/runs/$r; done)
+      grep -h -A1 "Whole command" $(for r in $R; do echo /tmp/runs/$r/report.md; done) ;;
     score-time) # issue 14: the score command on 2,000 SNLI test rows, whole command from the shell, twice, with the
-      # uncompiled run of compile-time (SmolLM2's shapes, random weights); its own rows/s in the metrics file
+      # uncompiled run of compile-time, or SCORE_RUN (SmolLM2's shapes, random weights)
       head -n 2000 $D/test.jsonl > /tmp/test2000.jsonl
       for i in 1 2; do
-        T python3 -m nli_qlora.score --checkpoint /tmp/runs/plain --input /tmp/test2000.jsonl --output /tmp/pred.jsonl \
+        T python3 -m nli_qlora.score --checkpoint ${SCORE_RUN:-/tmp/runs/plain} --input /tmp/test2000.jsonl --output /tmp/pred.jsonl \
           --metrics-out "$OUT/score-time-$i.json" --quiet
       done; wc -l /tmp/pred.jsonl; head -c 600 "$OUT/score-time-2.json"; echo ;;
     compile-shapes) # issue 14: --compile's dynamic graph against a static compilation per shape

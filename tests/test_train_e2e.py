@@ -325,3 +325,26 @@ def test_the_schema_checker_rejects_what_the_document_forbids():
     assert problems(bad) == ["run_end.status: 'done' not one of ['completed', 'failed', 'interrupted']"]
     assert problems(bad | {"status": "completed", "process_wall_s": "3 s"}) == ["run_end.process_wall_s: '3 s' is not int/float"]
     assert problems({"event": "something_new", "schema": 1, "time": 1.0, "elapsed_s": 0.0}) == []
+
+
+def test_lora_on_the_tied_head_of_smollm2_like_models_says_nothing_under_quiet_libraries():
+    """SmolLM2 ties its head to its embedding and LoRA targets lm_head: peft warns about merging, which
+    nli_qlora never does; `score --quiet` printed it on the GPU. The libraries quieted as every command
+    quiets them, building such a model warns nothing."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from nli_qlora.infra.quiet import quiet_libraries
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
+    assert any("tie_word_embeddings" in str(w.message) for w in seen)  # what peft says unquieted
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
+    assert not [str(w.message) for w in seen]

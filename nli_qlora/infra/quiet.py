@@ -19,4 +19,8 @@ def quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*")
+    # peft 0.18+, wherever LoRA targets lm_head of a model with tied embeddings (SmolLM2): about merging the
+    # adapter into the base or converting the model, which nli_qlora never does; training, checkpoints and
+    # scoring all apply the adapter beside the shared weight, alike (seen under score --quiet on the GPU)
+    warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer is part of the adapter")
     quiet_paged_fallback()
