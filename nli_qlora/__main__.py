@@ -1,4 +1,4 @@
 from nli_qlora.cli.train import main
-import sys
+from nli_qlora.infra.process_exit import exit_with
 
-sys.exit(main())
+exit_with(main())

@@ -1,8 +1,7 @@
 """`python -m nli_qlora.report`: the command lives in nli_qlora.cli.report."""
 
-import sys
-
 from nli_qlora.cli.report import main
+from nli_qlora.infra.process_exit import exit_with
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

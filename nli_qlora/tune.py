@@ -1,8 +1,7 @@
 """`python -m nli_qlora.tune`: the command lives in nli_qlora.cli.tune."""
 
-import sys
-
 from nli_qlora.cli.tune import main
+from nli_qlora.infra.process_exit import exit_with
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main())

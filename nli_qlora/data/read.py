@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -82,8 +83,11 @@ def no_rows_left(split: str, source: str, too_long: int, max_length: int) -> str
 
 # --- parsing one record ---------------------------------------------------------------------------
 
+_SURROGATES = re.compile("[\udc80-\udcff]")  # what surrogateescape makes of bytes that are not UTF-8
+
+
 def _has_surrogates(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _SURROGATES.search(text) is not None
 
 
 def _row_id(value) -> str | int:
@@ -91,13 +95,12 @@ def _row_id(value) -> str | int:
     return value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value)
 
 
-def _field(record: dict, names: tuple[str, ...]) -> str | None:
+def _field(record: dict, names: tuple[str, ...], lower: dict) -> str | None:
     """The record's key for a field: an exact name first, else one that differs only in case (a
-    `Label` column is the label, not a row without one)."""
+    `Label` column is the label, not a row without one). `lower`: the record's keys by lower case."""
     exact = next((n for n in names if n in record), None)
     if exact is not None:
         return exact
-    lower = {str(k).lower(): k for k in record}
     return next((lower[n.lower()] for n in names if n.lower() in lower), None)
 
 
@@ -106,8 +109,9 @@ def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow 
     if not isinstance(record, dict):
         return BadRow(line, f"expected an object with premise/hypothesis, got {type(record).__name__}")
     values, found = {}, {}
+    lower = {str(k).lower(): k for k in record}  # once a row: SNLI's 40,000 rows are read at every start
     for key, names in _FIELD_NAMES.items():
-        name = found[key] = _field(record, names)
+        name = found[key] = _field(record, names, lower)
         values[key] = record[name] if name is not None else None
         if key != "label" and name is None:
             return BadRow(line, f"missing field {key!r} (or {names[1]!r})")
@@ -126,7 +130,7 @@ def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow 
             label = labels.parse(values["label"])
         except ValueError as err:
             return BadRow(line, str(err))
-    id_name = next((k for k in (_field(record, (n,)) for n in _ID_NAMES) if k is not None and record[k] not in (None, "")),
+    id_name = next((k for k in (_field(record, (n,), lower) for n in _ID_NAMES) if k is not None and record[k] not in (None, "")),
                    None)
     if id_name and isinstance(record[id_name], str) and _has_surrogates(record[id_name]):
         return BadRow(line, f"field {id_name!r} has bytes that are not UTF-8")
