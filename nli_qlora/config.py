@@ -17,6 +17,7 @@ from pathlib import Path
 from nli_qlora.data.builtin import TINY_DATASET, TINY_LABEL_WORDS, TINY_PROMPT
 from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.torch_env import torch_environment_problem
 from nli_qlora.labels import NLI_NAMES, NLI_WORDS, LabelSet, parse_label_map
 from nli_qlora.model.builtin import TINY_MODEL
 from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS, TARGET_ALIASES
@@ -64,8 +65,9 @@ class RunConfig:
                           "--lora-compute-dtype bfloat16 on a GPU")
     compile: bool = _f(False, "torch.compile each decoder layer for the training step: inductor fuses its small "
                        "kernels (Phi-2 on an H200: 25.6 -> 18.3 ms a step at batch 8; at batch 128 252 -> 176 ms "
-                       "and 42 -> 26 GB). Compiling takes the first step, up to a minute or more, so it pays on "
-                       "long runs (docs/benchmarks.md); evaluation stays uncompiled")
+                       "and 42 -> 26 GB). Each batch shape compiles at its first step (about 10 s cold, under 2 s with "
+                       "inductor's cache warm, on an H200), so it pays on long runs (docs/benchmarks.md); "
+                       "evaluation stays uncompiled")
     target_modules: tuple[str, ...] = _f(PUBLISHED_TARGETS, "module names that get LoRA adapters "
                                          "('phi' = q_proj k_proj v_proj dense fc1 fc2)")
     # --- data ---
@@ -349,10 +351,17 @@ def preset(name: str) -> RunConfig:
 # --- the CLI, generated from the dataclass -------------------------------------------------------
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line naming it, exit status 2."""
+    """argparse, but a bad flag is one line naming it, exit status 2; so is an environment variable that
+    would fail torch's import later (infra.torch_env)."""
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if problem := torch_environment_problem():
+            self.exit(2, f"{self.prog}: error: {problem}\n")
+        return parsed
 
 
 def _scalar_type(tp):

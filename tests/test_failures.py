@@ -396,3 +396,20 @@ def test_a_checkpoint_marked_complete_without_its_trainer_state_is_named_not_ski
     (tmp_path / "checkpoints" / "step-4" / "trainer_state.pt").unlink()
     with pytest.raises(UserError, match=r"step-4 is marked complete but has no trainer_state.pt; move the checkpoint"):
         ckpt.latest(tmp_path)
+
+
+@pytest.mark.parametrize("module", ["nli_qlora.train", "nli_qlora.score", "nli_qlora.tune", "nli_qlora.gguf"])
+def test_a_torch_compiler_variable_that_is_not_a_number_is_one_line_naming_it(module, tmp_path):
+    """TORCHINDUCTOR_COMPILE_THREADS= (set, empty) failed torch's compiler import inside transformers' lazy
+    loader in every command, reported as "Could not import module 'BloomPreTrainedModel'". Each command
+    names the variable in one line, status 2, before it writes anything."""
+    args = {"nli_qlora.train": ["--preset", "tiny", "--output-dir", str(tmp_path / "run")],
+            "nli_qlora.score": ["--preset", "tiny", "--input", "-"], "nli_qlora.tune": ["--preset", "tiny"],
+            "nli_qlora.gguf": ["x.gguf"]}[module]
+    proc = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "TORCHINDUCTOR_COMPILE_THREADS": ""})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [
+        f"python -m {module}: error: environment variable TORCHINDUCTOR_COMPILE_THREADS='' is not a whole number: "
+        "torch reads it as one when it imports its compiler, which every command does; unset it or give a number"]
+    assert not (tmp_path / "run").exists()

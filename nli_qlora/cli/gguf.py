@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from nli_qlora.config import OneLineParser
 from nli_qlora.model.gguf import converted, find_gguf
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nli_qlora.gguf",
-                                     description="Convert a GGUF model once into the cache; print the checkpoint directory.")
+    parser = OneLineParser(prog="python -m nli_qlora.gguf",
+                           description="Convert a GGUF model once into the cache; print the checkpoint directory.")
     parser.add_argument("file", help="a .gguf file, or the name of one an installed package ships")
     args = parser.parse_args(argv)
     path = Path(args.file)
