@@ -148,7 +148,7 @@ def test_a_compiled_run_trains_as_the_uncompiled_one(tmp_path):
     """The command as a user runs it, inductor generating and compiling the kernels (into a fresh cache:
     the cold path) and the layers compiled for training only; the steps within float32 rounding of
     the uncompiled run's, which inductor's fused kernels sum in another order."""
-    flags = ["--preset", "tiny", "--train-size", "72", "--validation-size", "32", "--test-size", "32",
+    flags = ["--preset", "tiny", "--train-size", "64", "--validation-size", "32", "--test-size", "32",
              "--epochs", "1", "--quiet"]
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
     runs = {}
@@ -161,10 +161,11 @@ def test_a_compiled_run_trains_as_the_uncompiled_one(tmp_path):
     assert start["model"]["compiled"] is True and start["config"]["compile"] is True
     assert any((tmp_path / "inductor").iterdir())  # inductor cached what it compiled where it was told
     plain, compiled = _steps(runs["plain"]), _steps(runs["compiled"])
-    # compiled per shape: the shapes counted before training are the ones the steps had
+    # compiled per shape: the shapes counted before training are the ones the steps had (one here: each
+    # shape compiles C++ anew, so more would only lengthen the test; five shapes are the aot_eager test's)
     met = {(s["samples"], s["padded_tokens"] // s["samples"]) for s in compiled}
-    assert start["model"]["compiled_shapes"] == len(met) >= 2
-    assert len(plain) == len(compiled) == 5  # the last of 8 rows: a second shape
+    assert start["model"]["compiled_shapes"] == len(met) >= 1
+    assert len(plain) == len(compiled) == 4
     for a, b in zip(plain, compiled):
         assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a["loss"], b["loss"])
 
