@@ -3,9 +3,11 @@ issue 14's open question (docs/benchmarks.md, sixth round), not an option of the
 
     python scripts/compile_shapes_probe.py {dynamic,static} TRAIN_ARGS...
 
-`dynamic` is what --compile does (one graph with symbolic batch and width). `static` compiles each
-shape the run meets (nn.Module.compile(dynamic=False), with dynamo's recompile limit raised so that
-every width compiles instead of falling back to eager). Prints dynamo's compile times and cache
+`dynamic`: one graph with symbolic batch and width, what --compile did before the seventh round (and
+still does past 8 shapes). `static`: each shape the run meets compiles on its own
+(nn.Module.compile(dynamic=False), dynamo's recompile limit raised so that every width compiles
+instead of falling back to eager), what --compile does now for a run's few shapes; the measurement
+behind that choice (docs/benchmarks.md, seventh round). Prints dynamo's compile times and cache
 counters to stderr at exit; the metrics file has every step's time."""
 from __future__ import annotations
 

@@ -59,24 +59,31 @@ def bucketed_batches(lengths: list[int], batch_size: int, seed: int, epoch: int,
     return batches
 
 
+def planned_micro_batches(lengths: list[int], batch_size: int, grad_accum: int, seed: int, epochs: int,
+                          bucketing: bool, shard=lambda rows: rows, extra: list[int] | None = None):
+    """Every epoch's micro-batches as the loop cuts them (a batch sorted by length, `shard`: this
+    process's share, then --grad-accum pieces), each as its rows' sequence lengths: `lengths` (what
+    bucketing sorts by) plus `extra` (the lm loss's answer tokens). Counted ahead by the dry run's
+    padding figures and --compile's shapes."""
+    for epoch in range(1, epochs + 1):
+        for idx in bucketed_batches(lengths, batch_size, seed, epoch, bucketing):
+            for part in micro_batches(shard(sorted(idx, key=lambda i: lengths[i])), grad_accum):
+                yield [lengths[i] + extra[i] for i in part] if extra is not None else [lengths[i] for i in part]
+
+
 def step_shapes(rows: list[Encoded], batch_size: int, grad_accum: int, seed: int, epochs: int, bucketing: bool,
                 pad_multiple: int, answer_ids: list[list[int]] | None = None, shard=lambda rows: rows,
                 stop_after: int | None = None) -> set[tuple[int, int]]:
-    """The distinct (rows, width) of the micro-batches a run's training steps will have, every epoch's
-    batches cut as the loop cuts them (sorted by length, `shard`: this process's share, then
-    --grad-accum pieces); counting stops past `stop_after` shapes. What --compile compiles per shape."""
-    lengths = [len(r.prompt_ids) for r in rows]
-    extra = (lambda r: len(answer_ids[r.label])) if answer_ids is not None else (lambda r: 0)
+    """The distinct (rows, width) of the micro-batches a run's training steps will have (what
+    --compile compiles per shape); counting stops past `stop_after` shapes."""
+    extra = [len(answer_ids[r.label]) for r in rows] if answer_ids is not None else None
     shapes: set[tuple[int, int]] = set()
-    for epoch in range(1, epochs + 1):
-        for idx in bucketed_batches(lengths, batch_size, seed, epoch, bucketing):
-            chosen = sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
-            for part in micro_batches(shard(chosen), grad_accum):
-                if part:
-                    shapes.add((len(part), padded_length(max(len(r.prompt_ids) + extra(r) for r in part),
-                                                         pad_multiple)))
-            if stop_after is not None and len(shapes) > stop_after:
-                return shapes
+    for part in planned_micro_batches([len(r.prompt_ids) for r in rows], batch_size, grad_accum, seed, epochs,
+                                      bucketing, shard, extra):
+        if part:
+            shapes.add((len(part), padded_length(max(part), pad_multiple)))
+        if stop_after is not None and len(shapes) > stop_after:
+            break
     return shapes
 
 

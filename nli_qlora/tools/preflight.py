@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from nli_qlora.config import RunConfig, resolve
-from nli_qlora.data.batches import bucketed_batches, micro_batches, padded_length
+from nli_qlora.data.batches import padded_length, planned_micro_batches
 from nli_qlora.data.prompt import answer_token_ids, format_prompt, label_token_ids
 from nli_qlora.data.read import collect, iter_records, load_split, no_rows_left
 from nli_qlora.data.token_cache import cache_key, cache_path, load_or_encode
@@ -293,12 +293,10 @@ def padding_summary(lengths: list[int], cfg: RunConfig, bucketing: bool, multipl
     cuts them (rows sorted by length, --grad-accum pieces), widths padded to `multiple`."""
     real = padded = 0
     widths = []
-    for epoch in range(1, cfg.epochs + 1):
-        for idx in bucketed_batches(lengths, cfg.batch_size, cfg.seed, epoch, bucketing):
-            for part in micro_batches(sorted(lengths[i] for i in idx), cfg.grad_accum):
-                width = padded_length(max(part), multiple)
-                real, padded = real + sum(part), padded + width * len(part)
-                widths.append(width)
+    for part in planned_micro_batches(lengths, cfg.batch_size, cfg.grad_accum, cfg.seed, cfg.epochs, bucketing):
+        width = padded_length(max(part), multiple)
+        real, padded = real + sum(part), padded + width * len(part)
+        widths.append(width)
     return {"bucketing": bucketing, "real_tokens": real, "padded_tokens": padded,
             "padding_fraction": round(1 - real / padded, 4) if padded else 0.0,
             "width_p50": statistics.median(widths) if widths else 0, "width_p100": max(widths, default=0),
