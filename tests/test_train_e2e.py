@@ -239,6 +239,16 @@ def test_process_start_is_when_the_process_started_not_when_nli_qlora_was_import
     assert before_first >= 0 and age >= 2.0
 
 
+@pytest.mark.parametrize("uptime", ["0.50 0.40\n", "", "not a number\n"], ids=["younger-than-the-process", "empty", "garbage"])
+def test_an_uptime_that_disagrees_with_the_process_gives_the_import_time(uptime, tmp_path):
+    """A container may show its own /proc/uptime (younger than this process's start ticks, counted from the
+    host's boot), or none that parses: the start is then when nli_qlora was imported, never a later time."""
+    from nli_qlora import IMPORTED_AT
+    from nli_qlora.infra.machine import process_start
+    (tmp_path / "uptime").write_text(uptime)
+    assert process_start(str(tmp_path / "uptime")) == IMPORTED_AT
+
+
 def test_the_failure_cases_are_the_prediction_files_compared(run):
     run_dir, _, _ = run
     read = lambda e: {r["line"]: r for r in map(json.loads, (run_dir / f"predictions/test-epoch{e}.jsonl")  # noqa: E731

@@ -41,17 +41,18 @@ def versions() -> dict:
             "bitsandbytes": bitsandbytes.__version__}
 
 
-def process_start() -> float:
+def process_start(uptime_file: str = "/proc/uptime") -> float:
     """When this process started (Unix time), so a report can count the interpreter, imports and model
     load that come before run_start. Linux: now less the process's age, /proc/uptime less
     /proc/self/stat's starttime (both since boot, in hundredths of a second; /proc/stat's btime would
-    add up to a second of rounding); elsewhere, or where the two disagree, when nli_qlora was imported."""
+    add up to a second of rounding); elsewhere, or where the two disagree (a container's own uptime,
+    `uptime_file`), when nli_qlora was imported."""
     now = time.time()
     try:
         with open("/proc/self/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
         ticks = int(fields[19])  # field 22 of the line; fields[0] is field 3 (state)
-        with open("/proc/uptime") as f:
+        with open(uptime_file) as f:
             uptime = float(f.read().split()[0])
     except (OSError, IndexError, ValueError):
         return IMPORTED_AT
