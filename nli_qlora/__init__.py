@@ -21,3 +21,8 @@ class _NoHubKernelNotice(logging.Filter):
 
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
+
+# bitsandbytes' import without torch's inductor (infra.deferred_compile): also before anything imports it
+from nli_qlora.infra import deferred_compile  # noqa: E402
+
+deferred_compile.install()

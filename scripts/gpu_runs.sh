@@ -143,6 +143,31 @@ for part in "$@"; do
       for r in $R; do cp /tmp/runs/$r/metrics.jsonl "$OUT/compile-time-$r.jsonl"; cp /tmp/runs/$r/report.md "$OUT/report-$r.md"; done
       python3 scripts/steps_summary.py $(for r in $R; do echo /tmp/runs/$r; done)
       grep -h -A1 "Whole command" $(for r in $R; do echo /tmp/runs/$r/report.md; done) ;;
+    defer-side) # issue 14: bitsandbytes' import-time torch.compile deferred (infra/deferred_compile.py) against
+      # BASE's code (a git archive of the commit before, unpacked there), alternating: the library imports
+      # alone (3 each), the whole SmolLM2-shapes command with both speed options (2 each), and the score
+      # command on 2,000 test rows with that run's checkpoint (2 each)
+      [ -n "${BASE:-}" ] || { echo "defer-side needs BASE"; exit 2; }
+      I="import nli_qlora, torch, transformers, peft, bitsandbytes; from nli_qlora.training.recipe import FineTune"
+      I="$I; import sys; print('inductor imported:', 'torch._inductor.compile_fx' in sys.modules)"
+      head -n 2000 $D/test.jsonl > /tmp/test2000.jsonl
+      for k in 1 2 3; do for v in base new; do
+        if [ $v = base ]; then P=$PWD/.site:/tmp/site:$BASE; else P=$PWD/.site:/tmp/site:$PWD; fi
+        (cd /tmp && PYTHONPATH=$P /usr/bin/time -f "imports $v $k: %e s" python3 -c "$I")
+      done; done
+      for k in 1 2; do for v in base new; do
+        if [ $v = base ]; then P=$PWD/.site:/tmp/site:$BASE; else P=$PWD/.site:/tmp/site:$PWD; fi
+        rm -rf /tmp/runs/side-$v-$k
+        (cd /tmp && PYTHONPATH=$P T python3 -m nli_qlora.train $TIMED $BOTH --output-dir /tmp/runs/side-$v-$k)
+        cp /tmp/runs/side-$v-$k/metrics.jsonl "$OUT/side-$v-$k.jsonl"
+      done; done
+      for k in 1 2; do for v in base new; do
+        if [ $v = base ]; then P=$PWD/.site:/tmp/site:$BASE; else P=$PWD/.site:/tmp/site:$PWD; fi
+        (cd /tmp && PYTHONPATH=$P T python3 -m nli_qlora.score --checkpoint /tmp/runs/side-new-1 \
+          --input /tmp/test2000.jsonl --output /tmp/pred-$v.jsonl --metrics-out "$OUT/side-score-$v-$k.json" --quiet)
+      done; done
+      cmp /tmp/pred-base.jsonl /tmp/pred-new.jsonl && echo "predictions identical"
+      python3 scripts/steps_summary.py /tmp/runs/side-{base,new}-{1,2} ;;
     score-time) # issue 14: the score command on 2,000 SNLI test rows, whole command from the shell, twice, with the
       # uncompiled run of compile-time, or SCORE_RUN (SmolLM2's shapes, random weights)
       head -n 2000 $D/test.jsonl > /tmp/test2000.jsonl

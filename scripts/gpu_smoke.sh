@@ -107,28 +107,31 @@ PY
 compiled_dropout_is_fresh() { python3 - <<'PY'
 # Inductor draws dropout masks from seeds it makes with torch.randint inside the compiled code; in a
 # CUDA graph captured as training.step captures (generator forked around the capture) each replay
-# must draw new masks, and its gradients must follow its masks.
+# must draw new masks, and its gradients must follow its masks. Both ways --compile compiles: one
+# static graph per shape (a run of at most 8 shapes) and one dynamic graph (more).
 import torch
-layer = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Dropout(0.5)).cuda()
-layer.compile(dynamic=True)
-x = torch.randn(8, 256, device="cuda", requires_grad=True)
-for _ in range(3):
-    layer(x).sum().backward()
-graph = torch.cuda.CUDAGraph()
-with torch.random.fork_rng(devices=[x.device]):
-    with torch.cuda.graph(graph):
-        y = layer(x)
-        y.sum().backward()
-masks, grads = [], []
-for _ in range(3):
-    x.grad = None if x.grad is None else x.grad.zero_()
-    graph.replay()
-    masks.append((y != 0).clone()); grads.append(x.grad.clone())
-assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2]), "a replay reused its masks"
-kept = [m.float().mean().item() for m in masks]
-assert all(0.4 < k < 0.6 for k in kept), kept
-assert not torch.equal(grads[0], grads[1]), "the gradients did not follow the masks"
-print(f"three replays, three masks (kept fractions {', '.join(f'{k:.3f}' for k in kept)})")
+for dynamic in (False, True):
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Dropout(0.5)).cuda()
+    layer.compile(dynamic=dynamic)
+    x = torch.randn(8, 256, device="cuda", requires_grad=True)
+    for _ in range(3):
+        layer(x).sum().backward()
+    graph = torch.cuda.CUDAGraph()
+    with torch.random.fork_rng(devices=[x.device]):
+        with torch.cuda.graph(graph):
+            y = layer(x)
+            y.sum().backward()
+    masks, grads = [], []
+    for _ in range(3):
+        x.grad = None if x.grad is None else x.grad.zero_()
+        graph.replay()
+        masks.append((y != 0).clone()); grads.append(x.grad.clone())
+    assert not torch.equal(masks[0], masks[1]) and not torch.equal(masks[1], masks[2]), f"dynamic={dynamic}: a replay reused its masks"
+    kept = [m.float().mean().item() for m in masks]
+    assert all(0.4 < k < 0.6 for k in kept), (dynamic, kept)
+    assert not torch.equal(grads[0], grads[1]), f"dynamic={dynamic}: the gradients did not follow the masks"
+    print(f"dynamic={dynamic}: three replays, three masks (kept fractions {', '.join(f'{k:.3f}' for k in kept)})")
 PY
 }
 

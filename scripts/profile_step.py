@@ -46,6 +46,7 @@ def main() -> int:
 
     phases: dict[str, float] = {}
     t = time.perf_counter()
+    import nli_qlora  # noqa: F401  (first: bitsandbytes then imports as the commands import it)
     import bitsandbytes  # noqa: F401
     import peft  # noqa: F401
     import torch

@@ -5,7 +5,6 @@ two-class variant of the built-in data (entailment vs not) trains and scores end
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

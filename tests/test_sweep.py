@@ -65,7 +65,7 @@ def test_the_sweep_chooses_the_best_validation_score(finished):
     cfg = RunConfig.load(out / "chosen.json")
     assert cfg.learning_rate == (chosen["overrides"].get("learning_rate") or PRESETS["tiny"]().learning_rate)
     assert cfg.test_eval and cfg.output_dir is None and cfg.train_size == 200
-    assert f"**chosen**" in (out / "sweep.md").read_text()
+    assert "**chosen**" in (out / "sweep.md").read_text()
 
 
 def test_test_rows_are_read_only_by_the_final_runs(finished):

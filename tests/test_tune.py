@@ -7,7 +7,6 @@ import pytest
 from nli_qlora.cli import tune as tune_cli
 from nli_qlora.tools import tune
 from nli_qlora.config import RunConfig, preset, read_config_file, resolve
-from nli_qlora.infra.errors import UserError
 from nli_qlora.cli.train import build_parser as train_parser
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}

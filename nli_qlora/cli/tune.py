@@ -15,8 +15,9 @@ from pathlib import Path
 
 from nli_qlora.config import PRESETS, OneLineParser, add_config_flags, resolve
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.machine import default_device
 from nli_qlora.tools.memory import parse_budget
-from nli_qlora.tools.tune import (PROG, candidates, default_device, device_name, encoded_rows, enforce_budget, fastest, prepare,
+from nli_qlora.tools.tune import (PROG, candidates, device_name, encoded_rows, enforce_budget, fastest, prepare,
                                   print_table, settings_of, tune, write_outputs)
 
 DEFAULT_BUDGET = "48GB"  # an A40

@@ -25,6 +25,14 @@ def peak_rss_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 4)  # Linux reports KiB
 
 
+def default_device(index: int | None = None) -> torch.device:
+    """The GPU (this process's, or the current one) where there is one, else the CPU: with its index, so
+    that it compares equal to the devices tensors report."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", torch.cuda.current_device() if index is None else index)
+
+
 def device_info(device: torch.device) -> dict:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)

@@ -12,6 +12,7 @@ import torch
 
 from nli_qlora.config import RunConfig, preset
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.machine import default_device
 from nli_qlora.model.bundle import ModelBundle, load_bundle
 from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
@@ -113,13 +114,9 @@ class Loaded:
         return self.bundle.tokenizer
 
 
-def device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
 def load(target: Target, dev: torch.device | None = None) -> Loaded:
     """Tokenizer, label tokens, 4-bit base model and (for a checkpoint) its adapter, ready to score."""
-    bundle = load_bundle(target.cfg, dev or device(), trains=False)  # scoring never trains
+    bundle = load_bundle(target.cfg, dev or default_device(), trains=False)  # scoring never trains
     if target.checkpoint is not None:
         bundle = dataclasses.replace(bundle, model=load_adapter(bundle.model, target))
     if target.cfg.dequantize_base:

@@ -6,7 +6,6 @@ Every section of the published report, filled from measurements:
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from nli_qlora.infra.atomic import write_text

@@ -35,6 +35,7 @@ from nli_qlora.data.token_cache import cache_key, cache_path, load_or_encode
 from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.distributed import launched
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.machine import default_device
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.model.compile_layers import check_inductor_can_build
 from nli_qlora.model.families import MODEL_TYPES
@@ -366,7 +367,7 @@ def run_checks(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Rep
     check_output_dir(cfg, args, report)
     if cfg.compile:  # this machine's compiler for inductor: C++ on a CPU, Triton on a GPU
         try:
-            check_inductor_can_build(torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+            check_inductor_can_build(default_device())
         except UserError as err:
             report.problem(str(err))
     source, model_config, tok = check_model(cfg, report)

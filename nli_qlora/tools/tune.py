@@ -46,10 +46,6 @@ CLEARLY_TOO_BIG = 1.25  # skip unmeasured only when the memory estimate exceeds 
 
 # --- what a timed step needs: a model, its tokenizer, a Trainer, batches ------------------------
 
-def default_device() -> torch.device:
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-
-
 def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 

@@ -41,7 +41,7 @@ from nli_qlora.infra.console import ProgressView
 from nli_qlora.infra.distributed import World
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.interrupt import Interrupted, StopFlag
-from nli_qlora.infra.machine import device_info, gb, peak_rss_gb, process_start, rss_gb, versions
+from nli_qlora.infra.machine import default_device, device_info, gb, peak_rss_gb, process_start, rss_gb, versions
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
 from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundle, with_lora
@@ -160,7 +160,7 @@ class FineTune:
         import transformers  # noqa: F401
 
     def _setup_device(self) -> torch.device:
-        device = torch.device("cuda", self.world.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+        device = default_device(self.world.local_rank)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.view.log(f"device {device_info(device)['name']} ({device.type}), compute "

@@ -6,7 +6,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from tui.state import RunSnapshot
 from tui.widgets.header import status_badge
 
 

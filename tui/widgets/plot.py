@@ -17,7 +17,7 @@ from textual_plotext import PlotextPlot
 
 from tui import fmt
 from tui.axes import log_ticks, nice_ticks, padded_range, thin, tick_labels
-from tui.series import ENVELOPE, MEAN, reduce_points
+from tui.series import MEAN, reduce_points
 from tui.transform import clip, log10_points
 
 Color = tuple[int, int, int]
