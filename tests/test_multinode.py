@@ -105,6 +105,17 @@ def finish(*nodes: Run) -> list[int]:
     return [n.proc.returncode for n in nodes]
 
 
+ELASTIC_AGENT = "torch/distributed/elastic/agent/server/api.py"
+
+
+def ours(stderr: str) -> str:
+    """stderr less the lines torchrun's own agent logs. After every worker has exited 0, a launcher
+    whose exit barrier loses the other launcher's store (it closes once its own workers are done:
+    under load one launcher can finish the barrier first) logs the exception with a traceback and
+    still exits 0 (torch's `_exit_barrier` logs and goes on). The workers' tracebacks stay."""
+    return "\n".join(line for line in stderr.splitlines() if ELASTIC_AGENT not in line)
+
+
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory) -> Path:
     return ok(Run.start(tmp_path_factory.mktemp("mn") / "alone", ALONE))
@@ -120,7 +131,7 @@ def test_two_nodes_of_two_processes_train_what_one_does(can_unshare, alone, tmp_
     records = read_metrics(cluster.run_dir / "metrics.jsonl")
     assert [r["event"] for r in records].count("run_start") == 1 and records[0]["world_size"] == 4
     assert not any(cluster.disk1.iterdir()), "node 1 wrote nothing"
-    assert "Traceback" not in nodes[0].stderr() + nodes[1].stderr()
+    assert "Traceback" not in ours(nodes[0].stderr() + nodes[1].stderr())
 
 
 def test_a_stop_to_one_launcher_resumes_with_rank_zero_on_a_node_that_never_saw_the_run(can_unshare, alone, tmp_path):
