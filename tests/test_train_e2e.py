@@ -358,3 +358,24 @@ def test_lora_on_the_tied_head_of_smollm2_like_models_says_nothing_under_quiet_l
         quiet_libraries()
         get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))
     assert not [str(w.message) for w in seen]
+
+
+def test_inductors_tf32_advice_says_nothing_under_quiet_libraries():
+    """--compile on a GPU of sm_80 or later: inductor advises TF32 for float32 matmuls, once, printed
+    under train --quiet on the H200. That path needs such a GPU; the message is taken from this torch's
+    own source, so that a changed wording fails here rather than printing again."""
+    import inspect
+    import re
+    import warnings
+
+    from torch._inductor import compile_fx
+
+    from nli_qlora.infra.quiet import quiet_libraries
+    source = inspect.getsource(compile_fx._warn_tf32_disabled)
+    message = "".join(re.findall(r'"([^"]*)"', source.split("warnings.warn(", 1)[1].split(")\n", 1)[0]))
+    assert message.startswith("TensorFloat32 tensor cores for float32 matrix multiplication available")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_libraries()
+        warnings.warn(message, UserWarning)
+    assert not seen

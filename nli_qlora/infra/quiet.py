@@ -23,4 +23,8 @@ def quiet_libraries() -> None:
     # adapter into the base or converting the model, which nli_qlora never does; training, checkpoints and
     # scoring all apply the adapter beside the shared weight, alike (seen under score --quiet on the GPU)
     warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer is part of the adapter")
+    # inductor (--compile), once per process on a GPU with TensorFloat32 (sm_80+): advice to round float32
+    # matmuls to TF32. The float32 adapters are float32 on purpose; --lora-compute-dtype bfloat16 is the
+    # documented faster setting (seen under train --quiet --compile on the H200)
+    warnings.filterwarnings("ignore", message="TensorFloat32 tensor cores for float32 matrix multiplication")
     quiet_paged_fallback()
