@@ -17,7 +17,7 @@ import bitsandbytes
 from bitsandbytes.backends.default import ops
 import torch
 print(json.dumps({{"inductor": "torch._inductor.compile_fx" in sys.modules,
-                  "wrapped": hasattr(ops._dequantize_4bit_compute, "__wrapped__"),
+                  "decorated": getattr(ops._dequantize_4bit_compute, "__wrapped__", None) is not None,
                   "compile_restored": torch.compile.__module__ == "torch"}}))
 """
 
@@ -28,13 +28,13 @@ def _probe(first: str) -> dict:
 
 
 def test_bitsandbytes_imported_after_nli_qlora_leaves_inductor_unimported():
-    assert _probe("import nli_qlora") == {"inductor": False, "wrapped": True, "compile_restored": True}
+    assert _probe("import nli_qlora") == {"inductor": False, "decorated": True, "compile_restored": True}
 
 
 def test_bitsandbytes_imported_alone_imports_inductor_as_it_always_did():
     """The baseline the finder removes, so that the test above keeps meaning something if a later
     bitsandbytes stops importing inductor on its own."""
-    assert _probe("") == {"inductor": True, "wrapped": True, "compile_restored": True}
+    assert _probe("") == {"inductor": True, "decorated": True, "compile_restored": True}
 
 
 def test_a_deferred_function_compiles_at_its_first_call_with_the_arguments_given():
