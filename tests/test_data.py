@@ -348,3 +348,19 @@ def test_field_names_that_differ_only_in_case_are_those_fields(tmp_path):
     examples, stats = load(path)
     assert [(e.premise, e.label, e.id) for e in examples] == [("A man plays.", 0, "0"), ("A dog runs.", 2, "x1")]
     assert stats.unlabeled_dropped == 0
+
+
+def test_rows_with_different_keys_in_one_file_each_read_their_own(tmp_path):
+    """The fields are found once per set of keys (read._layout), not once per file: a file whose
+    rows name their fields differently reads each row by its own names, in any order of keys."""
+    rows = [{"premise": "p1", "hypothesis": "h1", "label": "neutral", "id": "a"},
+            {"sentence2": "h2", "gold_label": "contradiction", "sentence1": "p2", "pairID": "b"},
+            {"Premise": "p3", "Hypothesis": "h3", "Gold_Label": "-"},  # no gold label: dropped as unlabelled
+            {"label": 0, "id": "", "idx": 7, "hypothesis": "h4", "premise": "p4"},  # an empty id: the next name
+            {"premise": "p5", "hypothesis": "h5", "label": "neutral", "id": "e"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    examples, stats = load(path)
+    assert [(e.premise, e.hypothesis, e.label, e.id) for e in examples] == [
+        ("p1", "h1", 1, "a"), ("p2", "h2", 2, "b"), ("p4", "h4", 0, 7), ("p5", "h5", 1, "e")]
+    assert stats.unlabeled_dropped == 1

@@ -6,6 +6,7 @@ and evaluation splits), or is a BadRow naming its line and reason."""
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
@@ -95,23 +96,33 @@ def _row_id(value) -> str | int:
     return value if isinstance(value, (str, int)) and not isinstance(value, bool) else str(value)
 
 
-def _field(record: dict, names: tuple[str, ...], lower: dict) -> str | None:
+def _field(keys: dict, names: tuple[str, ...], lower: dict) -> str | None:
     """The record's key for a field: an exact name first, else one that differs only in case (a
     `Label` column is the label, not a row without one). `lower`: the record's keys by lower case."""
-    exact = next((n for n in names if n in record), None)
+    exact = next((n for n in names if n in keys), None)
     if exact is not None:
         return exact
     return next((lower[n.lower()] for n in names if n.lower() in lower), None)
+
+
+@functools.lru_cache(maxsize=256)
+def _layout(keys: tuple) -> tuple[dict, tuple]:
+    """Which key holds each field, and the id's candidate keys in order, for one set of keys: found
+    once for all the rows that share it (every row of most files: SNLI's 40,000 rows at every start)."""
+    present, lower = dict.fromkeys(keys), {str(k).lower(): k for k in keys}
+    fields = {key: _field(present, names, lower) for key, names in _FIELD_NAMES.items()}
+    ids = tuple(k for k in (_field(present, (n,), lower) for n in _ID_NAMES) if k is not None)
+    return fields, ids
 
 
 def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow | object:
     """A dict from any format -> Example, BadRow, or UNLABELED when the row has no gold label."""
     if not isinstance(record, dict):
         return BadRow(line, f"expected an object with premise/hypothesis, got {type(record).__name__}")
-    values, found = {}, {}
-    lower = {str(k).lower(): k for k in record}  # once a row: SNLI's 40,000 rows are read at every start
+    found, id_keys = _layout(tuple(record))
+    values = {}
     for key, names in _FIELD_NAMES.items():
-        name = found[key] = _field(record, names, lower)
+        name = found[key]
         values[key] = record[name] if name is not None else None
         if key != "label" and name is None:
             return BadRow(line, f"missing field {key!r} (or {names[1]!r})")
@@ -130,8 +141,7 @@ def parse_record(record, line: int, labels: LabelSet = NLI) -> Example | BadRow 
             label = labels.parse(values["label"])
         except ValueError as err:
             return BadRow(line, str(err))
-    id_name = next((k for k in (_field(record, (n,), lower) for n in _ID_NAMES) if k is not None and record[k] not in (None, "")),
-                   None)
+    id_name = next((k for k in id_keys if record[k] not in (None, "")), None)
     if id_name and isinstance(record[id_name], str) and _has_surrogates(record[id_name]):
         return BadRow(line, f"field {id_name!r} has bytes that are not UTF-8")
     example = Example(values["premise"], values["hypothesis"], None if label is UNLABELED else label, line,
