@@ -148,22 +148,21 @@ for part in "$@"; do
       # alone (3 each), the whole SmolLM2-shapes command with both speed options (2 each), and the score
       # command on 2,000 test rows with that run's checkpoint (2 each)
       [ -n "${BASE:-}" ] || { echo "defer-side needs BASE"; exit 2; }
+      ROOT=$PWD  # the runs below start in /tmp, so that neither tree is the working directory
+      code_of() { [ $1 = base ] && echo $ROOT/.site:/tmp/site:$BASE || echo $ROOT/.site:/tmp/site:$ROOT; }
       I="import nli_qlora, torch, transformers, peft, bitsandbytes; from nli_qlora.training.recipe import FineTune"
       I="$I; import sys; print('inductor imported:', 'torch._inductor.compile_fx' in sys.modules)"
       head -n 2000 $D/test.jsonl > /tmp/test2000.jsonl
       for k in 1 2 3; do for v in base new; do
-        if [ $v = base ]; then P=$PWD/.site:/tmp/site:$BASE; else P=$PWD/.site:/tmp/site:$PWD; fi
-        (cd /tmp && PYTHONPATH=$P /usr/bin/time -f "imports $v $k: %e s" python3 -c "$I")
+        (cd /tmp && PYTHONPATH=$(code_of $v) /usr/bin/time -f "imports $v $k: %e s" python3 -c "$I")
       done; done
       for k in 1 2; do for v in base new; do
-        if [ $v = base ]; then P=$PWD/.site:/tmp/site:$BASE; else P=$PWD/.site:/tmp/site:$PWD; fi
         rm -rf /tmp/runs/side-$v-$k
-        (cd /tmp && PYTHONPATH=$P T python3 -m nli_qlora.train $TIMED $BOTH --output-dir /tmp/runs/side-$v-$k)
+        (cd /tmp && PYTHONPATH=$(code_of $v) T python3 -m nli_qlora.train $TIMED $BOTH --output-dir /tmp/runs/side-$v-$k)
         cp /tmp/runs/side-$v-$k/metrics.jsonl "$OUT/side-$v-$k.jsonl"
       done; done
       for k in 1 2; do for v in base new; do
-        if [ $v = base ]; then P=$PWD/.site:/tmp/site:$BASE; else P=$PWD/.site:/tmp/site:$PWD; fi
-        (cd /tmp && PYTHONPATH=$P T python3 -m nli_qlora.score --checkpoint /tmp/runs/side-new-1 \
+        (cd /tmp && PYTHONPATH=$(code_of $v) T python3 -m nli_qlora.score --checkpoint /tmp/runs/side-new-1 \
           --input /tmp/test2000.jsonl --output /tmp/pred-$v.jsonl --metrics-out "$OUT/side-score-$v-$k.json" --quiet)
       done; done
       cmp /tmp/pred-base.jsonl /tmp/pred-new.jsonl && echo "predictions identical"

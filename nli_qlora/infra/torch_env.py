@@ -1,5 +1,6 @@
 """Environment variables that torch reads as numbers when it imports its compiler (torch._inductor,
-torch._dynamo): transformers and bitsandbytes import it in every command. One that is set but empty
+torch._dynamo): transformers imports it in every command (its masking code imports dynamo, which
+reads inductor's configuration), even with bitsandbytes' own compile deferred (infra.deferred_compile). One that is set but empty
 or not a number fails that import deep inside transformers' lazy loader, reported as a model class
 that cannot be imported (TORCHINDUCTOR_COMPILE_THREADS= gave "Could not import module
 'BloomPreTrainedModel'"). Checked with the flags, so that the line names the variable."""
