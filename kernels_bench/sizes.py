@@ -42,6 +42,7 @@ class StepCase:
     dequantize_base: bool = False  # --dequantize-base: the frozen base's 4-bit values kept in the compute dtype
     lora_compute_dtype: str = "float32"  # bfloat16: adapters compute from bfloat16 copies of float32 masters
     fused_lora: bool = False  # --fused-lora: the LoRA update in two matmuls (nli_qlora.model.fused_lora)
+    fused_projections: bool = False  # --fused-projections: shared-input linears as one (nli_qlora.model.fused_projections)
     compile: bool = False  # --compile: the decoder layers compiled by inductor (nli_qlora.model.compile_layers)
 
     def __str__(self) -> str:
@@ -58,6 +59,8 @@ class StepCase:
             parts.append("bf16lora")
         if self.fused_lora:
             parts.append("fused")
+        if self.fused_projections:
+            parts.append("proj")
         if self.compile:
             parts.append("compile")
         return "-".join(parts)
@@ -72,7 +75,7 @@ def _step_grid() -> list[StepCase]:
         return [StepCase(2, 16), StepCase(8, 16), StepCase(8, 16, step_mode="eager"),
                 StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False),
                 StepCase(8, 16, dequantize_base=True), StepCase(8, 16, lora_compute_dtype="bfloat16"),
-                StepCase(8, 16, fused_lora=True)]
+                StepCase(8, 16, fused_lora=True), StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True)]
     grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
     grid.append(StepCase(8, 64, step_mode="eager"))
     grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
@@ -83,6 +86,8 @@ def _step_grid() -> list[StepCase]:
     grid += [StepCase(8, 64, dequantize_base=True, lora_compute_dtype="bfloat16")]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16") for b in (8, 32, 64, 128)]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True) for b in (8, 64, 128)]
+    grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True, fused_projections=True)
+             for b in (8, 64, 128)]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", compile=True) for b in (8, 64, 128)]
     grid += [StepCase(8, SNLI, compile=True)]  # compiled over the 4-bit base and float32 adapters (the defaults)
     return grid

@@ -51,6 +51,8 @@ def setting(info: dict) -> str:
         parts.append(f"adapters compute in {info['lora_compute_dtype']}")
     if info.get("fused_lora"):
         parts.append("fused LoRA update")
+    if info.get("fused_projections"):
+        parts.append("fused projections")
     return ", ".join(parts)
 
 

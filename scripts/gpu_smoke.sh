@@ -159,6 +159,15 @@ check "compiled = eager"     trains_alike "$W/compiled" "--compile" --model rand
                                $DATA $SHORT --train-size 200 --no-zero-shot-eval --dequantize-base \
                                --lora-compute-dtype bfloat16 --lora-dropout 0
 check "compiled dropout fresh" compiled_dropout_is_fresh
+# the grouped update against the per-layer fused one, dropout off (each draws its masks otherwise): Llama's groups
+# (q k v; gate up) on SmolLM2's shapes, compiled; Phi's (q k v fc1, with biases) on Phi-2's
+check "fused projections = fused lora (compiled)" trains_alike "$W/proj" "--fused-projections" --model random:$TOK \
+                               --tokenizer $TOK $DATA $SHORT --train-size 200 --no-zero-shot-eval --dequantize-base \
+                               --lora-compute-dtype bfloat16 --fused-lora --lora-dropout 0 --compile
+check "fused projections = fused lora (phi-2)" trains_alike "$W/proj-phi" "--fused-projections" \
+                               --model random:$W/phi-2-nodrop --tokenizer $TOK $DATA $SHORT --train-size 200 \
+                               --no-zero-shot-eval --dequantize-base --lora-compute-dtype bfloat16 --fused-lora \
+                               --lora-dropout 0
 check "resume = uninterrupted (compile)" same_as_uninterrupted "$W/exact-compile" --model random:$TOK --tokenizer $TOK \
                                $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --compile
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40

@@ -13,7 +13,7 @@ from nli_qlora.model.load import attach_lora, load_base_model, match_targets, re
 from nli_qlora.infra.quiet import quiet_paged_fallback
 from nli_qlora.training.optim import build_optimizer, build_scheduler
 from nli_qlora.training.scoring import LabelScorer
-from nli_qlora.training.step import ALIGN, build_trainer, train_step
+from nli_qlora.training.step import ALIGN, FlatParams, build_trainer, train_step
 
 
 def _trainer(cfg: RunConfig, mode: str):
@@ -75,3 +75,30 @@ def test_eager_flag_runs_the_plain_path_end_to_end(tmp_path):
     steps = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in l]
     steps = [s for s in steps if s["event"] == "step"]
     assert len(steps) == 10 and all(s["captured"] is False for s in steps)
+
+
+def test_flat_backward_adds_what_backward_accumulates_bit_for_bit():
+    """FlatParams.backward (autograd.grad, then multi-tensor adds) against loss.backward() over two
+    micro-batches: the same float32 sums, into the same seated views; an unused weight stays zero."""
+    torch.manual_seed(0)
+    lin, unused = torch.nn.Linear(6, 4), torch.nn.Parameter(torch.randn(3))
+    ref_w, ref_b = (lin.weight.detach().clone().requires_grad_(), lin.bias.detach().clone().requires_grad_())
+    flat = FlatParams([lin.weight, lin.bias, unused])
+    seated = [p.grad for p in (lin.weight, lin.bias, unused)]
+    for x in (torch.randn(5, 6), torch.randn(7, 6)):
+        flat.backward(lin(x).tanh().pow(2).sum())
+        torch.nn.functional.linear(x, ref_w, ref_b).tanh().pow(2).sum().backward()
+    assert torch.equal(lin.weight.grad, ref_w.grad) and torch.equal(lin.bias.grad, ref_b.grad)
+    assert not unused.grad.any()
+    assert all(p.grad is g for p, g in zip((lin.weight, lin.bias, unused), seated))  # still the flat buffer's views
+
+
+def test_fast_step_runs_no_per_weight_gradient_accumulation():
+    """The fast step's backward leaves autograd's AccumulateGrad out (one add kernel per LoRA weight)."""
+    trainer, _ = _trainer(preset("tiny"), "fast")
+    batch = _batches(1)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        train_step(trainer, batch)
+    names = {e.name for e in prof.events()}
+    assert "aten::_foreach_add_" in names
+    assert "torch::autograd::AccumulateGrad" not in names  # the engine still visits the node; it does not run it

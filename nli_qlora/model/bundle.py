@@ -18,6 +18,7 @@ from nli_qlora.config import RunConfig
 from nli_qlora.data.prompt import answer_token_ids, label_token_ids
 from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
+from nli_qlora.model.fused_projections import fuse_projections_
 from nli_qlora.model.load import (ModelSource, attach_lora, check_context, compute_dtype, load_base_model,
                                   load_tokenizer, match_targets, parameter_counts, resolve_source, tokenizer_source)
 
@@ -65,6 +66,8 @@ def with_lora(bundle: ModelBundle) -> ModelBundle:
     if bundle.cfg.fused_lora:
         check_one_dtype(bundle.cfg.lora_compute_dtype, bundle.dtype)
         fuse_lora_(model)
+    if bundle.cfg.fused_projections:
+        fuse_projections_(model)
     return dataclasses.replace(bundle, model=model, matched=matched, unmatched=unmatched, counts=counts)
 
 

@@ -50,7 +50,7 @@ class LoraUpdate(torch.autograd.Function):
         return (grad if need_base else None), dx, da, db, None
 
 
-def _plain_adapter(layer, kwargs) -> str | None:
+def plain_adapter(layer, kwargs) -> str | None:
     """The one active adapter when this call is the plain case the fused update computes; else None."""
     if layer.disable_adapters or layer.merged or kwargs.get("adapter_names") is not None:
         return None
@@ -66,7 +66,7 @@ def _plain_adapter(layer, kwargs) -> str | None:
 
 
 def fused_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    name = _plain_adapter(self, kwargs)
+    name = plain_adapter(self, kwargs)
     a = self.lora_A[name].weight if name is not None else None
     b = self.lora_B[name].weight if name is not None else None
     if name is None or not (x.dtype == a.dtype == b.dtype):

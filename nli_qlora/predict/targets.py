@@ -16,12 +16,13 @@ from nli_qlora.infra.machine import default_device
 from nli_qlora.model.bundle import ModelBundle, load_bundle
 from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
+from nli_qlora.model.fused_projections import fuse_projections_
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.training.scoring import LabelScorer
 
 # settings that change how a model runs, not what it answers: these may override a checkpoint's own
 RUN_SETTINGS = ("max_length", "eval_batch_size", "quantization", "compute_dtype", "dequantize_base",
-                "lora_compute_dtype", "fused_lora")
+                "lora_compute_dtype", "fused_lora", "fused_projections")
 # settings that define the classifier: a checkpoint carries them, only a zero-shot model takes them
 PROMPT_SETTINGS = ("prompt_template", "label_words", "labels", "label_map", "tokenizer")
 
@@ -125,6 +126,8 @@ def load(target: Target, dev: torch.device | None = None) -> Loaded:
     if target.cfg.fused_lora:
         check_one_dtype(target.cfg.lora_compute_dtype, bundle.dtype)
         fuse_lora_(bundle.model)
+    if target.cfg.fused_projections:
+        fuse_projections_(bundle.model)
     bundle.model.eval()
     return Loaded(target, bundle, LabelScorer(bundle.model, bundle.label_ids))
 

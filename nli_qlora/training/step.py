@@ -69,6 +69,19 @@ class FlatParams:
         for p, data, grad in zip(params, self.seated, grads):
             _seat(p, data, grad)
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward() into the seated gradients, without autograd's one add kernel per weight.
+
+        Autograd accumulates each leaf's gradient into its `.grad` with an add of its own
+        (AccumulateGrad): SmolLM2 has 422 LoRA weights, so 422 small kernels a backward, about a
+        seventh of a compiled step's (docs/benchmarks.md, issue 14, ninth round). autograd.grad
+        returns the gradients instead; they are added into the seated ones in a few multi-tensor
+        launches, the same sum `+=` makes, bit for bit."""
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        pairs = [(dst, g) for dst, g in zip(self.grads, grads) if g is not None]  # unused: no gradient, as with backward
+        if pairs:
+            torch._foreach_add_([dst for dst, _ in pairs], [g for _, g in pairs])
+
     def begin(self) -> None:
         """Before a micro-batch's backward: the working gradients hold this micro-batch's only."""
         if self.work_grad is not None:
@@ -174,7 +187,7 @@ class GraphedForwardBackward:
         self.flat.begin()
         loss, _ = self.scorer.loss(inputs, self.loss_kind)
         loss = loss * scale
-        loss.backward()
+        self.flat.backward(loss)
         self.flat.collect()
         return loss.detach()
 
@@ -314,7 +327,10 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
                 t.copies.begin()
             loss, _ = t.scorer.loss(batch, t.loss_kind)
             loss = loss * scale
-            loss.backward()
+            if t.flat is not None:
+                t.flat.backward(loss)
+            else:
+                loss.backward()
             if t.copies is not None:
                 t.copies.collect()  # working-copy gradients into the float32 ones
             loss = loss.detach()

@@ -1,0 +1,208 @@
+"""--fused-projections: the adapted linears of a decoder layer that read one tensor, computed together.
+
+q, k and v read one normed hidden state, and so do gate and up (Llama) or q, k, v and fc1 (Phi:
+model.families, the `group` of each linear). peft runs each as a layer of its own: a base matmul, a
+dropout and two LoRA matmuls forward, and in the backward pass the base's input gradient, three LoRA
+matmuls, the dropout's mask and autograd's sum of the members' input gradients. At batch 8 a step is
+bound by the number of such small kernels (docs/benchmarks.md, issue 14). Here a group runs as one
+autograd function:
+- the frozen bases as one matmul over their weights concatenated (each member's weight becomes a
+  row slice of that one tensor: no memory added), biases included;
+- the members' dropouts as one kernel over the input repeated once per member (each member still
+  draws a mask of its own, as in peft), and their LoRA A as one batched matmul;
+- each member's LoRA B added into its columns of the output in place, the scale in the matmul's alpha.
+Backward: one batched matmul for every A's gradient, one for the adapters' input gradient, one
+matmul for the bases' input gradient with that sum folded in; each member's B alone.
+
+The same function as peft's, rounded as --fused-lora rounds (which it needs: the members' update is
+that one) and, with dropout on, masks drawn in one call instead of one per member: other draws of the
+same distribution. So runs with and without it train alike, not bit for bit, and a resume keeps the
+run's setting.
+
+Measured on one H200 (docs/benchmarks.md, ninth round), SmolLM2's shapes at batch 8: 5,433 -> 4,662
+kernels a step and 16.8 -> 15.2 ms in the loop; Phi-2's 3,972 -> 3,405. Under --compile the layers
+trace grouped_ops instead, and there it gains nothing (2,665 -> 2,904 kernels, the same step time):
+inductor's own fusion of the per-layer update already does better.
+
+How it meets transformers' code unchanged: the attention calls q_proj(x), k_proj(x), v_proj(x) in
+turn. The first member called computes the whole group and leaves the others' outputs for them,
+keyed by the very input tensor; they take them. A member called with another tensor, or where the
+arithmetic is not plain (model.fused_lora's conditions), computes alone as --fused-lora does."""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+from nli_qlora.infra.errors import UserError
+from nli_qlora.model.families import family_of
+from nli_qlora.model.fused_lora import fused_forward, is_lora_linear, plain_adapter
+
+
+class GroupedLora(torch.autograd.Function):
+    """out = [x @ W^T + bias] with, in member i's columns, + scale_i * (drop_i(x) @ A_i^T) @ B_i^T."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, p: float, scales: tuple, widths: tuple, *ab):
+        g = len(widths)
+        a, b = ab[:g], ab[g:]
+        x2 = x.reshape(-1, x.shape[-1])
+        out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
+        stack = torch.stack(a)  # [G, r, in]: one small copy (the adapters are not neighbours in the flat buffer)
+        if p > 0:  # one kernel, a mask per member: the input repeated G times (a broadcast view, not a copy)
+            xd, mask = torch.native_dropout(x2.expand(g, *x2.shape), p, True)
+        else:
+            xd, mask = x2.expand(g, *x2.shape), None
+        t = torch.bmm(xd, stack.transpose(1, 2))  # [G, N, r]
+        for col, ti, bi, s in zip(out.split(widths, dim=1), t, b, scales):
+            col.addmm_(ti, bi.t(), alpha=s)
+        ctx.save_for_backward(xd if p > 0 else x2, mask, t, weight, stack, *b)
+        ctx.p, ctx.scales, ctx.widths, ctx.x_shape = p, scales, widths, x.shape
+        return out.view(*x.shape[:-1], out.shape[-1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        xd, mask, t, weight, stack, *b = ctx.saved_tensors
+        g = len(ctx.widths)
+        if ctx.p == 0:
+            xd = xd.expand(g, *xd.shape)
+        g2 = grad.reshape(-1, grad.shape[-1])
+        cols = g2.split(ctx.widths, dim=1)
+        dt = torch.empty_like(t)
+        for dti, col, bi, s in zip(dt, cols, b, ctx.scales):
+            dti.addmm_(col, bi, beta=0, alpha=s)  # beta=0: the empty values are never read
+        da = torch.bmm(dt.transpose(1, 2), xd)
+        db = [torch.addmm(bi, col.t(), ti, beta=0, alpha=s) for bi, col, ti, s in zip(b, cols, t, ctx.scales)]
+        dx = None
+        if ctx.needs_input_grad[0]:  # the first layer's input takes none: the embeddings are frozen
+            dxd = torch.bmm(dt, stack)
+            if ctx.p > 0:
+                dxd = torch.ops.aten.native_dropout_backward(dxd, mask, 1.0 / (1.0 - ctx.p))
+            dx = torch.addmm(dxd.sum(0), g2, weight).view(ctx.x_shape)
+        return (dx, None, None, None, None, None, *da.unbind(0), *db)
+
+
+class Group:
+    """The adapted linears of one decoder layer that read one input, and what the first one called
+    leaves for the others."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        self.members = members
+        bases = [m.base_layer for m in members]
+        with torch.no_grad():
+            self.weight = torch.cat([l.weight for l in bases])
+            self.bias = torch.cat([l.bias for l in bases]) if bases[0].bias is not None else None
+        self.widths = tuple(l.out_features for l in bases)
+        offset = 0
+        for layer, width in zip(bases, self.widths):  # the members' weights become views of the one tensor
+            layer.weight = torch.nn.Parameter(self.weight[offset:offset + width], requires_grad=False)
+            if self.bias is not None:
+                layer.bias = torch.nn.Parameter(self.bias[offset:offset + width], requires_grad=False)
+            offset += width
+        self.pending: tuple | None = None  # (input, {member index: output}) for the members not yet called
+
+    def take(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+        if self.pending is None or self.pending[0] is not x or index not in self.pending[1]:
+            return None
+        out = self.pending[1].pop(index)
+        if not self.pending[1]:
+            self.pending = None
+        return out
+
+    def adapters(self, x: torch.Tensor) -> tuple[list, list, float, tuple] | None:
+        """(A weights, B weights, dropout p, scales) when every member is the plain case in x's dtype."""
+        names = [plain_adapter(m, {}) for m in self.members]
+        if any(n is None for n in names):
+            return None
+        a = [m.lora_A[n].weight for m, n in zip(self.members, names)]
+        b = [m.lora_B[n].weight for m, n in zip(self.members, names)]
+        drops = {_dropout_p(m.lora_dropout[n]) for m, n in zip(self.members, names)}
+        if len(drops) != 1 or len({ai.shape for ai in a}) != 1:
+            return None
+        if not all(w.dtype == x.dtype for w in (*a, *b, self.weight)):
+            return None
+        return a, b, drops.pop(), tuple(m.scaling[n] for m, n in zip(self.members, names))
+
+    def run(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+        found = self.adapters(x)
+        if found is None:
+            return None
+        a, b, p, scales = found
+        if torch.compiler.is_compiling():
+            out = grouped_ops(x, self.weight, self.bias, p, scales, self.widths, a, b)
+        else:
+            out = GroupedLora.apply(x, self.weight, self.bias, p, scales, self.widths, *a, *b)
+        outs = out.split(self.widths, dim=-1)
+        rest = {i: o for i, o in enumerate(outs) if i != index}
+        self.pending = (x, rest) if rest else None
+        return outs[index]
+
+
+def grouped_ops(x, weight, bias, p: float, scales: tuple, widths: tuple, a: list, b: list) -> torch.Tensor:
+    """GroupedLora's function in plain differentiable ops, for the layers torch.compile traces: dynamo
+    (torch 2.11) fails on the Function's in-place column updates, and inductor derives and fuses the
+    backward of these itself. Each member still draws a mask of its own (the repeated input's elements)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    out = torch.nn.functional.linear(x2, weight, bias)
+    xd = torch.nn.functional.dropout(x2.expand(len(widths), *x2.shape), p, training=p > 0)
+    t = torch.bmm(xd, torch.stack(a).transpose(1, 2))
+    lora = torch.cat([(ti @ bi.t()) * s for ti, bi, s in zip(t, b, scales)], dim=1)
+    return (out + lora).view(*x.shape[:-1], out.shape[-1])
+
+
+def _dropout_p(module: torch.nn.Module) -> float:
+    """peft's lora_dropout: nn.Dropout(p), or nn.Identity for p = 0; none outside training."""
+    return float(module.p) if isinstance(module, torch.nn.Dropout) and module.training else 0.0
+
+
+def grouped_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    group, index = self._nli_group
+    if not args and not kwargs:
+        out = group.take(index, x)
+        if out is None:
+            out = group.run(index, x)
+        if out is not None:
+            return out
+    return fused_forward(self, x, *args, **kwargs)
+
+
+def groups_of(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
+    """Per decoder layer, the adapted linears that share an input (two or more), in the family's order."""
+    from nli_qlora.model.compile_layers import decoder_layers
+    family = family_of(getattr(getattr(model, "config", None), "model_type", None))
+    by_group: dict[str, list[str]] = {}
+    for lin in family.linears:
+        by_group.setdefault(lin.group, []).append(lin.name)
+    found = []
+    for layer in decoder_layers(model):
+        named = {name.rsplit(".", 1)[-1]: m for name, m in layer.named_modules() if is_lora_linear(m)}
+        for names in by_group.values():
+            members = [named[n] for n in names if n in named]
+            if len(members) >= 2 and _groupable(members):
+                found.append(members)
+    return found
+
+
+def _groupable(members: list[torch.nn.Module]) -> bool:
+    """Plain frozen linears (the dequantized base) of one input width, with biases on all or none."""
+    bases = [m.base_layer for m in members]
+    return (all(type(l) is torch.nn.Linear and not l.weight.requires_grad for l in bases)
+            and len({l.in_features for l in bases}) == 1 and len({l.weight.dtype for l in bases}) == 1
+            and len({l.bias is None for l in bases}) == 1)
+
+
+def fuse_projections_(model: torch.nn.Module) -> int:
+    """Give the model's shared-input linears the grouped forward (in place); the number of groups.
+    Needs the dequantized base (model.dequantize): 4-bit layers cannot share one matmul."""
+    groups = groups_of(model)
+    if not groups:
+        raise UserError("--fused-projections: found no adapted linears that share an input (q_proj, k_proj, "
+                        "v_proj; gate_proj, up_proj; Phi's fc1) over a dequantized base: check --target-modules "
+                        "and --dequantize-base")
+    for members in groups:
+        group = Group(members)
+        for index, m in enumerate(members):
+            m._nli_group = (group, index)
+            m.forward = types.MethodType(grouped_forward, m)
+    return len(groups)

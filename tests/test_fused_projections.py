@@ -1,0 +1,209 @@
+"""--fused-projections: the adapted linears that read one input run as one grouped update, which computes
+peft's function and gradients (real peft, real bitsandbytes 4-bit layers dequantized, the loop's own
+step), draws each member's own dropout mask, and is refused where it cannot apply."""
+
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from nli_qlora.config import preset
+from nli_qlora.infra.errors import UserError
+from nli_qlora.model.bundle import load_bundle, with_lora
+from nli_qlora.model.fused_lora import fuse_lora_
+from nli_qlora.model.fused_projections import GroupedLora, fuse_projections_, groups_of
+from tests.test_dequantize_base import _losses
+
+CPU = torch.device("cpu")
+FAST = {"dequantize_base": True, "fused_lora": True}
+
+
+def _bundle(**changes):
+    cfg = dataclasses.replace(preset("tiny"), **changes)
+    bundle = with_lora(load_bundle(cfg, CPU))
+    bundle.model.train()
+    return cfg, bundle
+
+
+def _operands(p: float, widths=(5, 3, 3), n_in=6, r=2, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    make = lambda *shape, grad=True: torch.randn(*shape, dtype=torch.float64, generator=g, requires_grad=grad)
+    x = make(2, 4, n_in)
+    weight, b = make(sum(widths), n_in, grad=False), (make(sum(widths), grad=False) if bias else None)
+    a = [make(r, n_in) for _ in widths]
+    bb = [make(w, r) for w in widths]
+    return x, weight, b, a, bb
+
+
+def _reference(x, weight, bias, a, b, p, scales, widths):
+    """peft's arithmetic member by member, dropout from the same single call the grouped update makes."""
+    x2 = x.reshape(-1, x.shape[-1])
+    xd = torch.native_dropout(x2.expand(len(widths), *x2.shape), p, True)[0] if p > 0 else x2.expand(len(widths), *x2.shape)
+    base = torch.nn.functional.linear(x2, weight, bias)
+    cols, offset = [], 0
+    for i, w in enumerate(widths):
+        cols.append(base[:, offset:offset + w] + scales[i] * (xd[i] @ a[i].t()) @ b[i].t())
+        offset += w
+    return torch.cat(cols, dim=1).view(*x.shape[:-1], -1)
+
+
+def test_the_grouped_update_has_the_gradients_of_its_formula_without_dropout():
+    widths, scales = (5, 3, 3), (2.0, 2.0, 0.5)
+    for bias in (True, False):
+        x, weight, b, a, bb = _operands(0.0, widths, bias=bias)
+        f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, *ab)
+        assert torch.autograd.gradcheck(f, (x, *a, *bb))
+        assert torch.allclose(f(x, *a, *bb), _reference(x, weight, b, a, bb, 0.0, scales, widths))
+
+
+def test_with_dropout_it_computes_and_differentiates_what_its_masks_give():
+    """The same seed, the same single dropout call: the grouped update and plain autograd over peft's
+    member-by-member arithmetic agree in value and in every gradient."""
+    widths, scales, p = (5, 3, 3), (2.0, 2.0, 2.0), 0.3
+    x, weight, b, a, bb = _operands(p, widths)
+    torch.manual_seed(7)
+    got = GroupedLora.apply(x, weight, b, p, scales, widths, *a, *bb)
+    got_grads = torch.autograd.grad(got.square().sum(), (x, *a, *bb))
+    torch.manual_seed(7)
+    expected = _reference(x, weight, b, a, bb, p, scales, widths)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, *a, *bb))
+    assert torch.allclose(got, expected)
+    for g, e in zip(got_grads, expected_grads):
+        assert torch.allclose(g, e)
+
+
+def test_each_member_draws_a_mask_of_its_own():
+    """Two members with the same adapter weights would give the same update under one shared mask."""
+    widths, p = (4, 4), 0.5
+    x, weight, b, a, bb = _operands(p, widths, bias=False)
+    a[1], bb[1] = a[0], bb[0]
+    with torch.no_grad():
+        out = GroupedLora.apply(x, weight, None, p, (1.0, 1.0), widths, *a, *bb)
+        base = torch.nn.functional.linear(x, weight)
+    first, second = (out - base).split(widths, dim=-1)
+    assert not torch.allclose(first, second)
+
+
+def test_phi_and_llama_layers_group_their_shared_input_linears():
+    _, bundle = _bundle(**FAST)  # the tiny preset: a Phi model, every linear adapted
+    groups = groups_of(bundle.model)
+    assert len(groups) == bundle.model.config.num_hidden_layers and {len(g) for g in groups} == {4}  # q, k, v, fc1
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2)
+    llama = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj",
+                                                                                     "gate_proj", "up_proj", "o_proj"]))
+    sizes = sorted(len(g) for g in groups_of(llama))
+    assert sizes == [2, 2, 3, 3]  # per layer: q k v, and gate up; o_proj reads another input
+
+
+def test_every_group_computes_once_and_the_members_take_its_outputs():
+    _, bundle = _bundle(**FAST)
+    reference = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
+    x = torch.randint(3, 100, (2, 12))
+    expected = bundle.model(input_ids=x).logits
+    assert fuse_projections_(bundle.model) == len(groups_of(bundle.model))
+    for n, p in bundle.model.named_parameters():  # the bases are views of one tensor now, with the same values
+        assert torch.equal(p, reference[n]), n
+    seen = []
+
+    def count(grad_fn):
+        stack, done = [grad_fn], set()
+        while stack:
+            fn = stack.pop()
+            if fn is None or fn in done:
+                continue
+            done.add(fn)
+            seen.append(type(fn).__name__)
+            stack.extend(f for f, _ in fn.next_functions)
+    out = bundle.model(input_ids=x).logits
+    count(out.grad_fn)
+    assert seen.count("GroupedLoraBackward") == len(groups_of(bundle.model))
+    assert torch.equal(out, expected)  # float32 on a CPU, dropout off in the tiny preset: the same values
+    assert all(g[0]._nli_group[0].pending is None for g in groups_of(bundle.model))  # nothing left behind
+
+
+@pytest.mark.parametrize("mode", ["fast", "eager"])
+def test_training_grouped_takes_the_fused_steps_and_with_dropout_trains_alike(mode):
+    for dropout, exact in ((0.0, True), (0.1, False)):
+        cfg, plain = _bundle(step_mode=mode, lora_dropout=dropout, **FAST)
+        cfg_g, grouped = _bundle(step_mode=mode, lora_dropout=dropout, fused_projections=True, **FAST)
+        expected, got = _losses(cfg, plain), _losses(cfg_g, grouped)
+        if exact:  # float32 rounding apart: the input gradients of the members are summed in another order
+            assert got == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        else:  # other masks: the first step's loss (before any update) is the same, then they drift a little
+            assert got[0] == expected[0] and got == pytest.approx(expected, rel=2e-2)
+        assert got[-1] < got[0]
+
+
+def test_it_is_refused_without_the_fused_update_or_the_dequantized_base():
+    for changes, missing in (({"dequantize_base": True}, "--fused-lora"), ({"fused_lora": True}, "--dequantize-base"),
+                             ({}, "--fused-lora and --dequantize-base")):
+        with pytest.raises(UserError, match=f"--fused-projections: needs {missing}:"):
+            dataclasses.replace(preset("tiny"), fused_projections=True, **changes).validate()
+
+
+def test_without_shared_input_targets_it_is_one_clear_error(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "nli_qlora.train", "--preset", "tiny", "--dequantize-base",
+                           "--fused-lora", "--fused-projections", "--target-modules", "q_proj", "dense",
+                           "--output-dir", str(tmp_path / "run")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "--fused-projections: found no adapted linears that share an input" in last and "Traceback" not in proc.stderr
+
+
+def test_a_grouped_run_scores_its_checkpoint_to_its_own_predictions(tmp_path):
+    """The checkpoint carries the setting: the score command groups as the run did (dropout on in training)."""
+    from tests.test_lora_compute_dtype import scores_like_the_run
+    cfg = scores_like_the_run(tmp_path, "--dequantize-base", "--fused-lora", "--fused-projections", "--lora-dropout", "0.1")
+    assert cfg["fused_projections"] is True
+
+
+def test_the_benchmarks_can_turn_it_off_between_cases():
+    _, bundle = _bundle(**FAST)
+    fuse_projections_(bundle.model)
+    fuse_lora_(bundle.model, on=False)  # peft's forward back on every adapted layer
+    x = torch.randint(3, 100, (2, 12))
+    names = []
+    out = bundle.model(input_ids=x).logits
+    fn = out.grad_fn
+    stack, done = [fn], set()
+    while stack:
+        f = stack.pop()
+        if f is None or f in done:
+            continue
+        done.add(f)
+        names.append(type(f).__name__)
+        stack.extend(g for g, _ in f.next_functions)
+    assert "GroupedLoraBackward" not in names
+
+
+def test_compiled_layers_trace_the_grouped_update_in_one_graph_a_shape():
+    """Under torch.compile the group runs as plain differentiable ops (grouped_ops): dynamo traces a
+    decoder layer without graph breaks, and the steps are the eager grouped ones within float32 rounding
+    (real dynamo and AOT autograd; inductor's kernels are scripts/gpu_smoke.sh's)."""
+    from torch._dynamo.utils import counters
+
+    from nli_qlora.model.compile_layers import compile_layers_
+    from tests.test_compile_layers import _losses as compiled_losses
+    from tests.test_compile_layers import _shapes
+    import torch.fx.experimental._config as fx_config
+    duck, limit = fx_config.use_duck_shape, torch._dynamo.config.recompile_limit  # compile_layers_ sets both
+    torch._dynamo.reset()
+    counters.clear()
+    losses = {}
+    try:
+        for compiled in (False, True):
+            cfg, bundle = _bundle(fused_projections=True, **FAST)
+            if compiled:
+                compile_layers_(bundle.model, backend="aot_eager", shapes=4)
+            losses[compiled] = compiled_losses(cfg, bundle, _shapes())
+        assert not counters["graph_break"]
+        assert counters["stats"]["unique_graphs"] == 6  # two a shape (the first layer's, the others'), three shapes
+    finally:
+        torch._dynamo.reset()
+        fx_config.use_duck_shape, torch._dynamo.config.recompile_limit = duck, limit
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
