@@ -160,6 +160,7 @@ def test_a_grouped_run_scores_its_checkpoint_to_its_own_predictions(tmp_path):
     from tests.test_lora_compute_dtype import scores_like_the_run
     cfg = scores_like_the_run(tmp_path, "--dequantize-base", "--fused-lora", "--fused-projections", "--lora-dropout", "0.1")
     assert cfg["fused_projections"] is True
+    assert "shared-input linears fused" in (tmp_path / "run" / "report.md").read_text()  # the report says how it trained
 
 
 def test_the_benchmarks_can_turn_it_off_between_cases():
@@ -206,4 +207,17 @@ def test_compiled_layers_trace_the_grouped_update_in_one_graph_a_shape():
     finally:
         torch._dynamo.reset()
         fx_config.use_duck_shape, torch._dynamo.config.recompile_limit = duck, limit
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
+
+
+def test_gradient_checkpointing_recomputes_the_groups_with_their_masks():
+    """Non-reentrant checkpointing runs each layer's forward again in the backward pass: the group's first
+    member recomputes it, the others take its outputs, and the saved RNG state gives the same masks."""
+    from nli_qlora.model.bundle import enable_checkpointing
+    losses = {}
+    for checkpointing in (False, True):
+        cfg, bundle = _bundle(lora_dropout=0.1, fused_projections=True, gradient_checkpointing=checkpointing, **FAST)
+        if checkpointing:
+            enable_checkpointing(bundle.model)
+        losses[checkpointing] = _losses(cfg, bundle)
     assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
