@@ -167,6 +167,31 @@ def test_collate_for_the_lm_loss_appends_the_answer_and_masks_only_padding():
     assert "lm_labels" not in collate(rows, 2, 8)
 
 
+def test_collate_fills_each_row_as_writing_it_row_by_row_would():
+    """collate writes all rows at once (a mask over the padded grid): every tensor must be what writing
+    each row into its own slice gives, for rows of any lengths, with and without the lm loss's answers."""
+    g = torch.Generator().manual_seed(0)
+    answers = [[30, 2], [31, 2], [32, 33, 2]]
+    for trial in range(50):
+        n = int(torch.randint(1, 12, (1,), generator=g))
+        rows = [Encoded(tuple(torch.randint(3, 50_000, (int(torch.randint(1, 40, (1,), generator=g)),), generator=g).tolist()),
+                        int(torch.randint(0, 3, (1,), generator=g)), i) for i in range(n)]
+        for answer_ids in (None, answers):
+            got = collate(rows, pad_id=7, pad_multiple=8 if trial % 2 else 1, answer_ids=answer_ids)
+            seqs = [list(r.prompt_ids) + (answer_ids[r.label] if answer_ids else []) for r in rows]
+            width = got["input_ids"].shape[1]
+            assert width == padded_length(max(map(len, seqs)), 8 if trial % 2 else 1)
+            ids = torch.full((n, width), 7, dtype=torch.long)
+            mask = torch.zeros((n, width), dtype=torch.long)
+            for i, seq in enumerate(seqs):
+                ids[i, :len(seq)] = torch.tensor(seq)
+                mask[i, :len(seq)] = 1
+            assert torch.equal(got["input_ids"], ids) and torch.equal(got["attention_mask"], mask)
+            assert got["input_ids"].dtype == got["attention_mask"].dtype == torch.long
+            if answer_ids:
+                assert torch.equal(got["lm_labels"], ids.masked_fill(mask == 0, -100))
+
+
 @pytest.mark.parametrize("grad_accum,ranks,answers", [(1, 1, False), (2, 1, True), (1, 2, False), (3, 2, True)])
 def test_step_shapes_are_the_shapes_the_loops_batches_have(grad_accum, ranks, answers):
     """What --compile counts before training (data.batches.step_shapes) against the tensors the loop's

@@ -239,6 +239,22 @@ def test_process_start_is_when_the_process_started_not_when_nli_qlora_was_import
     assert before_first >= 0 and age >= 2.0
 
 
+def test_the_rss_read_from_one_open_file_follows_the_process_and_a_forked_child_reads_its_own():
+    """rss_gb keeps /proc/self/statm open and reads it again: 300 MB more must show, and a forked child,
+    which inherits the descriptor of its parent's file, must read its own: what opening the file anew
+    there reads, after the child took 300 MB of its own."""
+    code = ("import os; from nli_qlora.infra.machine import rss_gb\n"
+            "fresh = lambda: int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**30\n"
+            "a = rss_gb(); big = b'x' * (300 << 20); b = rss_gb(); pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    more = b'y' * (300 << 20); os.write(1, f'{rss_gb()} {fresh()} '.encode()); os._exit(0)\n"
+            "os.waitpid(pid, 0); print(a, b)")
+    child, child_fresh, a, b = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                                         check=True).stdout.split())
+    assert b >= a + 0.25
+    assert abs(child - child_fresh) < 0.02 and child_fresh > b + 0.1  # the parent's file would say about b
+
+
 @pytest.mark.parametrize("uptime", ["0.50 0.40\n", "", "not a number\n"], ids=["younger-than-the-process", "empty", "garbage"])
 def test_an_uptime_that_disagrees_with_the_process_gives_the_import_time(uptime, tmp_path):
     """A container may show its own /proc/uptime (younger than this process's start ticks, counted from the

@@ -16,9 +16,17 @@ def gb(n: float | None) -> float | None:
     return None if n is None else round(n / 2**30, 4)
 
 
+_statm: tuple[int, int] | None = None  # (pid, descriptor of /proc/self/statm): opened once per process
+
+
 def rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return round(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 4)
+    """This process's resident memory, recorded at every step. The file stays open and is read again
+    from its start: opening it took 0.16 ms a step in the loop on a 2-core CPU, a fifth of the loop's
+    work between steps. /proc/self resolves when opened, so a forked child opens its own."""
+    global _statm
+    if _statm is None or _statm[0] != os.getpid():
+        _statm = (os.getpid(), os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC))
+    return round(int(os.pread(_statm[1], 256, 0).split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30, 4)
 
 
 def peak_rss_gb() -> float:
