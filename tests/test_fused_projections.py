@@ -49,6 +49,19 @@ def _reference(x, weight, bias, a, b, p, scales, widths):
     return torch.cat(cols, dim=1).view(*x.shape[:-1], -1)
 
 
+def _backward_nodes(out: torch.Tensor) -> list[str]:
+    """The type names of every node of out's autograd graph, each node once."""
+    names, stack, done = [], [out.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in done:
+            continue
+        done.add(fn)
+        names.append(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
 def test_the_grouped_update_has_the_gradients_of_its_formula_without_dropout():
     widths, scales = (5, 3, 3), (2.0, 2.0, 0.5)
     for bias in (True, False):
@@ -108,20 +121,8 @@ def test_every_group_computes_once_and_the_members_take_its_outputs():
     assert fuse_projections_(bundle.model) == len(groups_of(bundle.model))
     for n, p in bundle.model.named_parameters():  # the bases are views of one tensor now, with the same values
         assert torch.equal(p, reference[n]), n
-    seen = []
-
-    def count(grad_fn):
-        stack, done = [grad_fn], set()
-        while stack:
-            fn = stack.pop()
-            if fn is None or fn in done:
-                continue
-            done.add(fn)
-            seen.append(type(fn).__name__)
-            stack.extend(f for f, _ in fn.next_functions)
     out = bundle.model(input_ids=x).logits
-    count(out.grad_fn)
-    assert seen.count("GroupedLoraBackward") == len(groups_of(bundle.model))
+    assert _backward_nodes(out).count("GroupedLoraBackward") == len(groups_of(bundle.model))
     assert torch.equal(out, expected)  # float32 on a CPU, dropout off in the tiny preset: the same values
     assert all(g[0]._nli_group[0].pending is None for g in groups_of(bundle.model))  # nothing left behind
 
@@ -167,19 +168,8 @@ def test_the_benchmarks_can_turn_it_off_between_cases():
     _, bundle = _bundle(**FAST)
     fuse_projections_(bundle.model)
     fuse_lora_(bundle.model, on=False)  # peft's forward back on every adapted layer
-    x = torch.randint(3, 100, (2, 12))
-    names = []
-    out = bundle.model(input_ids=x).logits
-    fn = out.grad_fn
-    stack, done = [fn], set()
-    while stack:
-        f = stack.pop()
-        if f is None or f in done:
-            continue
-        done.add(f)
-        names.append(type(f).__name__)
-        stack.extend(g for g, _ in f.next_functions)
-    assert "GroupedLoraBackward" not in names
+    out = bundle.model(input_ids=torch.randint(3, 100, (2, 12))).logits
+    assert "GroupedLoraBackward" not in _backward_nodes(out)
 
 
 def test_compiled_layers_trace_the_grouped_update_in_one_graph_a_shape():
