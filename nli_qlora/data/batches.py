@@ -111,8 +111,8 @@ def collate(rows: list[Encoded], pad_id: int, pad_multiple: int = 8, answer_ids:
     seqs = [list(r.prompt_ids) + (list(answer_ids[r.label]) if answer_ids is not None else []) for r in rows]
     lengths = torch.tensor([len(s) for s in seqs])
     width = padded_length(int(lengths.max()), pad_multiple)
-    # a handful of tensor operations whatever the rows, not three a row: the loop builds a batch between
-    # every two steps, on the host, while the GPU waits (about 1.5 ms a step on the H200's host, issue 14)
+    # a handful of tensor operations whatever the rows, not three a row: the loop builds a batch on the
+    # host between every two steps, while the GPU waits (docs/benchmarks.md, issue 14, ninth round)
     real = torch.arange(width) < lengths[:, None]  # [rows, width]: each row's tokens, then its padding
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     input_ids[real] = torch.tensor([t for seq in seqs for t in seq], dtype=torch.long)  # row-major: row by row
