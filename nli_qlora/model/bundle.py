@@ -63,12 +63,18 @@ def with_lora(bundle: ModelBundle) -> ModelBundle:
     counts = parameter_counts(model)
     if bundle.cfg.dequantize_base:
         dequantize_base_(model)  # after attaching: the adapters initialise as on the 4-bit base
-    if bundle.cfg.fused_lora:
-        check_one_dtype(bundle.cfg.lora_compute_dtype, bundle.dtype)
-        fuse_lora_(model)
-    if bundle.cfg.fused_projections:
-        fuse_projections_(model)
+    fuse_(model, bundle.cfg, bundle.dtype)
     return dataclasses.replace(bundle, model=model, matched=matched, unmatched=unmatched, counts=counts)
+
+
+def fuse_(model: torch.nn.Module, cfg: RunConfig, dtype: torch.dtype) -> None:
+    """--fused-lora, then --fused-projections (which builds on it), in place: as training and scoring
+    both apply them, once the adapters and the (dequantized) base are in place."""
+    if cfg.fused_lora:
+        check_one_dtype(cfg.lora_compute_dtype, dtype)
+        fuse_lora_(model)
+    if cfg.fused_projections:
+        fuse_projections_(model)
 
 
 def enable_checkpointing(model) -> None:

@@ -13,10 +13,8 @@ import torch
 from nli_qlora.config import RunConfig, preset
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.machine import default_device
-from nli_qlora.model.bundle import ModelBundle, load_bundle
+from nli_qlora.model.bundle import ModelBundle, fuse_, load_bundle
 from nli_qlora.model.dequantize import dequantize_base_
-from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
-from nli_qlora.model.fused_projections import fuse_projections_
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.training.scoring import LabelScorer
 
@@ -123,11 +121,7 @@ def load(target: Target, dev: torch.device | None = None) -> Loaded:
     if target.cfg.dequantize_base:
         dequantize_base_(bundle.model)  # after the adapter: it loads as onto the 4-bit base
     adapter_copies_(bundle.model, target.cfg.lora_compute_dtype)
-    if target.cfg.fused_lora:
-        check_one_dtype(target.cfg.lora_compute_dtype, bundle.dtype)
-        fuse_lora_(bundle.model)
-    if target.cfg.fused_projections:
-        fuse_projections_(bundle.model)
+    fuse_(bundle.model, target.cfg, bundle.dtype)
     bundle.model.eval()
     return Loaded(target, bundle, LabelScorer(bundle.model, bundle.label_ids))
 
