@@ -133,17 +133,18 @@ def assert_same_run(resumed: Path, reference: Path) -> None:
 # --- module fixtures: started early, awaited where needed ----------------------------------------
 
 CRASH_ON_THIRD_SAVE = textwrap.dedent("""
-    # kill -9 this process from inside the third checkpoint save, after the adapter files are written
+    # kill -9 this process from inside the third checkpoint write (on its worker thread), after the
+    # adapter files are written
     import os, signal, sys
     import peft
     from nli_qlora.cli.train import main
-    original, calls = peft.PeftModel.save_pretrained, []
+    original, calls = peft.LoraConfig.save_pretrained, []
     def save_then_die(self, *a, **kw):
         original(self, *a, **kw)
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), signal.SIGKILL)
-    peft.PeftModel.save_pretrained = save_then_die
+    peft.LoraConfig.save_pretrained = save_then_die
     sys.exit(main(sys.argv[1:]))
 """)
 

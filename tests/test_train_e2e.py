@@ -153,10 +153,14 @@ def test_a_checkpoint_event_follows_each_epoch_once_it_is_on_disk(run):
     assert [(c["epoch"], c["step"], c["kind"]) for c in ckpts] == [(1, 75, "epoch"), (2, 150, "epoch"),
                                                                      (3, 225, "epoch")]
     assert [Path(c["path"]) for c in ckpts] == [run_dir / "checkpoints" / f"epoch-{e}" for e in (1, 2, 3)]
-    order = [r["event"] for r in records]
-    for c in ckpts:  # after that epoch's last step and its validation eval
-        i = records.index(c)
-        assert order[i - 1] == "eval" and records[i - 1]["epoch"] == c["epoch"]
+    lines = (run_dir / "metrics.jsonl").read_bytes().splitlines(keepends=True)
+    for c in ckpts:
+        # taken right after that epoch's validation eval: a resume from it cuts the metrics file back to there
+        i, taken = records.index(c), records.index(events(records, "eval", split="validation", epoch=c["epoch"])[0])
+        state = json.loads((Path(c["path"]) / "state.json").read_text())
+        assert state["step"] == c["step"] and state["metrics_offset"] == sum(map(len, lines[:taken + 1]))
+        # announced once written on the worker thread, while the next steps (or the test eval) went on
+        assert taken < i and all(r["event"] == "step" or r.get("split") == "test" for r in records[taken + 1:i])
 
 
 def test_run_start_describes_the_run(run):

@@ -14,6 +14,7 @@ mid-save leaves the previous checkpoint intact and never a half one that looks c
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -56,15 +57,56 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(path: Path, model, cfg: RunConfig, optimizer, scheduler, pos: Position) -> Path:
+@dataclass
+class Snapshot:
+    """A checkpoint's contents copied to host memory, so that the steps after it cannot change them
+    while it is written (run.saving writes it on a worker thread)."""
+    adapter: dict[str, torch.Tensor]  # peft's names and layout: what PeftModel.save_pretrained would write
+    adapter_config: object  # a copy of the peft LoraConfig, as save_pretrained writes it
+    cfg: RunConfig
+    trainer_state: dict  # optimizer, scheduler, RNG, position
+
+
+def _host_copy(value):
+    """`value` with every tensor in it copied to host memory; containers rebuilt, the rest deep-copied."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _host_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_host_copy(v) for v in value)
+    return copy.deepcopy(value)
+
+
+def snapshot(model, cfg: RunConfig, optimizer, scheduler, pos: Position) -> Snapshot:
+    """The checkpoint as training stands now. Called with the float32 masters seated. The adapter is
+    peft's own state dict (`get_peft_model_state_dict`) of the trainable weights alone: the whole
+    model's state_dict would also pack every 4-bit weight's quantization state, for nothing."""
+    from peft import get_peft_model_state_dict
+
+    trainable = {name: _host_copy(p) for name, p in model.named_parameters() if p.requires_grad}
+    adapter = get_peft_model_state_dict(model, state_dict=trainable, save_embedding_layers=False)
+    config = copy.deepcopy(model.peft_config["default"])
+    if config.base_model_name_or_path is None:  # as PeftModel.save_pretrained fills it
+        config.base_model_name_or_path = model.base_model.model.__dict__.get("name_or_path")
+    config.inference_mode = True
+    state = {"optimizer": _host_copy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
+             "rng": rng_state(), "position": asdict(pos)}
+    return Snapshot(adapter, config, cfg, state)
+
+
+def write(path: Path, snap: Snapshot) -> Path:
+    """A complete checkpoint at `path` from a snapshot; touches no live model state, so it may run on
+    another thread. The adapter files are those PeftModel.save_pretrained writes, without its model card."""
+    from safetensors.torch import save_file
+
     with staged_dir(path) as tmp:
-        model.save_pretrained(tmp, save_embedding_layers=False)  # the base lm_head is frozen
-        cfg.save(tmp / "config.json")
-        state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                 "position": asdict(pos)}
+        save_file(snap.adapter, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+        snap.adapter_config.save_pretrained(str(tmp))
+        snap.cfg.save(tmp / "config.json")
         with open(tmp / "trainer_state.pt", "wb") as f:  # a Python file: a full disk surfaces as OSError
-            torch.save(state, f)
-        (tmp / "state.json").write_text(json.dumps(asdict(pos)) + "\n")
+            torch.save(snap.trainer_state, f)
+        (tmp / "state.json").write_text(json.dumps(snap.trainer_state["position"]) + "\n")
         sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
     return path

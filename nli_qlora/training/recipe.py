@@ -6,6 +6,10 @@
         eval validation -> metrics `eval`;  checkpoint -> metrics `checkpoint`
     eval test -> predictions -> report.md, summary.json
 
+A checkpoint is copied to host memory at its step boundary and written on a worker thread while the
+next steps run (run.saving); its `checkpoint` record follows once it is complete on disk. A stop,
+the next checkpoint and the run's end wait for it.
+
 Side effects are all here and all explicit: the metrics file (rank 0 only), checkpoints,
 prediction files and the report in the run directory; the terminal view.
 
@@ -53,6 +57,7 @@ from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
 from nli_qlora.run.tensorboard import sinks_for
 from nli_qlora.run.predictions import write_predictions
 from nli_qlora.run.rundir import data_changed
+from nli_qlora.run.saving import BackgroundSaves
 from nli_qlora.training.evaluate import evaluate
 from nli_qlora.training.optim import trainer_for
 from nli_qlora.training.step import Trainer, timed_step
@@ -93,7 +98,8 @@ class FineTune:
         self.metrics = NullMetrics()
         self.restored: Path | None = None
         self.last_checkpoint: Path | None = None
-        self._saved_at: tuple | None = None  # the position of the newest checkpoint on disk
+        self._saved_at: tuple | None = None  # the position of the newest checkpoint taken (on disk, or being written)
+        self.saves = BackgroundSaves()  # checkpoints written on a worker thread while training goes on (rank 0)
         self.ended = False
         self.t_start = time.time()
         self.process_start = process_start()  # before the imports and the model load; this process's under --resume
@@ -326,12 +332,15 @@ class FineTune:
                                    and pos.epoch_step < len(batches))
                 self._evaluate("validation", epoch=pos.epoch)
                 pos.epoch, pos.epoch_step = pos.epoch + 1, 0
-                self._checkpoint(f"epoch-{pos.epoch - 1}", "epoch")
+                self._checkpoint(f"epoch-{pos.epoch - 1}", "epoch", background=True)
                 self._boundary()
         finally:
             self.view.stop()
         self.stop.mode = "noted"  # the test evaluation is the last piece: finish it
-        return self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}
+        test = self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}  # the last checkpoint writes meanwhile
+        self._record_saved(block=True)
+        self.world.barrier()  # none exits while rank 0's last checkpoint is half written
+        return test
 
     def _here(self) -> tuple[int, int, int]:
         return self.pos.step, self.pos.epoch, self.pos.epoch_step
@@ -344,8 +353,11 @@ class FineTune:
         # would otherwise send it to the checkpoint barrier while the others start the next step
         # (a deadlock, seen with two nodes); such a signal is honoured at the next boundary
         stop = self.world.any(self.stop.requested is not None)
+        self._record_saved(block=stop)  # a checkpoint the worker finished; before a stop, wait for it
         if (due or stop) and self._saved_at != self._here():
-            self._checkpoint(f"step-{self.pos.step}", "interrupt" if stop else "steps")
+            self._checkpoint(f"step-{self.pos.step}", "interrupt" if stop else "steps", background=not stop)
+        elif stop:
+            self.world.barrier()  # this point's checkpoint was still being written on rank 0: all leave once it is done
         if stop:
             self.stop.requested = self.stop.requested or "a stop request to another process of this run"
             raise Interrupted(f"stopped by {self.stop.requested} at step {self.pos.step} (epoch {self.pos.epoch}); "
@@ -473,22 +485,38 @@ class FineTune:
             write_predictions(self.run_dir / rel, [s.examples[r.index] for r in s.rows], probs, self.cfg.labels)
         return rel
 
-    def _checkpoint(self, name: str, kind: str, wait: bool = True) -> None:
-        """Rank 0 writes; every rank records it, and (`wait`) all meet at a barrier once it is on rank 0's
-        disk, so none goes on, or exits, while the checkpoint is half written. A barrier, not a look
-        at the disk: the other processes may be on machines that never see rank 0's files."""
+    def _checkpoint(self, name: str, kind: str, wait: bool = True, background: bool = False) -> None:
+        """Rank 0 copies the checkpoint to host memory and writes it: on the worker thread while
+        training goes on (`background`), else before returning. Every rank records it, and (`wait`)
+        all meet at a barrier once rank 0 holds it, so that all go on alike; a stop and the run's end
+        wait for the write itself (_record_saved), so none exits while it is half written. A barrier,
+        not a look at the disk: the other processes may be on machines that never see rank 0's files."""
         path = self.run_dir / "checkpoints" / name
         if self.rank == 0:
+            self._record_saved(block=True)  # one write at a time, recorded in order
             # the metrics file as it is now, without this checkpoint's own record: a resume from this
             # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
             self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
-            with writing(path, "write checkpoint"), self.trainer.masters_seated():  # float32 masters saved
-                path = ckpt.save(path, self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
+            with self.trainer.masters_seated():  # the float32 masters are what is saved
+                snap = ckpt.snapshot(self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
             epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
-            self._log("checkpoint", path=str(path), step=self.pos.step, epoch=epoch, kind=kind)
+            self.saves.start(path, lambda: ckpt.write(path, snap),
+                             dict(path=str(path), step=self.pos.step, epoch=epoch, kind=kind))
+            if not background:
+                self._record_saved(block=True)
         if wait:
             self.world.barrier()
         self.last_checkpoint, self._saved_at = path, self._here()
+
+    def _record_saved(self, block: bool) -> None:
+        """The `checkpoint` record of a write the worker has finished (waiting for it when `block`). Its
+        failure is raised here: a full or read-only disk as a DiskError naming the checkpoint."""
+        write = self.saves.finished(block)
+        if write is None:
+            return
+        with writing(write.path, "write checkpoint"):
+            write.future.result()
+        self._log("checkpoint", **write.record)
 
     # --- the end ---------------------------------------------------------------------------------
 
@@ -503,6 +531,11 @@ class FineTune:
             return
         self.ended = True
         self.stop.mode = "noted"
+        try:
+            self._record_saved(block=True)  # normally done; after an error, a write may be in flight
+        except Exception:  # the error already being reported matters more
+            if status == "completed":
+                raise
         peak_gpu = gb(torch.cuda.max_memory_allocated()) if torch.cuda.is_available() else None
         try:
             self._log("run_end", status=status, wall_s=round(time.time() - self.t_start, 3),
@@ -521,6 +554,7 @@ class FineTune:
             pass
 
     def cleanup(self) -> None:
+        self.saves.close()
         self._close_metrics()
         self.stop.uninstall()
         with warnings.catch_warnings():
