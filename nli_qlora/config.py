@@ -67,7 +67,8 @@ class RunConfig:
                                  "fc1 with q, k, v) together: one matmul for their bases, one kernel for their "
                                  "dropouts, one batched matmul for their LoRA A (fewer kernels a step); needs "
                                  "--fused-lora and --dequantize-base. Each adapter still draws its own dropout mask, "
-                                 "from one call instead of several, so runs train alike, not bit for bit")
+                                 "from one call instead of several, so runs train alike, not bit for bit. For small "
+                                 "batches: at 64 rows and more it is slower and takes more memory")
     compile: bool = _f(False, "torch.compile each decoder layer for the training step: inductor fuses its small "
                        "kernels (Phi-2 on an H200: 25.6 -> 18.3 ms a step at batch 8; at batch 128 252 -> 176 ms "
                        "and 42 -> 26 GB). Each batch shape compiles at its first step (about 10 s cold, under 2 s with "
