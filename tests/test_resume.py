@@ -330,6 +330,29 @@ def test_ctrl_c_during_zero_shot_saves_step_0_and_resume_does_not_redo_it(tmp_pa
     assert [r["step"] for r in records if r["event"] == "step"] == [1, 2, 3]
 
 
+def test_a_stop_during_an_epochs_evaluation_waits_for_its_checkpoint_and_stops_on_it(tmp_path):
+    """The epoch checkpoint after that evaluation is written on the worker thread (run.saving); the
+    stop must wait for it, record it, and stop on it rather than take a second one at the same step."""
+    run_dir = tmp_path / "run"
+    slow_eval = ["--preset", "tiny", "--epochs", "2", "--train-size", "160", "--validation-size", "120",
+                 "--test-size", "20", "--eval-batch-size", "1", "--output-dir", str(run_dir)]
+    run = Run(run_dir, slow_eval)
+    run.wait_for_step(10)  # the epoch's last step: its validation (120 batches of one row) runs now
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.finish() == 130, run.stderr()
+    records = run.records()
+    assert [(r["kind"], r["step"]) for r in records if r["event"] == "checkpoint"] == [("epoch", 10)]
+    assert records[-2]["event"] == "checkpoint" and records[-1]["status"] == "interrupted"
+    assert ckpt.latest(run_dir) == run_dir / "checkpoints" / "epoch-1"
+    assert not any(p.name.startswith(".") for p in (run_dir / "checkpoints").iterdir())
+    assert f"checkpoint {run_dir / 'checkpoints' / 'epoch-1'}" in run.stderr()
+
+    ok(Run.resume(run_dir))
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if r["event"] == "step"] == list(range(1, 21))
+    assert records[-1]["status"] == "completed"
+
+
 def test_second_ctrl_c_stops_at_once(tmp_path):
     run_dir = tmp_path / "run"
     run = Run.start(run_dir, *SLOW_ZERO_SHOT)
