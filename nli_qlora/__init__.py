@@ -22,7 +22,9 @@ class _NoHubKernelNotice(logging.Filter):
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
 
-# bitsandbytes' import without torch's inductor (infra.deferred_compile): also before anything imports it
-from nli_qlora.infra import deferred_compile  # noqa: E402
+# bitsandbytes' import without torch's inductor (infra.deferred_compile), transformers' without
+# scikit-learn (infra.deferred_sklearn): also before anything imports them
+from nli_qlora.infra import deferred_compile, deferred_sklearn  # noqa: E402
 
 deferred_compile.install()
+deferred_sklearn.install()

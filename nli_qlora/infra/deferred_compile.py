@@ -7,8 +7,8 @@ the lent GPU host's slower imports, in every command that loads a model (docs/be
 On CUDA none of the four ever runs (bitsandbytes registers CUDA kernels for those ops), so the import
 buys nothing there; on a CPU the first call still compiles them, as before.
 
-`install()` puts a finder on `sys.meta_path` that, when that one module is imported (by peft, by
-transformers or by us), runs its body with `torch.compile` swapped for `lazy_compile`: the real
+`install()` puts a finder on `sys.meta_path` (infra.import_hook) that, when that one module is imported
+(by peft, by transformers or by us), runs its body with `torch.compile` swapped for `lazy_compile`: the real
 `torch.compile` is called at each function's first call, with the same arguments. Anything other
 than a plain function (an nn.Module, a method) is compiled at once, as torch would. Nothing changes
 when the module is absent (another bitsandbytes) or was imported before `install()`."""
@@ -16,11 +16,10 @@ when the module is absent (another bitsandbytes) or was imported before `install
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
-import sys
 import types
 from contextlib import contextmanager
+
+from nli_qlora.infra import import_hook
 
 TARGET = "bitsandbytes.backends.default.ops"
 
@@ -59,23 +58,5 @@ def deferred_compile():
         torch.compile = real
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
-        if spec is None or spec.loader is None:
-            return None
-        loader, run_body = spec.loader, spec.loader.exec_module
-
-        def exec_module(module):
-            with deferred_compile():
-                run_body(module)
-
-        loader.exec_module = exec_module  # this module's own loader object: nothing else is touched
-        return spec
-
-
 def install() -> None:
-    if not any(isinstance(f, _Finder) for f in sys.meta_path):
-        sys.meta_path.insert(0, _Finder())
+    import_hook.install(TARGET, lambda module: deferred_compile())
