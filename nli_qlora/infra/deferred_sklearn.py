@@ -44,8 +44,14 @@ def stand_in_module(module: str) -> ModuleType:
     """A module whose every attribute is lazy_function(module, that name)."""
     stub = ModuleType(module, f"{module}, imported at first use (nli_qlora.infra.deferred_sklearn)")
     stub.__spec__ = importlib.machinery.ModuleSpec(module, None)  # find_spec(module) answers "installed"
-    stub.__getattr__ = lambda name: lazy_function(module, name)  # PEP 562: names the stub lacks
+    stub.__getattr__ = lambda name: _lazy_attribute(module, name)  # PEP 562: names the stub lacks
     return stub
+
+
+def _lazy_attribute(module: str, name: str):
+    if name.startswith("__"):  # __path__, __file__...: the stand-in is a plain module, not the package's
+        raise AttributeError(name)
+    return lazy_function(module, name)
 
 
 @contextmanager
