@@ -41,7 +41,7 @@ def lazy_function(module: str, name: str):
 
 
 def stand_in_module(module: str) -> ModuleType:
-    """A module whose every attribute is lazy_function(module, that name)."""
+    """A module whose every name (dunders aside) is lazy_function(module, that name)."""
     stub = ModuleType(module, f"{module}, imported at first use (nli_qlora.infra.deferred_sklearn)")
     stub.__spec__ = importlib.machinery.ModuleSpec(module, None)  # find_spec(module) answers "installed"
     stub.__getattr__ = lambda name: _lazy_attribute(module, name)  # PEP 562: names the stub lacks
