@@ -57,8 +57,7 @@ def _lazy_attribute(module: str, name: str):
 @contextmanager
 def deferring(module: str):
     """`module` stands in `sys.modules` for the block when it is installed and not imported yet."""
-    parent = module.partition(".")[0]
-    if module in sys.modules or importlib.util.find_spec(parent) is None:
+    if module in sys.modules or not _installed(module.partition(".")[0]):
         yield
         return
     stub = sys.modules[module] = stand_in_module(module)
@@ -67,6 +66,13 @@ def deferring(module: str):
     finally:
         if sys.modules.get(module) is stub:
             del sys.modules[module]
+
+
+def _installed(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a half-imported or odd package: leave the import as it is
+        return False
 
 
 def install(target: str = TARGET, deferred: str = DEFERRED) -> None:
