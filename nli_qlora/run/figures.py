@@ -1,11 +1,13 @@
 """The report's pictures, drawn from the metrics records alone: the learning curve and the final
 test evaluation's confusion matrix, as PNG files beside report.md.
 
-matplotlib is imported only when drawing (it takes about a second to import, and the training
-loop never needs it); without it the report says how to get the pictures instead of failing."""
+matplotlib is imported only for the report (it takes about half a second to import, and the training
+loop never needs it): `import_meanwhile` starts that import on a thread while the run's last evaluation
+keeps the GPU busy. Without matplotlib the report says how to get the pictures instead of failing."""
 
 from __future__ import annotations
 
+import threading
 from io import BytesIO
 from pathlib import Path
 
@@ -28,13 +30,39 @@ def smoothed(values: list[float], window: int) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
+def _import_matplotlib() -> None:
+    import matplotlib  # lazy: heavy, and only the report draws
+
+    matplotlib.use("Agg")  # no display needed; set before pyplot is imported
+    import matplotlib.pyplot  # noqa: F401
+
+
+def import_meanwhile() -> threading.Thread:
+    """Import matplotlib on a daemon thread, for a report drawn later in this process.
+
+    The train command draws its report after the test evaluation, whose host thread mostly waits on
+    the GPU with the interpreter lock released: the import (0.5 s on a 2-core CPU) passes there
+    instead of after `run_end` (docs/benchmarks.md, issue 14, eleventh round). write_figures' own
+    import then finds it done, or waits for it on Python's import lock; where matplotlib is absent
+    the thread ends and write_figures says so."""
+
+    def load() -> None:
+        try:
+            _import_matplotlib()
+        except Exception:  # absent or broken: write_figures' own import meets it and reports
+            pass
+
+    thread = threading.Thread(target=load, name="nli_qlora-import-matplotlib", daemon=True)
+    thread.start()
+    return thread
+
+
 def write_figures(run_dir: Path, records: list[dict], final_test: dict | None) -> list[str] | None:
     """The PNG files written (names relative to run_dir), or None when matplotlib is not installed."""
     try:
-        import matplotlib  # lazy: heavy, and only the report draws
+        _import_matplotlib()
     except ImportError:
         return None
-    matplotlib.use("Agg")  # no display needed; set before pyplot is imported
     import matplotlib.pyplot as plt
 
     written = []

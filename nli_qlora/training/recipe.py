@@ -52,6 +52,7 @@ from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundl
 from nli_qlora.model.compile_layers import STATIC_SHAPES, inductor_cache, static_shapes
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
+from nli_qlora.run import figures
 from nli_qlora.run.handover import Handover
 from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
 from nli_qlora.run.tensorboard import sinks_for
@@ -337,6 +338,8 @@ class FineTune:
         finally:
             self.view.stop()
         self.stop.mode = "noted"  # the test evaluation is the last piece: finish it
+        if self.rank == 0:  # the report's pictures need matplotlib: imported while the GPU evaluates
+            figures.import_meanwhile()
         test = self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}  # the last checkpoint writes meanwhile
         self._record_saved(block=True)
         self.world.barrier()  # none exits while rank 0's last checkpoint is half written
