@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # session 2026-12-02b call 2: GGUF half a; matplotlib imported during the test eval (HEAD 6252541 .base vs tree), alternating; --pad-to-multiple 32; EXITFAST probe
+# .x: the packed .site, .devdata and full SNLI copy that docs/gpu_smoke.md describes; .base (report-import-ab): the
+# earlier tree, `git archive --prefix=.base/ 6252541 nli_qlora scripts kernels_bench tui setup.cfg pyproject.toml`
 cp .gguf_a/smol.partaa /tmp/
 tar -xJf .x/site.tar.xz && tar -xJf .x/devdata.tar.xz && tar -xJf .x/devfull.tar.xz && tar -xJf .x/base.tar.xz
 source scripts/gpu_env.sh > /dev/null
@@ -13,5 +15,5 @@ print('$name', 'process_wall', e['process_wall_s'], 'final test eval', t['eval_t
 python3 -c "import torch; torch.zeros(1).cuda()"
 for k in 1 2; do R .base old-$k $S; R . new-$k $S; R . p32-$k $S --pad-to-multiple 32; done
 R . old-3 $S; R . new-3 $S
-rm -rf /tmp/runs/xf; EXITFAST=1 /usr/bin/time -f "xf %e s shell" python3 .x/capprobe.py $S --output-dir /tmp/runs/xf 2>&1 | grep -v Warn | tail -3; echo "xf shell_end $(date +%s.%N)"
-python3 .x/gap.py $OUT/*.jsonl
+rm -rf /tmp/runs/xf; EXITFAST=1 /usr/bin/time -f "xf %e s shell" python3 docs/bench/eleventh/capture_probe.py $S --output-dir /tmp/runs/xf 2>&1 | grep -v Warn | tail -3; echo "xf shell_end $(date +%s.%N)"
+python3 docs/bench/tenth/boundaries.py $OUT/*.jsonl
