@@ -10,10 +10,11 @@ four kernels fewer per adapted layer and step.
 The same function as peft's. On a CPU it rounds differently: the update is added in the matmul's
 float32 accumulator and rounded once, where peft rounds the product, the scaled product and the sum.
 On the lent H200 (torch 2.11, cuBLAS) bfloat16 addmm rounds the product before adding it, and the
-update gives peft's bits exactly (docs/benchmarks.md, issue 14, eleventh round). It applies only where the arithmetic is that plain: one active adapter, unmerged, no DoRA or other
-variant, no LoRA bias, and the input, the adapter weights and the base output in one dtype (bfloat16
-copies under --lora-compute-dtype bfloat16 over a bfloat16 base; float32 on a CPU). Elsewhere the
-layer runs peft's own forward. Weights, saving and loading are peft's: only `forward` is replaced."""
+update gives peft's bits exactly (docs/benchmarks.md, issue 14, eleventh round). It applies only
+where the arithmetic is that plain: one active adapter, unmerged, no DoRA or other variant, no LoRA
+bias, and the input, the adapter weights and the base output in one dtype (bfloat16 copies under
+--lora-compute-dtype bfloat16 over a bfloat16 base; float32 on a CPU). Elsewhere the layer runs
+peft's own forward. Weights, saving and loading are peft's: only `forward` is replaced."""
 
 from __future__ import annotations
 

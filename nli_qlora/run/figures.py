@@ -44,7 +44,8 @@ def import_meanwhile() -> threading.Thread:
     the GPU with the interpreter lock released: the import (0.5 s on a 2-core CPU) passes there
     instead of after `run_end` (docs/benchmarks.md, issue 14, eleventh round). write_figures' own
     import then finds it done, or waits for it on Python's import lock; where matplotlib is absent
-    the thread ends and write_figures says so."""
+    the thread ends and write_figures says so. The recipe joins it before the process leaves, so no
+    run that fails meanwhile exits with an import half done."""
 
     def load() -> None:
         try:

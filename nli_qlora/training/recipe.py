@@ -101,6 +101,7 @@ class FineTune:
         self.last_checkpoint: Path | None = None
         self._saved_at: tuple | None = None  # the position of the newest checkpoint taken (on disk, or being written)
         self.saves = BackgroundSaves()  # checkpoints written on a worker thread while training goes on (rank 0)
+        self.matplotlib_import = None  # the report's import, on a thread during the last test evaluation (rank 0)
         self.ended = False
         self.t_start = time.time()
         self.process_start = process_start()  # before the imports and the model load; this process's under --resume
@@ -339,7 +340,7 @@ class FineTune:
             self.view.stop()
         self.stop.mode = "noted"  # the test evaluation is the last piece: finish it
         if self.rank == 0:  # the report's pictures need matplotlib: imported while the GPU evaluates
-            figures.import_meanwhile()
+            self.matplotlib_import = figures.import_meanwhile()
         test = self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}  # the last checkpoint writes meanwhile
         self._record_saved(block=True)
         self.world.barrier()  # none exits while rank 0's last checkpoint is half written
@@ -558,6 +559,8 @@ class FineTune:
 
     def cleanup(self) -> None:
         self.saves.close()
+        if self.matplotlib_import is not None:  # no process leaves with an import half done on another thread
+            self.matplotlib_import.join()
         self._close_metrics()
         self.stop.uninstall()
         with warnings.catch_warnings():
