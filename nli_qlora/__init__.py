@@ -23,8 +23,10 @@ class _NoHubKernelNotice(logging.Filter):
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
 
 # bitsandbytes' import without torch's inductor (infra.deferred_compile), transformers' without
-# scikit-learn (infra.deferred_sklearn): also before anything imports them
-from nli_qlora.infra import deferred_compile, deferred_sklearn  # noqa: E402
+# scikit-learn (infra.deferred_sklearn) and with one scan of its model folders
+# (infra.import_structure_cache): also before anything imports them
+from nli_qlora.infra import deferred_compile, deferred_sklearn, import_structure_cache  # noqa: E402
 
 deferred_compile.install()
 deferred_sklearn.install()
+import_structure_cache.install()

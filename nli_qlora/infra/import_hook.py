@@ -1,5 +1,6 @@
 """One module's body run inside a context, wherever it is imported from: how nli_qlora defers what a
-library imports at its top for nothing nli_qlora uses (infra.deferred_compile, infra.deferred_sklearn)."""
+library imports at its top for nothing nli_qlora uses (infra.deferred_compile, infra.deferred_sklearn), or
+changes what a module's body made (infra.import_structure_cache)."""
 
 from __future__ import annotations
 
