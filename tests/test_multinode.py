@@ -168,8 +168,9 @@ def test_a_stop_to_one_launcher_resumes_with_rank_zero_on_a_node_that_never_saw_
 
 def test_a_node_that_stops_answering_ends_the_other_and_the_run_resumes_in_one_process(can_unshare, alone, tmp_path):
     """c10d with rank 0 on node 0; node 0 freezes (SIGSTOP: a machine that hangs or drops off the
-    network, no connection closed). Node 1's processes each end with one line once the collective
-    timeout (5 s here) passes; node 0's disk keeps its last checkpoint, and one process resumes it."""
+    network, no connection closed). Node 1's processes each end with one line, the first once the
+    collective timeout (5 s here) passes; node 0's disk keeps its last checkpoint, and one process
+    resumes it."""
     cluster, port = Cluster(tmp_path), free_port()
     nodes = cluster.launch((torchrun(c10d(port), "127.0.0.1"), torchrun(c10d(port), "localhost")),
                            TINY + ["--output-dir", str(cluster.run_dir), "--checkpoint-every-steps", "3"],
@@ -191,8 +192,12 @@ def test_a_node_that_stops_answering_ends_the_other_and_the_run_resumes_in_one_p
     # stderr piece by piece, and a process's own line may land after the start of one of theirs
     said = dict(re.findall(r"python -m nli_qlora\.train: \[rank (\d+)\] ([^\n]*)", nodes[1].stderr()))
     assert sorted(said) == ["2", "3"], nodes[1].stderr()
-    assert all(line.startswith("error: another process of this run did not answer for 5 s (NLI_QLORA_COLLECTIVE_TIMEOUT)")
-               for line in said.values()), said
+    # the first of the two to time out says so; the other may see it leave before its own timeout fires
+    # (seen once on a loaded 2-core CI machine), and then says that another process ended
+    timed_out = "error: another process of this run did not answer for 5 s (NLI_QLORA_COLLECTIVE_TIMEOUT)"
+    ended = "error: another process of this run ended, so this one stops too"
+    assert any(line.startswith(timed_out) for line in said.values()), said
+    assert all(line.startswith((timed_out, ended)) for line in said.values()), said
     assert ckpt.latest(cluster.run_dir) is not None
     ok(Run.resume(cluster.run_dir, ALONE))
     assert_same_training(cluster.run_dir, alone)
