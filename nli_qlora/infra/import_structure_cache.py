@@ -5,7 +5,7 @@ transformers builds its lazy import structure by reading every file under `trans
 recurses folder by folder under an `lru_cache` of the default 128 entries. `import transformers` scans
 `models` once, and importing any model class scans it again through `transformers/models/__init__.py`.
 With 560 folders and 128 entries, the second scan finds none of the first's results: 1,122 misses and
-no hit. That is 0.3-0.4 s of every command on a 2-core CPU (docs/benchmarks.md, issue 14's eleventh
+no hit. That is 0.3-0.5 s of every command on a 2-core CPU (docs/benchmarks.md, issue 14's eleventh
 round), in transformers 5.17 (the lent GPU's image) and 5.24 alike.
 
 `install()` puts a finder on `sys.meta_path` (infra.import_hook) that, once that module's body has run,
