@@ -22,11 +22,13 @@ class _NoHubKernelNotice(logging.Filter):
 
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_NoHubKernelNotice())
 
-# bitsandbytes' import without torch's inductor (infra.deferred_compile), transformers' without
-# scikit-learn (infra.deferred_sklearn) and with one scan of its model folders
-# (infra.import_structure_cache): also before anything imports them
-from nli_qlora.infra import deferred_compile, deferred_sklearn, import_structure_cache  # noqa: E402
+# bitsandbytes' import without torch's inductor (infra.deferred_compile); transformers' without
+# scikit-learn and scipy (infra.deferred_import), with one scan of its model folders
+# (infra.import_structure_cache) and without a scan of every installed file (infra.distribution_map):
+# also before anything imports them
+from nli_qlora.infra import deferred_compile, deferred_import, distribution_map, import_structure_cache  # noqa: E402
 
 deferred_compile.install()
-deferred_sklearn.install()
+deferred_import.install()
 import_structure_cache.install()
+distribution_map.install()

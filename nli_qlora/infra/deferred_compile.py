@@ -47,7 +47,7 @@ def lazy_compile(real):
 
 
 @contextmanager
-def deferred_compile():
+def deferred_compile(module=None):
     import torch
 
     real = torch.compile
@@ -59,4 +59,4 @@ def deferred_compile():
 
 
 def install() -> None:
-    import_hook.install(TARGET, lambda module: deferred_compile())
+    import_hook.install(TARGET, deferred_compile)

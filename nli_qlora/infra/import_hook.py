@@ -1,6 +1,6 @@
-"""One module's body run inside a context, wherever it is imported from: how nli_qlora defers what a
-library imports at its top for nothing nli_qlora uses (infra.deferred_compile, infra.deferred_sklearn), or
-changes what a module's body made (infra.import_structure_cache)."""
+"""One module's body run inside contexts, wherever it is imported from: how nli_qlora defers what a
+library imports at its top for nothing nli_qlora uses (infra.deferred_compile, infra.deferred_import), or
+changes what a module's body made or how (infra.import_structure_cache, infra.distribution_map)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ import importlib.abc
 import importlib.machinery
 import sys
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from types import ModuleType
 
 
 class BodyHook(importlib.abc.MetaPathFinder):
-    """Finds `target` as Python's path finder does and wraps its loader's exec_module in `around(module)`."""
+    """Finds `target` as Python's path finder does and wraps its loader's exec_module in each of
+    `arounds(module)`, the first outermost."""
 
     def __init__(self, target: str, around: Callable[[ModuleType], AbstractContextManager]):
-        self.target, self.around = target, around
+        self.target, self.arounds = target, [around]
 
     def find_spec(self, fullname, path, target=None):
         if fullname != self.target:
@@ -24,10 +25,12 @@ class BodyHook(importlib.abc.MetaPathFinder):
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.loader is None:
             return None
-        run_body, around = spec.loader.exec_module, self.around
+        run_body, arounds = spec.loader.exec_module, list(self.arounds)
 
         def exec_module(module):
-            with around(module):
+            with ExitStack() as stack:
+                for around in arounds:
+                    stack.enter_context(around(module))
                 run_body(module)
 
         spec.loader.exec_module = exec_module  # this module's own loader object: nothing else is touched
@@ -35,6 +38,9 @@ class BodyHook(importlib.abc.MetaPathFinder):
 
 
 def install(target: str, around: Callable[[ModuleType], AbstractContextManager]) -> None:
-    """Once per target; a module imported before this is left as it is."""
-    if not any(isinstance(f, BodyHook) and f.target == target for f in sys.meta_path):
+    """Adds `around` to the target's hook (once); a module imported before this is left as it is."""
+    hook = next((f for f in sys.meta_path if isinstance(f, BodyHook) and f.target == target), None)
+    if hook is None:
         sys.meta_path.insert(0, BodyHook(target, around))
+    elif around not in hook.arounds:
+        hook.arounds.append(around)

@@ -1,8 +1,9 @@
-"""A module's top-level import of a package deferred to first use (infra.deferred_sklearn): on
+"""A module's top-level import of a package deferred to first use (infra.deferred_import): on
 transformers 5.17 with scikit-learn installed, `transformers.generation.candidate_generator` imports
-`sklearn.metrics` at its top (1.6 s on the lent GPU's host). The mechanism is checked on a real
-package written here, which imports a real standard-library module the way transformers imports
-scikit-learn's, each case in a fresh interpreter; the last test checks transformers itself."""
+`sklearn.metrics` at its top (1.6 s on the lent GPU's host), and object detection's losses import
+`scipy.optimize` (0.24-0.40 s there). The mechanism is checked on a real package written here, which
+imports a real standard-library module the way transformers imports scikit-learn's, each case in a
+fresh interpreter; the last tests check transformers itself."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ GEN = textwrap.dedent("""
 PROBE = textwrap.dedent("""
     import json, sys
     {before}
-    from nli_qlora.infra import deferred_sklearn
-    deferred_sklearn.install("probe_pkg.gen", "{module}")
+    from nli_qlora.infra import deferred_import
+    deferred_import.install({{"probe_pkg.gen": "{module}"}})
     import probe_pkg.gen as gen
     out = {{"imported_with_body": "{module}" in sys.modules, "names": [n for n in {names!r}.split(", ") if hasattr(gen, n)]}}
     if out["names"]:
@@ -76,3 +77,30 @@ def test_transformers_model_classes_import_without_scikit_learn():
             "import transformers.generation.candidate_generator; print('sklearn' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_transformers_model_classes_import_without_scipy_optimize_and_the_losses_still_match():
+    """Object detection's losses find the deferred function, and it gives scipy's answer."""
+    pytest.importorskip("scipy.optimize")
+    code = textwrap.dedent("""
+        import json, sys, nli_qlora
+        from transformers import LlamaForCausalLM, PhiForCausalLM
+        from transformers.loss import loss_for_object_detection as detection
+        before = "scipy.optimize" in sys.modules
+        rows, cols = detection.linear_sum_assignment([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])
+        from scipy.optimize import linear_sum_assignment
+        real = linear_sum_assignment([[4.0, 1.0, 3.0], [2.0, 0.0, 5.0], [3.0, 2.0, 2.0]])
+        print(json.dumps({"before": before, "same": [rows.tolist(), cols.tolist()] == [a.tolist() for a in real]}))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"before": False, "same": True}
+
+
+def test_installing_twice_defers_once():
+    from nli_qlora.infra import deferred_import, import_hook
+
+    deferred_import.install()
+    deferred_import.install()
+    hooks = [f for f in sys.meta_path if isinstance(f, import_hook.BodyHook) and f.target in deferred_import.DEFERRED]
+    assert sorted(h.target for h in hooks) == sorted(deferred_import.DEFERRED)
+    assert all(len(h.arounds) == 1 for h in hooks)
