@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
+from nli_qlora.data import split_cache
 from nli_qlora.data.builtin import tiny_split
 from nli_qlora.infra.errors import DataError, UserError
 from nli_qlora.labels import NLI, UNLABELED, LabelSet
@@ -340,7 +341,7 @@ def collect(records: Iterator[tuple[int, dict | BadRow]], source: str, skip_bad:
             parsed = BadRow(line, "missing field 'label' (or 'gold_label')")
         if isinstance(parsed, BadRow):
             if not skip_bad:
-                raise DataError(f"{source}: line {parsed.line}: {parsed.reason} (--skip-bad-rows to skip it)")
+                raise bad_row_error(source, parsed)
             stats.bad_skipped += 1
             stats.bad_rows.append(parsed)
         elif isinstance(parsed, tuple):  # (UNLABELED, example)
@@ -353,12 +354,23 @@ def collect(records: Iterator[tuple[int, dict | BadRow]], source: str, skip_bad:
     return examples, stats
 
 
+def bad_row_error(source: str, bad: BadRow) -> DataError:
+    return DataError(f"{source}: line {bad.line}: {bad.reason} (--skip-bad-rows to skip it)")
+
+
 def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: bool,
                labels: LabelSet = NLI) -> tuple[list[Example], SplitStats]:
     """One split, labelled rows only, then `size` evenly spaced rows of them.
 
     Unlabelled rows are dropped *before* the spacing, so `size` labelled rows come back whenever the
-    split has that many; the number dropped is in the stats."""
+    split has that many; the number dropped is in the stats. A data file's split comes from
+    data.split_cache when the same bytes were read for the same size and labels before."""
+    key = None
+    if file and file != "-" and Path(file).is_file():
+        key = split_cache.cache_key(file, file_format(file), size, labels.names, labels.aliases)
+        cached = _from_cache(split_cache.read(key), file, skip_bad)
+        if cached is not None:
+            return cached
     if file:
         records, source = iter_records(file), file
     elif dataset in BUILTIN_DATASETS:
@@ -370,6 +382,27 @@ def load_split(split: str, file: str | None, dataset: str, size: int, skip_bad: 
         raise UserError(f"{source}: no labelled rows")
     chosen = [examples[i] for i in evenly_spaced(len(examples), size)]
     stats.selected, stats.requested, stats.digest = len(chosen), size, rows_digest(chosen)
+    if key is not None:
+        split_cache.write(key, [[e.premise, e.hypothesis, e.label, e.line, e.id] for e in chosen],
+                          dict(stats.as_dict(), bad_rows=[[b.line, b.reason] for b in stats.bad_rows]))
+    return chosen, stats
+
+
+def _from_cache(entry: dict | None, file: str, skip_bad: bool) -> tuple[list[Example], SplitStats] | None:
+    """The split a cache entry holds, as reading `file` gives it; None for an entry that does not add up."""
+    if entry is None:
+        return None
+    try:
+        chosen = [Example(p, h, label, line, row_id) for p, h, label, line, row_id in entry["rows"]]
+        s = entry["stats"]
+        stats = SplitStats(file, s["rows_read"], s["unlabeled_dropped"], s["bad_skipped"], s["selected"],
+                           [BadRow(line, reason) for line, reason in s["bad_rows"]], s["requested"], s["digest"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not chosen or stats.selected != len(chosen) or stats.digest != rows_digest(chosen):
+        return None
+    if stats.bad_rows and not skip_bad:
+        raise bad_row_error(file, stats.bad_rows[0])
     return chosen, stats
 
 

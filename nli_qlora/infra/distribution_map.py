@@ -58,14 +58,14 @@ def version_by_import_name_first(available: Callable) -> Callable:
     """transformers' `_is_package_available(pkg_name, return_version=False)`, trying the version under the
     import name before the distribution map, as transformers 5.24 does."""
 
-    import importlib.metadata
+    import importlib.metadata as metadata
 
     @functools.wraps(available)
     def _is_package_available(pkg_name: str, return_version: bool = False):
         if return_version and importlib.util.find_spec(pkg_name) is not None:
             try:
-                return True, importlib.metadata.version(pkg_name)
-            except importlib.metadata.PackageNotFoundError:
+                return True, metadata.version(pkg_name)
+            except metadata.PackageNotFoundError:
                 pass  # distributed under another name (PIL, pillow): the map says which
         return available(pkg_name, return_version)
 
@@ -74,14 +74,14 @@ def version_by_import_name_first(available: Callable) -> Callable:
 
 @contextmanager
 def lazy_map(module: ModuleType):
-    import importlib.metadata  # here, not at nli_qlora's import: transformers imports it anyway
+    import importlib.metadata as metadata  # here, not at nli_qlora's import: transformers imports it anyway
 
-    real = importlib.metadata.packages_distributions
-    importlib.metadata.packages_distributions = lambda: LazyDistributions(real)
+    real = metadata.packages_distributions
+    metadata.packages_distributions = lambda: LazyDistributions(real)
     try:
         yield
     finally:
-        importlib.metadata.packages_distributions = real
+        metadata.packages_distributions = real
     if isinstance(getattr(module, "PACKAGE_DISTRIBUTION_MAPPING", None), LazyDistributions) and callable(
             getattr(module, "_is_package_available", None)):
         module._is_package_available = version_by_import_name_first(module._is_package_available)

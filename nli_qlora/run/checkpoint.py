@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from nli_qlora.infra.atomic import staged_dir
+from nli_qlora.infra.digest import file_sha256
 from nli_qlora.config import RunConfig
 from nli_qlora.infra.errors import UserError
 
@@ -107,20 +108,12 @@ def write(path: Path, snap: Snapshot) -> Path:
         with open(tmp / "trainer_state.pt", "wb") as f:  # a Python file: a full disk surfaces as OSError
             torch.save(snap.trainer_state, f)
         (tmp / "state.json").write_text(json.dumps(snap.trainer_state["position"]) + "\n")
-        sums = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        sums = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1) + "\n")
     return path
 
 
 CHECKSUMS = "checksums.json"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_files(path: Path, flag: str) -> dict[str, bytes]:
