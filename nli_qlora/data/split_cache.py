@@ -1,9 +1,9 @@
 """A split's selected rows kept on disk, keyed by its data file's bytes: a run reads what the last run,
 or its `--dry-run`, parsed.
 
-Parsing SNLI's three files (40,000 rows, each checked and its label read) took 0.4-0.7 s of every
-run's start-up on the lent GPU's host and 0.4 s on a 2-core CPU (docs/benchmarks.md, issue 14's
-twelfth round); hashing the same 6 MB takes 0.02 s. The key is a SHA-256 over what decides the result:
+Parsing SNLI's three files (40,000 rows, each checked and its label read) takes 0.4 s on a 2-core CPU,
+where hashing the same 6 MB takes 0.02 s; a run's whole data step took 0.36-0.70 s on the lent GPU's
+host (docs/benchmarks.md, issue 14's twelfth round). The key is a SHA-256 over what decides the result:
   - the file's bytes (not its name or time: an edited file is a new key, a copied one the same);
   - its format (the same bytes read as TSV or JSON Lines are other rows);
   - the size asked for (which rows are selected) and the label set's names and aliases (how labels

@@ -3,8 +3,8 @@
 At its top, transformers 5.17's `utils.import_utils` builds `importlib.metadata.packages_distributions()`,
 the map from import names to the distributions that provide them, to look up package versions. For each
 distribution without a `top_level.txt` that reads its RECORD and stats every file in it: 81
-distributions and 27,070 files on the lent GPU's image, 0.2 s of every command on a 2-core CPU and more
-on that host (docs/benchmarks.md, issue 14's twelfth round). Later transformers (5.24 here) build the map
+distributions and 27,070 files on the lent GPU's image: 1.0 s of every command there, 0.2 s on a 2-core
+CPU (docs/benchmarks.md, issue 14's twelfth round). Later transformers (5.24 here) build the map
 only when a version cannot be found under the package's own import name, which is nearly never.
 
 `install()` gives 5.17 the same (infra.import_hook): while that module's body runs,
