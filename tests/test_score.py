@@ -120,6 +120,8 @@ def test_metrics_out_is_summarize_of_the_written_predictions(run_dir, test_rows,
     assert {k: metrics[k] for k in expected} == expected
     assert metrics["rows_in"] == metrics["rows_scored"] == 60 and metrics["rows_failed"] == 0
     assert all(r["correct"] == (r["gold"] == r["predicted"]) for r in rows)
+    # the rows' seconds, and the process's: its start to the first row, then to the end of scoring
+    assert 0 < metrics["before_rows_s"] and metrics["process_s"] >= metrics["before_rows_s"] + metrics["seconds"] - 0.01
     # the table goes to stdout when the rows go to a file (its lines wrap where the path is long)
     assert "balanced accuracy" in " ".join(stdout.split()) and "contradiction" in stdout
 

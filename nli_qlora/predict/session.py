@@ -12,6 +12,7 @@ from pathlib import Path
 from nli_qlora.data.read import file_format
 from nli_qlora.infra.atomic import open_atomic, write_text
 from nli_qlora.infra.errors import UserError
+from nli_qlora.infra.machine import process_start
 from nli_qlora.infra.quiet import quiet_libraries
 from nli_qlora.infra.storage import writing
 from nli_qlora.predict.output import (check_paths, default_errors_path, open_errors, open_output, output_format,
@@ -48,6 +49,8 @@ def score_file(args, prog: str) -> int:
                         f"{' '.join(names)}: only models of one label set compare")
     tally = Tally(names)
     source = "stdin" if args.input == "-" else args.input
+    started = process_start()  # a user timing the command counts the interpreter, imports and loads too
+    before_rows = time.time() - started
     t0 = time.perf_counter()
     with writing(args.output if args.output != "-" else "the score outputs"), ExitStack() as stack:
         out = stack.enter_context(open_output(args.output, out_fmt, names))
@@ -61,7 +64,8 @@ def score_file(args, prog: str) -> int:
     result = dict(metrics, input=source, output=args.output, model=main.cfg.model,
                   checkpoint=str(main.checkpoint) if main.checkpoint else None, rows_in=tally.rows_in,
                   rows_scored=tally.scored, rows_failed=errors.rows, rows_without_gold=tally.unlabelled,
-                  seconds=round(seconds, 3), rows_per_s=round(tally.scored / max(seconds, 1e-9), 1))
+                  seconds=round(seconds, 3), rows_per_s=round(tally.scored / max(seconds, 1e-9), 1),
+                  before_rows_s=round(before_rows, 3), process_s=round(time.time() - started, 3))
     if compare:
         result["compare"] = dict(summary(tally.compare_confusion, names), name=compare.name, model=compare.cfg.model,
                                  checkpoint=str(compare.checkpoint) if compare.checkpoint else None,

@@ -89,4 +89,6 @@ def report(args, result: dict) -> None:
     elif "compare" in result:
         console.print("compare: no rows with gold labels to compare", markup=False)
     note(args, f"scored {result['rows_scored']} of {result['rows_in']} rows in {result['seconds']:.1f} s "
-               f"({result['rows_per_s']:,.0f} rows/s) -> {'stdout' if args.output == '-' else args.output}")
+               f"({result['rows_per_s']:,.0f} rows/s) -> {'stdout' if args.output == '-' else args.output}; "
+               f"{result['process_s']:.1f} s since the process started, {result['before_rows_s']:.1f} s of it before "
+               f"the first row (interpreter, imports, model and adapter)")
