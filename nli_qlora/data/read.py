@@ -395,8 +395,9 @@ def _from_cache(entry: dict | None, file: str, skip_bad: bool) -> tuple[list[Exa
     try:
         chosen = [Example(p, h, label, line, row_id) for p, h, label, line, row_id in entry["rows"]]
         s = entry["stats"]
-        stats = SplitStats(file, s["rows_read"], s["unlabeled_dropped"], s["bad_skipped"], s["selected"],
-                           [BadRow(line, reason) for line, reason in s["bad_rows"]], s["requested"], s["digest"])
+        stats = SplitStats(file, rows_read=s["rows_read"], unlabeled_dropped=s["unlabeled_dropped"],
+                           bad_skipped=s["bad_skipped"], selected=s["selected"], requested=s["requested"],
+                           digest=s["digest"], bad_rows=[BadRow(line, reason) for line, reason in s["bad_rows"]])
     except (KeyError, TypeError, ValueError):
         return None
     if not chosen or stats.selected != len(chosen) or stats.digest != rows_digest(chosen):
