@@ -19,6 +19,7 @@ from kernels_bench.conftest import round_times
 from kernels_bench.hardware import A40, lookup, roofline_seconds, utilization
 from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.model.fused_lora import fuse_lora_
+from nli_qlora.model.fused_norm import fuse_norms_
 from nli_qlora.model.fused_projections import fuse_projections_
 from nli_qlora.tools.tune import draw_batches, fixed_rows, release, set_checkpointing, step_counts, with_warmup
 from nli_qlora.training.optim import trainer_for
@@ -80,7 +81,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
     cfg = dataclasses.replace(rig.cfg, batch_size=case.batch, grad_accum=1, gradient_checkpointing=case.checkpointing,
                               bucketing=case.bucketing, step_mode=case.step_mode,
                               lora_compute_dtype=case.lora_compute_dtype, fused_lora=case.fused_lora,
-                              fused_projections=case.fused_projections,
+                              fused_projections=case.fused_projections, fused_norm=case.fused_norm,
                               compile=case.compile)
     measured = draw_batches(rows, case.batch, 1, case.bucketing, sizes.STEP_ROUNDS, rig.tokenizer.pad_token_id,
                             cfg.pad_to_multiple, cfg.seed, pin=device.type == "cuda",
@@ -99,6 +100,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         fuse_lora_(rig.model, case.fused_lora)  # on or off for every adapted layer: a case before may have grouped
         if case.fused_projections:
             fuse_projections_(rig.model)
+        fuse_norms_(rig.model, case.fused_norm)  # on or off: the rig is shared with the cases before
         trainer, _ = trainer_for(cfg, rig.model, rig.label_ids, total_steps=1000)
         case_memory.reset()
 
@@ -141,7 +143,8 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         "kind": "step", "model": model_name, "batch": case.batch, "seq": case.seq,
         "checkpointing": case.checkpointing, "bucketing": case.bucketing, "step_mode": case.step_mode,
         "dequantize_base": case.dequantize_base, "lora_compute_dtype": case.lora_compute_dtype,
-        "fused_lora": case.fused_lora, "fused_projections": case.fused_projections, "compile": case.compile,
+        "fused_lora": case.fused_lora, "fused_projections": case.fused_projections, "fused_norm": case.fused_norm,
+        "compile": case.compile,
         "step_path": mode, "graph_capture_s": round(capture_s, 3), "captured_while_timed": sum(captured[-len(times):]),
         "device": device_name, "rounds": len(times), "median_step_ms": round(1e3 * statistics.median(times), 3),
         "mean_step_ms": round(1e3 * total / len(times), 3),

@@ -53,6 +53,8 @@ def setting(info: dict) -> str:
         parts.append("fused LoRA update")
     if info.get("fused_projections"):
         parts.append("fused projections")
+    if info.get("fused_norm"):
+        parts.append("fused RMSNorm")
     return ", ".join(parts)
 
 

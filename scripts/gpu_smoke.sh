@@ -171,6 +171,11 @@ check "fused projections = fused lora (phi-2)" trains_alike "$W/proj-phi" "--fus
                                --model random:$W/phi-2-nodrop --tokenizer $TOK $DATA $SHORT --train-size 200 \
                                --no-zero-shot-eval --dequantize-base --lora-compute-dtype bfloat16 --fused-lora \
                                --lora-dropout 0
+# torch's fused rms_norm against transformers' RMSNorm on SmolLM2's shapes (Llama: 61 norms), with the other speed
+# options on in both runs; dropout on: the norm draws no random numbers, so both runs draw the same masks
+check "fused norm = transformers norm" trains_alike "$W/norm" "--fused-norm" --model random:$TOK --tokenizer $TOK \
+                               $DATA $SHORT --train-size 200 --no-zero-shot-eval --dequantize-base \
+                               --lora-compute-dtype bfloat16 --fused-lora --fused-projections
 check "resume = uninterrupted (compile)" same_as_uninterrupted "$W/exact-compile" --model random:$TOK --tokenizer $TOK \
                                $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --compile
 check "train --dry-run"      python3 -m nli_qlora.train $PHI2 $DATA --dry-run --memory-budget A40

@@ -40,6 +40,7 @@ def main() -> int:
                    help="the adapters' compute dtype (bfloat16: working copies of float32 masters)")
     p.add_argument("--fused-lora", action="store_true", help="the LoRA update in two matmuls")
     p.add_argument("--fused-projections", action="store_true", help="shared-input linears grouped (with the two above)")
+    p.add_argument("--fused-norm", action="store_true", help="each RMSNorm as torch's rms_norm (one kernel each way on CUDA)")
     p.add_argument("--compile", action="store_true", help="the decoder layers compiled (RunConfig.compile): the "
                    "first step's warm-up compiles, its capture records the compiled kernels")
     p.add_argument("--top", type=int, default=15)
@@ -70,7 +71,7 @@ def main() -> int:
     changes = {k: v for k, v in (("model", args.model), ("tokenizer", args.tokenizer)) if v}
     cfg = dataclasses.replace(preset(args.preset), **changes, batch_size=args.batch, step_mode=args.step_mode,
                               dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype,
-                              fused_lora=args.fused_lora, fused_projections=args.fused_projections,
+                              fused_lora=args.fused_lora, fused_projections=args.fused_projections, fused_norm=args.fused_norm,
                               compile=args.compile)
     t = time.perf_counter()
     bundle = prepare(cfg, device)
@@ -107,7 +108,7 @@ def main() -> int:
     print(json.dumps({
         "model": cfg.model, "batch": args.batch, "seq": args.seq, "step_mode": args.step_mode,
         "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype, "fused_lora": args.fused_lora,
-        "fused_projections": args.fused_projections,
+        "fused_projections": args.fused_projections, "fused_norm": args.fused_norm,
         "compile": args.compile, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "startup_s": {k: round(v, 3) for k, v in phases.items()},
         "median_step_ms": round(step_ms, 3),

@@ -95,6 +95,7 @@ def _adapters(model: dict) -> str:
     dtype = model.get("lora_compute_dtype", "float32")  # absent before 2026-12-01: float32
     text = "" if dtype == "float32" else f", adapters computing in {dtype} from float32 masters"
     text += ", shared-input linears fused" if model.get("fused_projections") else ""
+    text += f", {model['fused_norms']} RMSNorms fused" if model.get("fused_norms") else ""
     return text + (", decoder layers compiled for training" if model.get("compiled") else "")
 
 

@@ -209,6 +209,18 @@ def training_state_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
             "optimizer_states_paged": paged}
 
 
+def norm_bytes(shape: ModelShape, cfg: RunConfig, n: int, device: str, compiled: bool = False) -> int:
+    """What one norm keeps for backward over n tokens: LayerNorm (Phi) its input and float32 mean and
+    rstd; transformers' RMSNorm a float32 copy of its input and the float32 rsqrt; compiled, or with
+    --fused-norm on CUDA (torch's fused rms_norm; on a CPU it decomposes into transformers'
+    operations), its input in the compute dtype and the rsqrt."""
+    c = _DTYPE_BYTES[cfg.compute_dtype]
+    if shape.family == "phi":
+        return n * shape.hidden * c + 8 * n
+    fused = compiled or (getattr(cfg, "fused_norm", False) and device == "cuda")
+    return (n * shape.hidden * c if fused else 4 * n * shape.hidden) + 4 * n
+
+
 def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, seq_len: int,
                            device: str = "cuda", input_grad: bool = True) -> tuple[int, bool]:
     """(bytes autograd keeps for one decoder layer between its forward and its backward, whether
@@ -238,7 +250,7 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
       --compile (inductor's partitioner recomputes cheap pointwise work in the backward instead of
         keeping it): the activation function keeps its input only (Phi's gelu_new: one N*I tensor,
         not four), a gated MLP keeps gate and up but not act(gate), and RMSNorm its input in the
-        compute dtype, not a float32 copy. Measured on an H200 within 5% (Phi-2 at 8-64 x 64 tokens,
+        compute dtype, not a float32 copy (as with --fused-norm on CUDA, torch's fused rms_norm). Measured on an H200 within 5% (Phi-2 at 8-64 x 64 tokens,
         4-bit and dequantized; SmolLM2 at 16 and 128 x 128), where the uncompiled count was 12-55% over."""
     n = batch_size * seq_len
     c = _DTYPE_BYTES[cfg.compute_dtype]
@@ -263,11 +275,7 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
         return out + sum(per_value * n * lin.fan_in for lin in lins)
 
     def norm(grad: bool) -> int:
-        if not grad:
-            return 0
-        if shape.family == "phi":
-            return n * h * c + 8 * n
-        return (n * h * c if compiled else 4 * n * h) + 4 * n  # compiled: its input, not a float32 copy
+        return norm_bytes(shape, cfg, n, device, compiled) if grad else 0
 
     def attention(grad_in: bool) -> bool:
         nonlocal total
@@ -344,7 +352,7 @@ def estimate_peak_bytes(model_config, run_config: RunConfig, batch_size: int, se
     first, grad = layer_activation_bytes(shape, cfg, batch_size, seq_len, device, input_grad=False)
     rest, _ = layer_activation_bytes(shape, cfg, batch_size, seq_len, device, input_grad=grad)
     every, _ = layer_activation_bytes(shape, cfg, batch_size, seq_len, device, input_grad=True)
-    final_norm = n * h * c + 8 * n if shape.family == "phi" else 4 * n * h + 4 * n
+    final_norm = norm_bytes(shape, cfg, n, device)  # outside the decoder layers: never compiled
     if cfg.gradient_checkpointing:  # the embedding output requires grad (enable_input_require_grads)
         terms["activations"] = shape.layers * n * h * c + final_norm
         terms["recompute"] = every
