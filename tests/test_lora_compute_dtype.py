@@ -52,7 +52,13 @@ def test_the_fast_step_and_its_eager_twin_take_the_same_steps(optimizer):
         # the working copies are the masters rounded: published after every update
         assert all(torch.equal(p.detach(), m.detach().to(torch.bfloat16)) for p, m in zip(trainer.copies.params, masters))
     assert losses["eager"][-1] < losses["eager"][0]
-    assert losses["fast"] == pytest.approx(losses["eager"], rel=1e-4, abs=1e-5)
+    # the first update is the same arithmetic, so the second step's loss is too; later the two clip from a
+    # gradient norm summed in another order (one flat tensor against one per weight), a difference of about
+    # 1e-7 that can flip a bfloat16 rounding of a working copy. How far that carries depends on the CPU's
+    # float kernels: under 1e-4 relative in 8 steps on the Intel CPUs this ran on, 2.8e-4 on an AMD EPYC
+    # without AVX-512 (5.3e-4 by step 12). Bounded by a bfloat16 scale, not by one CPU's luck
+    assert losses["fast"][:2] == pytest.approx(losses["eager"][:2], rel=1e-6)
+    assert losses["fast"] == pytest.approx(losses["eager"], rel=2e-3)
 
 
 @pytest.mark.parametrize("mode", ["fast", "eager"])

@@ -91,17 +91,20 @@ def alive(pids) -> list[int]:
     return [p for p in pids if Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()]
 
 
-def until(done, what: str) -> None:
-    """Wait for `done()`, at most PATIENCE_S: a hang fails here instead of blocking the suite."""
+def until(done, what: str, detail=None) -> None:
+    """Wait for `done()`, at most PATIENCE_S: a hang fails here instead of blocking the suite, saying
+    what `detail()` returns (the launchers' last output) so the hang can be told apart afterwards."""
     end = time.monotonic() + PATIENCE_S
     while not done():
         if time.monotonic() > end:
-            pytest.fail(f"still waiting after {PATIENCE_S} s for {what}")
+            pytest.fail(f"still waiting after {PATIENCE_S} s for {what}" + (f"\n{detail()}" if detail else ""))
         time.sleep(0.1)
 
 
 def finish(*nodes: Run) -> list[int]:
-    until(lambda: all(n.proc.poll() is not None for n in nodes), "both launchers to end")
+    until(lambda: all(n.proc.poll() is not None for n in nodes), "both launchers to end",
+          detail=lambda: "\n".join(f"--- node {i} (exit {n.proc.poll()}), last stderr:\n{n.stderr()[-3000:]}"
+                                   for i, n in enumerate(nodes)))
     return [n.proc.returncode for n in nodes]
 
 

@@ -1,9 +1,10 @@
 """--fused-norm: each RMSNorm of a Llama-style decoder as torch's one rms_norm call.
 
-transformers writes RMSNorm as six tensor operations (a float32 copy, pow, mean, add, rsqrt, two
-multiplies and a cast back): about 8 kernels forward and 12 backward, twice a layer and once at the
-end (61 times a step in SmolLM2). On CUDA `torch.nn.functional.rms_norm` is one fused kernel each
-way, and its backward keeps the input and the float32 rsqrt instead of a float32 copy of the input.
+transformers writes RMSNorm as a float32 copy, pow, mean, add, rsqrt, two multiplies and a cast
+back, twice a layer and once at the end (61 times a step in SmolLM2). On CUDA
+`torch.nn.functional.rms_norm` is one fused kernel each way (one norm forward and backward on an
+H200: 24 kernels against 4, docs/benchmarks.md, thirteenth round), and its backward keeps the input
+and the float32 rsqrt instead of a float32 copy of the input.
 At batch 8 a step is bound by the number of small kernels (docs/benchmarks.md, issue 14), so this
 is the same arithmetic in fewer launches. On a CPU the call decomposes into the same operations:
 no faster, no harm.

@@ -250,8 +250,9 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
       --compile (inductor's partitioner recomputes cheap pointwise work in the backward instead of
         keeping it): the activation function keeps its input only (Phi's gelu_new: one N*I tensor,
         not four), a gated MLP keeps gate and up but not act(gate), and RMSNorm its input in the
-        compute dtype, not a float32 copy (as with --fused-norm on CUDA, torch's fused rms_norm). Measured on an H200 within 5% (Phi-2 at 8-64 x 64 tokens,
-        4-bit and dequantized; SmolLM2 at 16 and 128 x 128), where the uncompiled count was 12-55% over."""
+        compute dtype, not a float32 copy (as --fused-norm's rms_norm does on CUDA: norm_bytes).
+        Measured on an H200 within 5% (Phi-2 at 8-64 x 64 tokens, 4-bit and dequantized; SmolLM2 at
+        16 and 128 x 128), where the uncompiled count was 12-55% over."""
     n = batch_size * seq_len
     c = _DTYPE_BYTES[cfg.compute_dtype]
     a = adapter_bytes(cfg)
