@@ -68,6 +68,24 @@ def test_key_changes_with_template_rows_and_tokenizer(tok, examples):
     assert cache_key(other, _prompts(examples)) != base
 
 
+def test_a_tokenizer_given_tokens_after_its_first_key_gets_another_key(examples):
+    """The fingerprint is kept per tokenizer object (hashing its definition takes about 20 ms); tokens
+    added to that very object afterwards must still change the key."""
+    from nli_qlora.data.token_cache import _FINGERPRINTS
+    same = build_tokenizer()
+    base = cache_key(same, _prompts(examples))
+    assert _FINGERPRINTS[same][0] == len(same) and cache_key(same, _prompts(examples)) == base
+    same.add_tokens(["zebra"])
+    assert cache_key(same, _prompts(examples)) != base
+    assert cache_key(same, _prompts(examples)) == cache_key(_with_zebra(), _prompts(examples))
+
+
+def _with_zebra():
+    other = build_tokenizer()
+    other.add_tokens(["zebra"])
+    return other
+
+
 def test_broken_cache_file_is_a_miss_and_is_rewritten(cache, tok, examples):
     path = cache_path(cache_key(tok, _prompts(examples)))
     path.parent.mkdir(parents=True)

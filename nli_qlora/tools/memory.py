@@ -234,9 +234,10 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
       norms: LayerNorm keeps its input (N*H*c) and float32 mean and rstd; Llama's RMSNorm keeps its
         float32 copy of the input (N*H*4) and the float32 rsqrt.
       attention: the query and key after rotary embedding, the value, the output (4 x N*H*c) and the
-        float32 log-sum-exp that SDPA keeps; grouped key/value heads count at the query heads' size
-        on CUDA, where transformers repeats them when a padding mask is given (on CPU SDPA takes
-        them grouped). SDPA keeps no T x T matrix.
+        float32 log-sum-exp that SDPA keeps; grouped key/value heads at their own count: the scorer
+        gives no mask, so transformers hands them to SDPA grouped (enable_gqa) on CUDA as on a CPU
+        instead of repeating them to the query heads (measured on an H200, thirteenth round). SDPA
+        keeps no T x T matrix.
       LoRA, per adapted linear of input width d: peft casts the input to the adapters' dtype (a
         bytes: 4 for float32, 2 with --lora-compute-dtype bfloat16) and the dropout's output (N*d*a)
         is what lora_A keeps, plus the dropout mask (one byte per value on CUDA, a mask of the
@@ -261,7 +262,7 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
     mask_bytes = lambda dtype_bytes: 1 if device == "cuda" else dtype_bytes
     targets, _ = lora_targets(shape, cfg)
     adapted = {lin.name for lin in targets}
-    kv_heads = shape.heads if device == "cuda" else shape.kv_heads  # repeated for SDPA on CUDA
+    kv_heads = shape.kv_heads  # grouped: no mask, so SDPA takes them unrepeated (enable_gqa)
     total = 0
 
     def lora(group: str, grad: bool, input_kept: bool = False) -> int:
