@@ -2,8 +2,8 @@
 
 transformers writes RMSNorm as a float32 copy, pow, mean, add, rsqrt, two multiplies and a cast
 back, twice a layer and once at the end (61 times a step in SmolLM2). On CUDA
-`torch.nn.functional.rms_norm` is one fused kernel each way (one norm forward and backward on an
-H200: 24 kernels against 4, docs/benchmarks.md, thirteenth round), and its backward keeps the input
+`torch.nn.functional.rms_norm` is a fused kernel forward and backward (one norm forward and backward
+on an H200: 3 kernels against 23, docs/benchmarks.md, thirteenth round), and its backward keeps the input
 and the float32 rsqrt instead of a float32 copy of the input.
 At batch 8 a step is bound by the number of small kernels (docs/benchmarks.md, issue 14), so this
 is the same arithmetic in fewer launches. On a CPU the call decomposes into the same operations:
