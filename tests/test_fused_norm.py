@@ -9,9 +9,7 @@ import torch
 
 from nli_qlora.config import RunConfig
 from nli_qlora.model.fused_norm import computes_rms_norm, fuse_norms_, fused_norm_count
-from nli_qlora.model.load import attach_lora, match_targets, random_model
-from nli_qlora.tools.memory import estimate_peak_bytes
-from tests.test_memory import _tiny_config, saved_activation_bytes
+from tests.test_memory import _tiny_config, activation_bytes
 
 
 def _llama(dtype=torch.float32):
@@ -94,16 +92,8 @@ def test_activation_count_with_fused_norms(device):
     cfg = RunConfig(model="x", lora_dropout=0.05, compute_dtype="bfloat16", lora_compute_dtype="bfloat16",
                     fused_norm=True, gradient_checkpointing=False)
     config = _tiny_config("llama")  # grouped key/value heads (4 and 2), as SmolLM2's (9 and 3)
-    dev = torch.device(device)
-    model = random_model(cfg, config, dev, torch.bfloat16)
-    model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
-    assert fuse_norms_(model) == 2 * config.num_hidden_layers + 1
-    from nli_qlora.training.step import FlatParams
-    FlatParams([p for p in model.parameters() if p.requires_grad], torch.bfloat16)
-    model.train()
-    batch = {"input_ids": torch.randint(3, 500, (4, 32), device=dev)}
-    measured = saved_activation_bytes(model, batch)
-    estimated = estimate_peak_bytes(config, cfg, 4, 32, device=device)["activations"]
+    measured, estimated, model = activation_bytes(config, cfg, device)
+    assert fused_norm_count(model) == 2 * config.num_hidden_layers + 1
     assert estimated == pytest.approx(measured, rel=0.01)
 
 

@@ -12,6 +12,7 @@ from nli_qlora.infra.errors import UserError
 from nli_qlora.config import RunConfig
 from nli_qlora.tools.memory import (ModelShape, estimate_peak_bytes, layer_activation_bytes, lora_parameter_count,
                               parse_budget)
+from nli_qlora.model.fused_norm import fuse_norms_
 from nli_qlora.model.load import attach_lora, load_config, match_targets, random_model, resolve_source
 from nli_qlora.training.scoring import LabelScorer
 from nli_qlora.training.step import FlatParams
@@ -65,21 +66,29 @@ def test_activation_count_matches_what_autograd_keeps(family, dtype, dropout, ch
     against autograd; with --lora-compute-dtype bfloat16 the adapters are the loop's working copies."""
     cfg = RunConfig(model="x", lora_dropout=dropout, compute_dtype=dtype, gradient_checkpointing=checkpointing,
                     lora_compute_dtype=adapters)
-    config = _tiny_config(family)
-    model = random_model(cfg, config, torch.device("cpu"), getattr(torch, dtype))
+    measured, estimated, _ = activation_bytes(_tiny_config(family), cfg)
+    assert estimated == pytest.approx(measured, rel=0.01)
+
+
+def activation_bytes(config, cfg: RunConfig, device: str = "cpu", batch_size: int = 4, seq_len: int = 32):
+    """(bytes autograd keeps, bytes the estimate counts, the model) for a LoRA model of `config` built
+    as the loop builds it: random weights, adapters, --fused-norm when asked, the flat buffer (and the
+    working copies with --lora-compute-dtype bfloat16), checkpointing when asked."""
+    dev = torch.device(device)
+    model = random_model(cfg, config, dev, getattr(torch, cfg.compute_dtype))
     model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
-    FlatParams([p for p in model.parameters() if p.requires_grad], getattr(torch, adapters))
-    if checkpointing:
+    if cfg.fused_norm:
+        fuse_norms_(model)
+    FlatParams([p for p in model.parameters() if p.requires_grad], getattr(torch, cfg.lora_compute_dtype))
+    if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
     model.train()
-    batch_size, seq_len = 4, 32
-    mask = torch.ones(batch_size, seq_len, dtype=torch.long)
+    mask = torch.ones(batch_size, seq_len, dtype=torch.long, device=dev)
     mask[0, 20:] = 0  # a padded row, as in training
-    batch = {"input_ids": torch.randint(3, 500, (batch_size, seq_len)), "attention_mask": mask}
+    batch = {"input_ids": torch.randint(3, 500, (batch_size, seq_len), device=dev), "attention_mask": mask}
     measured = saved_activation_bytes(model, batch)
-    estimated = estimate_peak_bytes(config, cfg, batch_size, seq_len, device="cpu")["activations"]
-    assert estimated == pytest.approx(measured, rel=0.01)
+    return measured, estimate_peak_bytes(config, cfg, batch_size, seq_len, device=device)["activations"], model
 
 
 def test_first_layer_keeps_less_without_checkpointing(phi2):

@@ -262,7 +262,6 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
     mask_bytes = lambda dtype_bytes: 1 if device == "cuda" else dtype_bytes
     targets, _ = lora_targets(shape, cfg)
     adapted = {lin.name for lin in targets}
-    kv_heads = shape.kv_heads  # grouped: no mask, so SDPA takes them unrepeated (enable_gqa)
     total = 0
 
     def lora(group: str, grad: bool, input_kept: bool = False) -> int:
@@ -284,7 +283,8 @@ def layer_activation_bytes(shape: ModelShape, cfg: RunConfig, batch_size: int, s
         total += lora("norm1", grad_in)
         grad = grad_in or bool(adapted & {"q_proj", "k_proj", "v_proj"})
         if grad:
-            total += (2 * shape.heads + 2 * kv_heads) * n * shape.head_dim * c + 4 * batch_size * shape.heads * seq_len
+            # key and value at their own head count: no mask, so SDPA takes them grouped (enable_gqa)
+            total += (2 * shape.heads + 2 * shape.kv_heads) * n * shape.head_dim * c + 4 * batch_size * shape.heads * seq_len
         total += lora("attn_out", grad, input_kept=grad)  # SDPA's output, in the layout o_proj reads
         return grad or bool(adapted & {"dense", "o_proj"})
 
