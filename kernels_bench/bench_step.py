@@ -20,6 +20,7 @@ from kernels_bench.hardware import A40, lookup, roofline_seconds, utilization
 from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.model.fused_lora import fuse_lora_
 from nli_qlora.model.fused_norm import fuse_norms_
+from nli_qlora.model.fused_rope import fuse_rope_
 from nli_qlora.model.fused_projections import fuse_projections_
 from nli_qlora.tools.tune import draw_batches, fixed_rows, release, set_checkpointing, step_counts, with_warmup
 from nli_qlora.training.optim import trainer_for
@@ -82,7 +83,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
                               bucketing=case.bucketing, step_mode=case.step_mode,
                               lora_compute_dtype=case.lora_compute_dtype, fused_lora=case.fused_lora,
                               fused_projections=case.fused_projections, fused_norm=case.fused_norm,
-                              compile=case.compile)
+                              fused_rope=case.fused_rope, compile=case.compile)
     measured = draw_batches(rows, case.batch, 1, case.bucketing, sizes.STEP_ROUNDS, rig.tokenizer.pad_token_id,
                             cfg.pad_to_multiple, cfg.seed, pin=device.type == "cuda",
                             answer=rig.appended_answers(cfg.loss))
@@ -101,6 +102,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         if case.fused_projections:
             fuse_projections_(rig.model)
         fuse_norms_(rig.model, case.fused_norm)  # on or off: the rig is shared with the cases before
+        fuse_rope_(rig.model, case.fused_rope)
         trainer, _ = trainer_for(cfg, rig.model, rig.label_ids, total_steps=1000)
         case_memory.reset()
 
@@ -144,6 +146,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         "checkpointing": case.checkpointing, "bucketing": case.bucketing, "step_mode": case.step_mode,
         "dequantize_base": case.dequantize_base, "lora_compute_dtype": case.lora_compute_dtype,
         "fused_lora": case.fused_lora, "fused_projections": case.fused_projections, "fused_norm": case.fused_norm,
+        "fused_rope": case.fused_rope,
         "compile": case.compile,
         "step_path": mode, "graph_capture_s": round(capture_s, 3), "captured_while_timed": sum(captured[-len(times):]),
         "device": device_name, "rounds": len(times), "median_step_ms": round(1e3 * statistics.median(times), 3),

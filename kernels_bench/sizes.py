@@ -44,6 +44,7 @@ class StepCase:
     fused_lora: bool = False  # --fused-lora: the LoRA update in two matmuls (nli_qlora.model.fused_lora)
     fused_projections: bool = False  # --fused-projections: shared-input linears as one (nli_qlora.model.fused_projections)
     fused_norm: bool = False  # --fused-norm: each RMSNorm as torch's rms_norm (nli_qlora.model.fused_norm)
+    fused_rope: bool = False  # --fused-rope: Liger-Kernel's Triton rotary embedding (nli_qlora.model.fused_rope)
     compile: bool = False  # --compile: the decoder layers compiled by inductor (nli_qlora.model.compile_layers)
 
     def __str__(self) -> str:
@@ -64,6 +65,8 @@ class StepCase:
             parts.append("proj")
         if self.fused_norm:
             parts.append("norm")
+        if self.fused_rope:
+            parts.append("rope")
         if self.compile:
             parts.append("compile")
         return "-".join(parts)
@@ -79,7 +82,9 @@ def _step_grid() -> list[StepCase]:
                 StepCase(8, 16, checkpointing=True), StepCase(8, SNLI), StepCase(8, SNLI, bucketing=False),
                 StepCase(8, 16, dequantize_base=True), StepCase(8, 16, lora_compute_dtype="bfloat16"),
                 StepCase(8, 16, fused_lora=True), StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True),
-                StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True, fused_norm=True)]
+                StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True, fused_norm=True),
+                StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True, fused_norm=True,
+                         fused_rope=True)]
     grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
     grid.append(StepCase(8, 64, step_mode="eager"))
     grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
@@ -94,6 +99,8 @@ def _step_grid() -> list[StepCase]:
              for b in (8, 64, 128)]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True, fused_projections=True,
                       fused_norm=True) for b in (8, 64, 128)]  # a Phi model has no RMSNorm: there it equals the case above
+    grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True, fused_projections=True,
+                      fused_norm=True, fused_rope=True) for b in (8, 64, 128)]
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", compile=True) for b in (8, 64, 128)]
     grid += [StepCase(8, SNLI, compile=True)]  # compiled over the 4-bit base and float32 adapters (the defaults)
     return grid

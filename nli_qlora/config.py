@@ -73,6 +73,11 @@ class RunConfig:
                           "and backward on CUDA instead of 23 (fewer kernels a step); normalized and weighted in "
                           "float32, rounded once instead of twice, so runs train alike, not bit for bit. Phi's "
                           "LayerNorm is one kernel already: there it changes nothing")
+    fused_rope: bool = _f(False, "compute the rotary embedding of q and k with Liger-Kernel's Triton kernel: one "
+                          "launch each way instead of about 20 kernels a layer (fewer kernels a step, in training "
+                          "and evaluation); needs a CUDA GPU and the liger-kernel package (pip install "
+                          "'nli-qlora[liger]'); on a CPU it changes nothing. May round differently in the last "
+                          "place, so runs train alike, not bit for bit")
     compile: bool = _f(False, "torch.compile each decoder layer for the training step: inductor fuses its small "
                        "kernels (Phi-2 on an H200: 25.6 -> 18.3 ms a step at batch 8; at batch 128 252 -> 176 ms "
                        "and 42 -> 26 GB). Each batch shape compiles at its first step (about 10 s cold, under 2 s with "

@@ -55,6 +55,8 @@ def setting(info: dict) -> str:
         parts.append("fused projections")
     if info.get("fused_norm"):
         parts.append("fused RMSNorm")
+    if info.get("fused_rope"):
+        parts.append("fused rotary embedding")
     return ", ".join(parts)
 
 

@@ -6,8 +6,8 @@ tools.tune.prepare and training.optim.trainer_for, as the loop and the benchmark
     python scripts/profile_step.py --preset tiny --batch 8 --seq 16          # on a CPU
 
 Prints one JSON object: the start-up phases (seconds), the median step, GPU kernels per step and
-their summed time (what the GPU did), the host gap (step time the GPU was idle), and the top
-operators by device time. Random token rows of one length: timings do not depend on values."""
+their summed time (what the GPU did), the host gap (step time the GPU was idle), the top
+operators by device time, and (--step-mode eager) the operators that launch the most kernels. Random token rows of one length: timings do not depend on values."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ def main() -> int:
     p.add_argument("--fused-lora", action="store_true", help="the LoRA update in two matmuls")
     p.add_argument("--fused-projections", action="store_true", help="shared-input linears grouped (with the two above)")
     p.add_argument("--fused-norm", action="store_true", help="each RMSNorm as torch's rms_norm (3 kernels forward and backward on CUDA, not 23)")
+    p.add_argument("--fused-rope", action="store_true", help="the rotary embedding as Liger-Kernel's Triton kernel")
     p.add_argument("--compile", action="store_true", help="the decoder layers compiled (RunConfig.compile): the "
                    "first step's warm-up compiles, its capture records the compiled kernels")
     p.add_argument("--top", type=int, default=15)
@@ -72,7 +73,7 @@ def main() -> int:
     cfg = dataclasses.replace(preset(args.preset), **changes, batch_size=args.batch, step_mode=args.step_mode,
                               dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype,
                               fused_lora=args.fused_lora, fused_projections=args.fused_projections, fused_norm=args.fused_norm,
-                              compile=args.compile)
+                              fused_rope=args.fused_rope, compile=args.compile)
     t = time.perf_counter()
     bundle = prepare(cfg, device)
     synchronize(device)
@@ -105,10 +106,26 @@ def main() -> int:
                   for e in kernels) / 1e3 / n if kernels else None
     step_ms = statistics.median(seconds) * 1e3
     top = sorted(averages, key=device_us if cuda else (lambda e: e.self_cpu_time_total), reverse=True)[:args.top]
+    # the operators that launch the most kernels (a backward op under the autograd node that ran it,
+    # a forward op under the outermost aten op): what a fused kernel would remove. --step-mode eager
+    # only: a captured step's replay launches its kernels with no operator around them
+    launches: dict[str, int] = {}
+    for e in prof.events():
+        if not getattr(e, "kernels", None):
+            continue
+        label, p = e.name, e
+        while p is not None:
+            if p.name.startswith("autograd::engine::evaluate_function"):
+                label = p.name.split(": ", 1)[-1]
+                break
+            if p.name.startswith("aten::"):
+                label = p.name
+            p = p.cpu_parent
+        launches[label] = launches.get(label, 0) + len(e.kernels)
     print(json.dumps({
         "model": cfg.model, "batch": args.batch, "seq": args.seq, "step_mode": args.step_mode,
         "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype, "fused_lora": args.fused_lora,
-        "fused_projections": args.fused_projections, "fused_norm": args.fused_norm,
+        "fused_projections": args.fused_projections, "fused_norm": args.fused_norm, "fused_rope": args.fused_rope,
         "compile": args.compile, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "startup_s": {k: round(v, 3) for k, v in phases.items()},
         "median_step_ms": round(step_ms, 3),
@@ -118,6 +135,9 @@ def main() -> int:
         "top_ops": [{"name": e.key[:60], "calls_per_step": round(e.count / n, 1),
                      "device_ms_per_step": round(device_us(e) / 1e3 / n, 3),
                      "cpu_ms_per_step": round(e.self_cpu_time_total / 1e3 / n, 3)} for e in top],
+        "kernels_by_launching_op": {k: round(v / n, 1) for k, v in
+                                    sorted(launches.items(), key=lambda kv: -kv[1])[:args.top]}
+                                    if cuda and args.step_mode == "eager" else None,
     }, indent=1))
     return 0
 

@@ -13,6 +13,7 @@ from nli_qlora.config import RunConfig
 from nli_qlora.tools.memory import (ModelShape, estimate_peak_bytes, layer_activation_bytes, lora_parameter_count,
                               parse_budget)
 from nli_qlora.model.fused_norm import fuse_norms_
+from nli_qlora.model.fused_rope import fuse_rope_
 from nli_qlora.model.load import attach_lora, load_config, match_targets, random_model, resolve_source
 from nli_qlora.training.scoring import LabelScorer
 from nli_qlora.training.step import FlatParams
@@ -72,13 +73,15 @@ def test_activation_count_matches_what_autograd_keeps(family, dtype, dropout, ch
 
 def activation_bytes(config, cfg: RunConfig, device: str = "cpu", batch_size: int = 4, seq_len: int = 32):
     """(bytes autograd keeps, bytes the estimate counts, the model) for a LoRA model of `config` built
-    as the loop builds it: random weights, adapters, --fused-norm when asked, the flat buffer (and the
+    as the loop builds it: random weights, adapters, --fused-norm and --fused-rope when asked, the flat buffer (and the
     working copies with --lora-compute-dtype bfloat16), checkpointing when asked."""
     dev = torch.device(device)
     model = random_model(cfg, config, dev, getattr(torch, cfg.compute_dtype))
     model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
     if cfg.fused_norm:
         fuse_norms_(model)
+    if cfg.fused_rope:
+        fuse_rope_(model)
     FlatParams([p for p in model.parameters() if p.requires_grad], getattr(torch, cfg.lora_compute_dtype))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

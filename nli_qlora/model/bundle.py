@@ -20,6 +20,7 @@ from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
 from nli_qlora.model.fused_norm import fuse_norms_
 from nli_qlora.model.fused_projections import fuse_projections_
+from nli_qlora.model.fused_rope import fuse_rope_
 from nli_qlora.model.load import (ModelSource, attach_lora, check_context, compute_dtype, load_base_model,
                                   load_tokenizer, match_targets, parameter_counts, resolve_source, tokenizer_source)
 
@@ -69,8 +70,8 @@ def with_lora(bundle: ModelBundle) -> ModelBundle:
 
 
 def fuse_(model: torch.nn.Module, cfg: RunConfig, dtype: torch.dtype) -> None:
-    """--fused-lora, then --fused-projections (which builds on it), and --fused-norm, in place: as
-    training and scoring both apply them, once the adapters and the (dequantized) base are in place."""
+    """--fused-lora, then --fused-projections (which builds on it), --fused-norm and --fused-rope, in
+    place: as training and scoring both apply them, once the adapters and the (dequantized) base are in place."""
     if cfg.fused_lora:
         check_one_dtype(cfg.lora_compute_dtype, dtype)
         fuse_lora_(model)
@@ -78,6 +79,8 @@ def fuse_(model: torch.nn.Module, cfg: RunConfig, dtype: torch.dtype) -> None:
         fuse_projections_(model)
     if cfg.fused_norm:
         fuse_norms_(model)
+    if cfg.fused_rope:
+        fuse_rope_(model)
 
 
 def enable_checkpointing(model) -> None:

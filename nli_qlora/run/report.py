@@ -96,6 +96,7 @@ def _adapters(model: dict) -> str:
     text = "" if dtype == "float32" else f", adapters computing in {dtype} from float32 masters"
     text += ", shared-input linears fused" if model.get("fused_projections") else ""
     text += f", {model['fused_norms']} RMSNorms fused" if model.get("fused_norms") else ""
+    text += f", rotary embedding fused in {model['fused_ropes']} attention layers" if model.get("fused_ropes") else ""
     return text + (", decoder layers compiled for training" if model.get("compiled") else "")
 
 

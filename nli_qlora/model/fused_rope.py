@@ -1,0 +1,216 @@
+"""--fused-rope: the rotary embedding of q and k as one Triton kernel each way (Liger-Kernel's).
+
+transformers writes it as q * cos + rotate_half(q) * sin, and the same for k: a slice, a negation, a
+concatenation, two multiplies and an add each, and their gradients. On one H200 at SmolLM2's shapes
+(batch 8 x 64) that is 47 kernels forward and backward against 23 with Liger-Kernel's `_triton_rope`,
+which rotates q and k together in one launch; the whole step went 3,455 -> 2,675 kernels and
+13.8 -> 12.1 ms (docs/benchmarks.md, fourteenth round). The kernel is Liger-Kernel's
+(`liger_kernel.ops.rope`: maintained, tested against transformers' Llama code) rather than one of
+our own. Liger's `LigerRopeFunction` is not used as is only because a capture needs to know when its
+backward kernel has run (below); its forward and backward functions are called unchanged.
+
+Where: transformers' attention modules call their module's `apply_rotary_pos_emb(q, k, cos, sin)`.
+That name is replaced, once per model family, by a dispatcher that calls Liger's kernel inside the
+attention modules fuse_rope_ marked and transformers' own function everywhere else (another model in
+the process, a compiled layer: inductor fuses the rotary embedding itself). A family's function is
+replaced only if it computes the formula the kernel computes, checked once in float32 on a small
+input (an interleaved or otherwise different rotary embedding keeps its own code). Phi rotates the
+first 40% of each head and passes the rest: the kernel gets that part, as transformers' function does.
+
+Rounding: the kernel computes in the inputs' dtype, as transformers does; in bfloat16 the two may
+differ by one unit in the last place. Runs with and without it train alike, not bit for bit.
+
+CUDA graphs: Triton compiles and loads a kernel at its first launch for each specialization (batch
+size, whether the length is a multiple of 16, ...), and loading a module is not allowed while a
+stream is being captured. So inside a capture the kernel runs only for shapes whose forward and
+backward kernels have already run outside one in this process (the first shape's eager warm-up, an
+evaluation); a shape first met inside a capture (a last, smaller batch) runs transformers' function
+there, which is always allowed. Outside a capture the kernel always runs (Triton compiles as needed).
+
+On a CPU the kernel does not run (Triton needs a GPU): the count is 0 and nothing changes. With
+Triton's interpreter on (TRITON_INTERPRET=1, as the tests run it) it runs there in float32 (the
+interpreter's bfloat16 gives garbage, so bfloat16 keeps transformers' code)."""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import inspect
+import os
+import types
+
+import torch
+
+from nli_qlora.infra.errors import UserError
+
+NAME = "apply_rotary_pos_emb"  # the function transformers' attention modules call by this global name
+_INSIDE = contextvars.ContextVar("nli_fused_rope_inside", default=False)  # in a marked attention's forward
+_RAN_FORWARD: set[tuple] = set()  # specializations whose forward kernel ran outside a capture
+_RAN_BACKWARD: set[tuple] = set()
+
+
+@functools.cache
+def liger_rope():
+    """Liger-Kernel's rope module, or a one-line error naming the package."""
+    try:
+        from liger_kernel.ops import rope
+    except ImportError as exc:
+        raise UserError(f"--fused-rope: needs the liger-kernel package ({exc}); "
+                        "install it with: pip install 'nli-qlora[liger]'") from None
+    return rope
+
+
+def _interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _capturing(t: torch.Tensor) -> bool:
+    return t.is_cuda and torch.cuda.is_current_stream_capturing()  # (a CPU build has no capture to ask about)
+
+
+def _key(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor) -> tuple:
+    """What Triton specializes the kernel on, or finer (never coarser: a coarser key could let a
+    capture meet an unloaded kernel): device, dtype, the shapes, the length modulo 16."""
+    b, hq, t, d = q.shape
+    return (q.device, q.dtype, b, hq, k.shape[1], t % 16, t == 1, d, cos.shape[0], cos.shape[-1])
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def reference(q, k, cos, sin):
+    """The formula Liger's kernel computes (cos, sin: [B, T, D], broadcast over the heads)."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+class _Rope(torch.autograd.Function):
+    """Liger's rope_forward / rope_backward (in place on contiguous copies, as LigerRopeFunction),
+    noting the backward's specialization once it has run outside a capture."""
+
+    @staticmethod
+    def forward(ctx, q, k, cos, sin):
+        key = _key(q, k, cos)
+        q, k, cos, sin = liger_rope().rope_forward(q, k, cos, sin)
+        ctx.save_for_backward(cos, sin)
+        ctx.key = key
+        if not _capturing(q):
+            _RAN_FORWARD.add(key)
+        return q, k
+
+    @staticmethod
+    def backward(ctx, dq, dk):
+        cos, sin = ctx.saved_tensors
+        dq, dk = liger_rope().rope_backward(dq, dk, cos, sin)
+        if not _capturing(dq):
+            _RAN_BACKWARD.add(ctx.key)
+        return dq, dk, None, None
+
+
+def kernel_applies(q, k, cos, sin, capturing: bool) -> bool:
+    """Whether this call may run the kernel: the plain layout, one dtype, a device Triton runs on,
+    and inside a capture only a specialization already loaded (forward, and backward if it will run)."""
+    if not (q.dim() == k.dim() == 4 and cos.dim() == sin.dim() == 3 and cos.shape == sin.shape
+            and q.shape[-1] == k.shape[-1] == cos.shape[-1] and q.shape[-1] % 2 == 0
+            and cos.shape[0] in (1, q.shape[0]) and cos.shape[1] == q.shape[2] == k.shape[2]
+            and q.dtype == k.dtype == cos.dtype == sin.dtype
+            and q.device == k.device == cos.device == sin.device):
+        return False
+    if not (q.is_cuda or (q.device.type == "cpu" and _interpreted() and q.dtype == torch.float32)):
+        return False  # (Triton's interpreter returns garbage for bfloat16: float32 only there)
+    if capturing:
+        key = _key(q, k, cos)
+        grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+        return key in _RAN_FORWARD and (not grad or key in _RAN_BACKWARD)
+    return True
+
+
+def _dispatcher(original):
+    @functools.wraps(original)
+    def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        if (torch.compiler.is_compiling() or args or kwargs or not _INSIDE.get()
+                or not kernel_applies(q, k, cos, sin, _capturing(q))):
+            return original(q, k, cos, sin, *args, **kwargs)
+        return _Rope.apply(q, k, cos, sin)
+    apply_rotary_pos_emb.nli_original = original
+    return apply_rotary_pos_emb
+
+
+@torch.no_grad()
+def computes_rotary(fn) -> bool:
+    """Whether a family's apply_rotary_pos_emb(q, k, cos, sin) is the kernel's formula (float32 probe)."""
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 3, 5, 8, generator=g), torch.randn(2, 1, 5, 8, generator=g)
+    angles = torch.rand(2, 5, 4, generator=g) * 6
+    cos, sin = torch.cat((angles, angles), -1).cos(), torch.cat((angles, angles), -1).sin()
+    try:
+        own = fn(q, k, cos, sin)
+    except Exception:  # another signature or layout: not the plain function
+        return False
+    want = reference(q, k, cos, sin)
+    return (isinstance(own, tuple) and len(own) == 2
+            and all(o.shape == w.shape and torch.allclose(o, w, rtol=1e-5, atol=1e-6) for o, w in zip(own, want)))
+
+
+def _rotary_globals(module: torch.nn.Module) -> dict | None:
+    """The module globals an attention module's forward reads apply_rotary_pos_emb from, if it does."""
+    forward = inspect.unwrap(type(module).forward)
+    code = getattr(forward, "__code__", None)
+    if code is None or NAME not in code.co_names or not callable(forward.__globals__.get(NAME)):
+        return None
+    return forward.__globals__
+
+
+def _install(scope: dict) -> bool:
+    """Put the dispatcher in place of the family's function, once; False if the function is not the formula."""
+    current = scope[NAME]
+    if hasattr(current, "nli_original"):
+        return True
+    if not computes_rotary(current):
+        return False
+    scope[NAME] = _dispatcher(current)
+    return True
+
+
+def _marked_forward(self, *args, **kwargs):
+    if torch.compiler.is_compiling():  # a compiled layer traces transformers' rotary code: inductor fuses it
+        return type(self).forward(self, *args, **kwargs)
+    token = _INSIDE.set(True)
+    try:
+        return type(self).forward(self, *args, **kwargs)
+    finally:
+        _INSIDE.reset(token)
+
+
+def fuse_rope_(model: torch.nn.Module, on: bool = True) -> int:
+    """Mark, in place, every attention module whose family's rotary embedding the kernel computes; the
+    count. `on=False` unmarks (the benchmarks reuse one model across cases). Needs liger-kernel."""
+    if on:
+        liger_rope()
+    checked: dict[int, bool] = {}
+    count = 0
+    for module in model.modules():
+        scope = _rotary_globals(module)
+        if scope is None:
+            continue
+        if not on:
+            if vars(module).get("forward") is not None and getattr(module.forward, "__func__", None) is _marked_forward:
+                del module.forward
+            continue
+        if id(scope) not in checked:
+            checked[id(scope)] = _install(scope)
+        if checked[id(scope)]:
+            module.forward = types.MethodType(_marked_forward, module)
+            count += 1
+    return count
+
+
+def fused_rope_count(model: torch.nn.Module, device: torch.device) -> int:
+    """How many attention modules run the kernel on this device (what run_start records: 0 without
+    --fused-rope, and on a CPU unless Triton's interpreter is on)."""
+    if not (device.type == "cuda" or (device.type == "cpu" and _interpreted())):
+        return 0
+    return sum(1 for m in model.modules()
+               if getattr(vars(m).get("forward"), "__func__", None) is _marked_forward)
