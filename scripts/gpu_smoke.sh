@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every entry point, briefly, on the real GPU path: about 17 minutes on the lent H200, so in parts of one call each (docs/gpu_smoke.md).
+# Every entry point, briefly, on the real GPU path: about 18 minutes on the lent H200, so in parts of one call each (docs/gpu_smoke.md).
 # A change to a GPU path is not done until this passes; docs/gpu_smoke.md records the last run.
 #
 #   bash scripts/gpu_smoke.sh            from the repository root on the GPU machine

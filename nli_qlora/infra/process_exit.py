@@ -8,25 +8,22 @@ interpreter still tore its modules down; and where Triton 3.9 is installed (bits
 when it is, as on every CUDA machine) its nanobind bindings then found their objects alive and printed
 "nanobind: leaked 64 types!" and a hundred lines more to stderr after every command.
 
-So the process ends as the interpreter would end it, up to its teardown, and no further: threads that
-are not daemons finish, atexit handlers run (logging's flush among them), the standard streams are
-flushed, then os._exit. Everything a command writes is closed by the command itself before it
-returns; no finalizer of an object alive at exit was promised to run."""
+So the process ends with os._exit once atexit handlers have run (logging's flush among them) and the
+standard streams are flushed. Threads still running end with it: everything a command writes it
+closes itself before it returns (the checkpoint writer's last write included), and what is left are
+pools of idle workers (inductor's compilation threads, whose shutdown hook would have to run before
+joining them: joining them first waits forever). No finalizer of an object alive at exit was
+promised to run."""
 
 from __future__ import annotations
 
 import atexit
 import os
 import sys
-import threading
 from typing import NoReturn
 
 
 def exit_with(code: int | None) -> NoReturn:
-    main = threading.main_thread()
-    for thread in threading.enumerate():
-        if thread is not main and not thread.daemon:
-            thread.join()
     atexit._run_exitfuncs()  # what the interpreter's shutdown runs first (CPython's own, kept since 3.0)
     for stream in (sys.stdout, sys.stderr):
         try:

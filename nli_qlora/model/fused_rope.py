@@ -37,7 +37,6 @@ import contextvars
 import functools
 import inspect
 import os
-import types
 
 import torch
 
@@ -55,13 +54,18 @@ def liger_rope():
     try:
         from liger_kernel.ops import rope
     except ImportError as exc:
-        raise UserError(f"--fused-rope: needs the liger-kernel package ({exc}); "
-                        "install it with: pip install 'nli-qlora[liger]'") from None
+        raise UserError(f"--fused-rope: needs the liger-kernel package ({exc}); install it with "
+                        "pip install 'nli-qlora[liger]', or run with --no-fused-rope") from None
     return rope
 
 
 def _interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def runs_on(device: torch.device) -> bool:
+    """Whether the kernel can run on this device: CUDA, or a CPU under Triton's interpreter."""
+    return device.type == "cuda" or (device.type == "cpu" and _interpreted())
 
 
 def _capturing(t: torch.Tensor) -> bool:
@@ -118,7 +122,7 @@ def kernel_applies(q, k, cos, sin, capturing: bool) -> bool:
             and q.dtype == k.dtype == cos.dtype == sin.dtype
             and q.device == k.device == cos.device == sin.device):
         return False
-    if not (q.is_cuda or (q.device.type == "cpu" and _interpreted() and q.dtype == torch.float32)):
+    if not runs_on(q.device) or (q.device.type == "cpu" and q.dtype != torch.float32):
         return False  # (Triton's interpreter returns garbage for bfloat16: float32 only there)
     if capturing:
         key = _key(q, k, cos)
@@ -174,19 +178,42 @@ def _install(scope: dict) -> bool:
     return True
 
 
-def _marked_forward(self, *args, **kwargs):
-    if torch.compiler.is_compiling():  # a compiled layer traces transformers' rotary code: inductor fuses it
-        return type(self).forward(self, *args, **kwargs)
-    token = _INSIDE.set(True)
-    try:
-        return type(self).forward(self, *args, **kwargs)
-    finally:
-        _INSIDE.reset(token)
+def _mark(module: torch.nn.Module) -> None:
+    """Run the module's forward (the class's, or a hook's put in its place) with the kernel on."""
+    inner = module.forward
+
+    def forward(*args, **kwargs):
+        if torch.compiler.is_compiling():  # a compiled layer traces transformers' rotary code: inductor fuses it
+            return inner(*args, **kwargs)
+        token = _INSIDE.set(True)
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            _INSIDE.reset(token)
+    forward.nli_rope_inner = inner
+    module.forward = forward
+
+
+def _marked(module: torch.nn.Module) -> bool:
+    return hasattr(vars(module).get("forward"), "nli_rope_inner")
+
+
+def _unmark(module: torch.nn.Module) -> None:
+    inner = module.forward.nli_rope_inner
+    if getattr(inner, "__func__", None) is type(module).forward:
+        del module.forward
+    else:
+        module.forward = inner
 
 
 def fuse_rope_(model: torch.nn.Module, on: bool = True) -> int:
     """Mark, in place, every attention module whose family's rotary embedding the kernel computes; the
-    count. `on=False` unmarks (the benchmarks reuse one model across cases). Needs liger-kernel."""
+    count. `on=False` unmarks (the benchmarks reuse one model across cases). Needs liger-kernel where
+    the kernel can run; on a CPU nothing is marked (a GPU-trained checkpoint scores there without it)."""
+    first = next(model.parameters(), None)
+    device = first.device if first is not None else torch.device("cpu")
+    if on and not runs_on(device):
+        on = False
     if on:
         liger_rope()
     checked: dict[int, bool] = {}
@@ -196,21 +223,19 @@ def fuse_rope_(model: torch.nn.Module, on: bool = True) -> int:
         if scope is None:
             continue
         if not on:
-            if vars(module).get("forward") is not None and getattr(module.forward, "__func__", None) is _marked_forward:
-                del module.forward
+            if _marked(module):
+                _unmark(module)
             continue
         if id(scope) not in checked:
             checked[id(scope)] = _install(scope)
         if checked[id(scope)]:
-            module.forward = types.MethodType(_marked_forward, module)
+            if not _marked(module):
+                _mark(module)
             count += 1
     return count
 
 
-def fused_rope_count(model: torch.nn.Module, device: torch.device) -> int:
-    """How many attention modules run the kernel on this device (what run_start records: 0 without
-    --fused-rope, and on a CPU unless Triton's interpreter is on)."""
-    if not (device.type == "cuda" or (device.type == "cpu" and _interpreted())):
-        return 0
-    return sum(1 for m in model.modules()
-               if getattr(vars(m).get("forward"), "__func__", None) is _marked_forward)
+def fused_rope_count(model: torch.nn.Module) -> int:
+    """How many attention modules fuse_rope_ marked (what run_start records: 0 without --fused-rope,
+    and on a CPU unless Triton's interpreter is on)."""
+    return sum(1 for m in model.modules() if _marked(m))

@@ -290,7 +290,7 @@ class FineTune:
                    "dequantized": self.cfg.dequantize_base, "lora_compute_dtype": self.cfg.lora_compute_dtype,
                    "fused_lora": self.cfg.fused_lora, "fused_projections": self.cfg.fused_projections,
                    "fused_norms": fused_norm_count(self.model),
-                   "fused_ropes": fused_rope_count(self.model, self.device),
+                   "fused_ropes": fused_rope_count(self.model),
                    "compiled": self.cfg.compile,
                    "compiled_shapes": self.compiled_shapes},
             startup=self.startup,
