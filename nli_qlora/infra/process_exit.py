@@ -9,7 +9,8 @@ when it is, as on every CUDA machine) its nanobind bindings then found their obj
 "nanobind: leaked 64 types!" and a hundred lines more to stderr after every command.
 
 So the process ends with os._exit once atexit handlers have run (logging's flush among them) and the
-standard streams are flushed. Threads still running end with it: everything a command writes it
+standard streams are flushed, Python's and C's (a library's printf into a pipe is buffered in C; the
+CUDA runtime's own teardown is left to the driver, which takes back an exiting process's memory). Threads still running end with it: everything a command writes it
 closes itself before it returns (the checkpoint writer's last write included), and what is left are
 pools of idle workers (inductor's compilation threads, whose shutdown hook would have to run before
 joining them: joining them first waits forever). No finalizer of an object alive at exit was
@@ -18,6 +19,7 @@ promised to run."""
 from __future__ import annotations
 
 import atexit
+import ctypes
 import os
 import sys
 from typing import NoReturn
@@ -30,4 +32,8 @@ def exit_with(code: int | None) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe or stream: nothing left to write
             pass
+    try:
+        ctypes.CDLL(None).fflush(None)  # every C stdio stream
+    except (OSError, AttributeError):  # no C library to ask (not on Linux or macOS)
+        pass
     os._exit(0 if code is None else code)

@@ -1,5 +1,7 @@
 # fourteenth round, first call: Liger's rope / SiLU*up probes, the step with them patched in, norm-bench,
 # the fused-norm test on CUDA
+# (its step loop passed profile_step.py an extra argument and ran no step, fixed here; the norm-bench part wrote
+# nothing without the GGUF: the step figures are call2.sh's, which ran this loop as written)
 tar -xJf .x/site.tar.xz && tar -xJf .x/devdata.tar.xz
 source scripts/gpu_env.sh
 export TRITON_CACHE_DIR=/tmp/triton-cold TORCHINDUCTOR_CACHE_DIR=/tmp/inductor
