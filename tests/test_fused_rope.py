@@ -247,3 +247,51 @@ def test_compiled_layers_trace_transformers_rotary_code_and_evaluation_runs_the_
     finally:
         torch._dynamo.reset()
         fx_config.use_duck_shape, torch._dynamo.config.recompile_limit = duck, limit
+
+
+def test_a_deep_copy_of_a_marked_model_computes_with_its_own_weights():
+    """The mark is a method bound to its module, so a copy's attention runs the copy's weights."""
+    model = _model("llama")
+    fuse_rope_(model)
+    twin = copy.deepcopy(model)
+    assert fused_rope_count(twin) == 2
+    ids = torch.randint(3, 500, (2, 9), generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    with torch.no_grad():
+        for p in twin.model.layers[0].self_attn.parameters():
+            p.mul_(3)
+        assert not torch.equal(twin(ids).logits, model(ids).logits)
+
+
+def test_one_position_keeps_transformers_code():
+    """With one position torch calls a tensor contiguous whatever its row stride, which the kernel
+    reads: a gradient laid out otherwise came back wrong. One position runs transformers' code."""
+    q, k = torch.randn(3, 4, 1, 8).to(DEVICE), torch.randn(3, 2, 1, 8).to(DEVICE)
+    cos = sin = torch.randn(3, 1, 8).to(DEVICE)
+    assert not kernel_applies(q, k, cos, sin, capturing=False)
+    assert kernel_applies(q.expand(3, 4, 2, 8).contiguous(), k.expand(3, 2, 2, 8).contiguous(),
+                          cos.expand(3, 2, 8).contiguous(), sin.expand(3, 2, 8).contiguous(), capturing=False)
+
+
+def test_a_forward_put_in_place_before_marking_runs_inside_it_and_comes_back_after():
+    """accelerate's hooks replace an instance's forward: marking wraps it, unmarking restores it, and
+    a wrapper put on after marking is left alone (not dropped as if it were the mark)."""
+    model = _model("llama")
+    attn = model.model.layers[0].self_attn
+    calls = []
+
+    def hooked(*args, **kwargs):
+        calls.append(1)
+        return type(attn).forward(attn, *args, **kwargs)
+    attn.forward = hooked
+    fuse_rope_(model)
+    ids = torch.randint(3, 500, (1, 6)).to(DEVICE)
+    with torch.no_grad():
+        model(ids)
+    assert calls == [1] and fused_rope_count(model) == 2
+    fuse_rope_(model, on=False)
+    assert attn.forward is hooked and "forward" not in vars(model.model.layers[1].self_attn)
+    fuse_rope_(model)
+    wrapper = model.model.layers[1].self_attn.forward
+    model.model.layers[1].self_attn.forward = lambda *a, **k: wrapper(*a, **k)  # wrapped after the mark
+    fuse_rope_(model, on=False)
+    assert "forward" in vars(model.model.layers[1].self_attn) and attn.forward is hooked

@@ -20,6 +20,14 @@ first 40% of each head and passes the rest: the kernel gets that part, as transf
 Rounding: the kernel computes in the inputs' dtype, as transformers does; in bfloat16 the two may
 differ by one unit in the last place. Runs with and without it train alike, not bit for bit.
 
+In place, as Liger's own LigerRopeFunction: the kernel rotates q and k where `.contiguous()` leaves
+them, which for Llama's q_proj and k_proj outputs is their own buffer (with --fused-projections and for
+Phi's rotated slice, a copy), and rotates the incoming gradients where they lie; autograd's version
+counters do not see it. That is sound while nothing keeps those outputs or gradients for anything else:
+peft's LoRA, model.fused_lora, bitsandbytes and the dequantized base keep their inputs, not their
+outputs (the tests compare outputs and gradients with real peft layers). A layer that kept its output
+(a DoRA-style update, a hook storing activations) would need the copy made first.
+
 CUDA graphs: Triton compiles and loads a kernel at its first launch for each specialization (batch
 size, whether the length is a multiple of 16, ...), and loading a module is not allowed while a
 stream is being captured. So inside a capture the kernel runs only for shapes whose forward and
@@ -37,6 +45,7 @@ import contextvars
 import functools
 import inspect
 import os
+import types
 
 import torch
 
@@ -117,6 +126,8 @@ def kernel_applies(q, k, cos, sin, capturing: bool) -> bool:
     """Whether this call may run the kernel: the plain layout, one dtype, a device Triton runs on,
     and inside a capture only a specialization already loaded (forward, and backward if it will run)."""
     if not (q.dim() == k.dim() == 4 and cos.dim() == sin.dim() == 3 and cos.shape == sin.shape
+            and q.shape[2] > 1  # one position: torch calls any row stride contiguous, the kernel reads it
+            and not (cos.requires_grad or sin.requires_grad)  # the kernel gives them no gradient
             and q.shape[-1] == k.shape[-1] == cos.shape[-1] and q.shape[-1] % 2 == 0
             and cos.shape[0] in (1, q.shape[0]) and cos.shape[1] == q.shape[2] == k.shape[2]
             and q.dtype == k.dtype == cos.dtype == sin.dtype
@@ -178,29 +189,36 @@ def _install(scope: dict) -> bool:
     return True
 
 
-def _mark(module: torch.nn.Module) -> None:
-    """Run the module's forward (the class's, or a hook's put in its place) with the kernel on."""
-    inner = module.forward
+def _marked_forward(self, *args, **kwargs):
+    """The module's own forward (the class's, or what an instance had in its place) with the kernel on.
+    A method bound to the module, not a closure: a deep copy of the model binds it to the copy."""
+    if torch.compiler.is_compiling():  # a compiled layer traces transformers' rotary code: inductor fuses it
+        return _inner(self, args, kwargs)
+    token = _INSIDE.set(True)
+    try:
+        return _inner(self, args, kwargs)
+    finally:
+        _INSIDE.reset(token)
 
-    def forward(*args, **kwargs):
-        if torch.compiler.is_compiling():  # a compiled layer traces transformers' rotary code: inductor fuses it
-            return inner(*args, **kwargs)
-        token = _INSIDE.set(True)
-        try:
-            return inner(*args, **kwargs)
-        finally:
-            _INSIDE.reset(token)
-    forward.nli_rope_inner = inner
-    module.forward = forward
+
+def _inner(self, args, kwargs):
+    hook = self._nli_rope_inner  # (plain attribute reads and calls: dynamo traces them without a break)
+    return hook(*args, **kwargs) if hook is not None else type(self).forward(self, *args, **kwargs)
+
+
+def _mark(module: torch.nn.Module) -> None:
+    module._nli_rope_inner = vars(module).get("forward")  # a hook put in the class's place, or None
+    module.forward = types.MethodType(_marked_forward, module)
 
 
 def _marked(module: torch.nn.Module) -> bool:
-    return hasattr(vars(module).get("forward"), "nli_rope_inner")
+    """Marked, and not since wrapped by something else (whose wrapper must not be dropped)."""
+    return getattr(vars(module).get("forward"), "__func__", None) is _marked_forward
 
 
 def _unmark(module: torch.nn.Module) -> None:
-    inner = module.forward.nli_rope_inner
-    if getattr(inner, "__func__", None) is type(module).forward:
+    inner = vars(module).pop("_nli_rope_inner", None)
+    if inner is None:
         del module.forward
     else:
         module.forward = inner
