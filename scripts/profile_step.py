@@ -7,7 +7,8 @@ tools.tune.prepare and training.optim.trainer_for, as the loop and the benchmark
 
 Prints one JSON object: the start-up phases (seconds), the median step, GPU kernels per step and
 their summed time (what the GPU did), the host gap (step time the GPU was idle), the top
-operators by device time, and (--step-mode eager) the operators that launch the most kernels. Random token rows of one length: timings do not depend on values."""
+operators by device time, and (--step-mode eager) the operators that launch the most kernels.
+Random token rows of one length: timings do not depend on values."""
 
 from __future__ import annotations
 
@@ -110,7 +111,7 @@ def main() -> int:
     # a forward op under the outermost aten op): what a fused kernel would remove. --step-mode eager
     # only: a captured step's replay launches its kernels with no operator around them
     launches: dict[str, int] = {}
-    for e in prof.events():
+    for e in prof.events() if cuda and args.step_mode == "eager" else ():
         if not getattr(e, "kernels", None):
             continue
         label, p = e.name, e
@@ -136,8 +137,7 @@ def main() -> int:
                      "device_ms_per_step": round(device_us(e) / 1e3 / n, 3),
                      "cpu_ms_per_step": round(e.self_cpu_time_total / 1e3 / n, 3)} for e in top],
         "kernels_by_launching_op": {k: round(v / n, 1) for k, v in
-                                    sorted(launches.items(), key=lambda kv: -kv[1])[:args.top]}
-                                    if cuda and args.step_mode == "eager" else None,
+                                    sorted(launches.items(), key=lambda kv: -kv[1])[:args.top]} or None,
     }, indent=1))
     return 0
 

@@ -12,8 +12,7 @@ from nli_qlora.infra.errors import UserError
 from nli_qlora.config import RunConfig
 from nli_qlora.tools.memory import (ModelShape, estimate_peak_bytes, layer_activation_bytes, lora_parameter_count,
                               parse_budget)
-from nli_qlora.model.fused_norm import fuse_norms_
-from nli_qlora.model.fused_rope import fuse_rope_
+from nli_qlora.model.bundle import fuse_
 from nli_qlora.model.load import attach_lora, load_config, match_targets, random_model, resolve_source
 from nli_qlora.training.scoring import LabelScorer
 from nli_qlora.training.step import FlatParams
@@ -73,15 +72,13 @@ def test_activation_count_matches_what_autograd_keeps(family, dtype, dropout, ch
 
 def activation_bytes(config, cfg: RunConfig, device: str = "cpu", batch_size: int = 4, seq_len: int = 32):
     """(bytes autograd keeps, bytes the estimate counts, the model) for a LoRA model of `config` built
-    as the loop builds it: random weights, adapters, --fused-norm and --fused-rope when asked, the flat buffer (and the
-    working copies with --lora-compute-dtype bfloat16), checkpointing when asked."""
+    as the loop builds it: random weights, adapters, the speed options asked for (model.bundle.fuse_, as
+    training applies them), the flat buffer (and the working copies with --lora-compute-dtype bfloat16),
+    checkpointing when asked."""
     dev = torch.device(device)
     model = random_model(cfg, config, dev, getattr(torch, cfg.compute_dtype))
     model = attach_lora(model, cfg, match_targets(model, cfg.target_modules)[0])
-    if cfg.fused_norm:
-        fuse_norms_(model)
-    if cfg.fused_rope:
-        fuse_rope_(model)
+    fuse_(model, cfg, getattr(torch, cfg.compute_dtype))
     FlatParams([p for p in model.parameters() if p.requires_grad], getattr(torch, cfg.lora_compute_dtype))
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -10,11 +10,11 @@ when it is, as on every CUDA machine) its nanobind bindings then found their obj
 
 So the process ends with os._exit once atexit handlers have run (logging's flush among them) and the
 standard streams are flushed, Python's and C's (a library's printf into a pipe is buffered in C; the
-CUDA runtime's own teardown is left to the driver, which takes back an exiting process's memory). Threads still running end with it: everything a command writes it
-closes itself before it returns (the checkpoint writer's last write included), and what is left are
-pools of idle workers (inductor's compilation threads, whose shutdown hook would have to run before
-joining them: joining them first waits forever). No finalizer of an object alive at exit was
-promised to run."""
+CUDA runtime's own teardown is left to the driver, which takes back an exiting process's memory).
+Threads still running end with it: everything a command writes it closes itself before it returns
+(the checkpoint writer's last write included), and what is left are pools of idle workers
+(inductor's compilation threads, whose shutdown hook would have to run before joining them: joining
+them first waits forever). No finalizer of an object alive at exit was promised to run."""
 
 from __future__ import annotations
 

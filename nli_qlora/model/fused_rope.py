@@ -169,9 +169,11 @@ def computes_rotary(fn) -> bool:
             and all(o.shape == w.shape and torch.allclose(o, w, rtol=1e-5, atol=1e-6) for o, w in zip(own, want)))
 
 
-def _rotary_globals(module: torch.nn.Module) -> dict | None:
-    """The module globals an attention module's forward reads apply_rotary_pos_emb from, if it does."""
-    forward = inspect.unwrap(type(module).forward)
+@functools.cache
+def _rotary_globals(cls: type) -> dict | None:
+    """The module globals an attention class's forward reads apply_rotary_pos_emb from, if it does
+    (once per class: a model has thousands of modules of a few dozen classes)."""
+    forward = inspect.unwrap(cls.forward)
     code = getattr(forward, "__code__", None)
     if code is None or NAME not in code.co_names or not callable(forward.__globals__.get(NAME)):
         return None
@@ -237,7 +239,7 @@ def fuse_rope_(model: torch.nn.Module, on: bool = True) -> int:
     checked: dict[int, bool] = {}
     count = 0
     for module in model.modules():
-        scope = _rotary_globals(module)
+        scope = _rotary_globals(type(module))
         if scope is None:
             continue
         if not on:
