@@ -4,6 +4,7 @@ gradient checkpointing), only where it was asked for, and a capture runs it only
 already loaded. On a CPU the kernel runs in Triton's interpreter (tests/conftest.py)."""
 
 import copy
+import dataclasses
 import json
 import subprocess
 import sys
@@ -178,13 +179,17 @@ def test_without_liger_kernel_the_flag_is_one_line_naming_the_package(monkeypatc
     monkeypatch.setitem(sys.modules, "liger_kernel", None)  # as on a machine without it
     monkeypatch.setitem(sys.modules, "liger_kernel.ops", None)
     try:
-        with pytest.raises(UserError, match=r"^--fused-rope: needs the liger-kernel package .*nli-qlora\[liger\]'"
-                                            r", or run with --no-fused-rope$"):
+        message = r"^--fused-rope: needs the liger-kernel package .*nli-qlora\[liger\]', or run with --no-fused-rope$"
+        with pytest.raises(UserError, match=message):
             fuse_rope_(_model("llama"))
+        with pytest.raises(UserError, match=message):  # before the model loads, not inside the thread
+            fused_rope.warm_up_meanwhile(DEVICE, torch.float32)
+        assert fused_rope._WARMING is None
         if DEVICE.type == "cpu":
             monkeypatch.setenv("TRITON_INTERPRET", "0")
             model = _model("llama")
             assert fuse_rope_(model) == 0 == fused_rope_count(model)
+            assert fused_rope.warm_up_meanwhile(DEVICE, torch.float32) is None  # nor a thread
     finally:
         fused_rope.liger_rope.cache_clear()
 
@@ -295,3 +300,25 @@ def test_a_forward_put_in_place_before_marking_runs_inside_it_and_comes_back_aft
     model.model.layers[1].self_attn.forward = lambda *a, **k: wrapper(*a, **k)  # wrapped after the mark
     fuse_rope_(model, on=False)
     assert "forward" in vars(model.model.layers[1].self_attn) and attn.forward is hooked
+
+
+def test_the_first_launch_runs_on_a_thread_while_the_model_loads_and_ends_with_the_load():
+    """load_bundle starts it; fuse_rope_, at the end of with_lora, joins it: no thread of ours launches
+    kernels beside a run's evaluation, compilation or capture. It draws no random numbers: the base
+    weights are those of a run without it."""
+    from nli_qlora.config import preset
+    from nli_qlora.model.bundle import load_bundle, with_lora
+    cfg = dataclasses.replace(preset("tiny"), fused_rope=True)
+    bundle = load_bundle(cfg, DEVICE)
+    thread = fused_rope._WARMING
+    assert thread is not None and thread.name == "nli_qlora-triton-warm-up"
+    loaded = {name: t.clone() for name, t in bundle.model.state_dict().items()}
+    bundle = with_lora(bundle)
+    assert fused_rope._WARMING is None and not thread.is_alive()
+    assert thread.failed is None  # the kernel ran both ways
+    assert fused_rope_count(bundle.model) == bundle.model.config.num_hidden_layers
+    plain = load_bundle(dataclasses.replace(cfg, fused_rope=False), DEVICE)
+    assert fused_rope._WARMING is None
+    plain_loaded = plain.model.state_dict()
+    assert loaded.keys() == plain_loaded.keys()
+    assert all(torch.equal(loaded[name], plain_loaded[name]) for name in loaded)

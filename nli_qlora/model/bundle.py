@@ -20,7 +20,7 @@ from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
 from nli_qlora.model.fused_norm import fuse_norms_
 from nli_qlora.model.fused_projections import fuse_projections_
-from nli_qlora.model.fused_rope import fuse_rope_
+from nli_qlora.model.fused_rope import fuse_rope_, warm_up_meanwhile
 from nli_qlora.model.load import (ModelSource, attach_lora, check_context, compute_dtype, load_base_model,
                                   load_tokenizer, match_targets, parameter_counts, resolve_source, tokenizer_source)
 
@@ -51,6 +51,8 @@ def load_bundle(cfg: RunConfig, device: torch.device, trains: bool = True) -> Mo
     tokenizer = load_tokenizer(tokenizer_source(cfg, source))
     label_ids = label_token_ids(tokenizer, cfg.label_words)
     dtype = compute_dtype(cfg, device)
+    if cfg.fused_rope:  # Triton's first launch (0.7 s) on a thread while the model loads; fuse_rope_ waits for it
+        warm_up_meanwhile(device, dtype)
     model = load_base_model(cfg, source, device, dtype, trains=trains)
     check_context(model.config, cfg.max_length, cfg.model)
     return ModelBundle(cfg, device, dtype, source, tokenizer, label_ids,

@@ -35,6 +35,13 @@ backward kernels have already run outside one in this process (the first shape's
 evaluation); a shape first met inside a capture (a last, smaller batch) runs transformers' function
 there, which is always allowed. Outside a capture the kernel always runs (Triton compiles as needed).
 
+A process's first Triton launch costs 0.7 s on the lent H200 with Triton's disk cache warm (2.0 s cold):
+0.42 s hashing Triton's own files for its cache key, 0.26 s importing its CUDA backend, then the
+kernel loaded; a run paid it in its first evaluation (docs/benchmarks.md, fourteenth round). So
+model.bundle.load_bundle starts warm_up_meanwhile as the model starts loading, and fuse_rope_, at
+the end of the load, waits for it: the launch passes while the weights load, and the thread never
+runs beside an evaluation, a compilation or a CUDA-graph capture. Each later shape costs milliseconds.
+
 On a CPU the kernel does not run (Triton needs a GPU): the count is 0 and nothing changes. With
 Triton's interpreter on (TRITON_INTERPRET=1, as the tests run it) it runs there in float32 (the
 interpreter's bfloat16 gives garbage, so bfloat16 keeps transformers' code)."""
@@ -44,7 +51,9 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import contextlib
 import os
+import threading
 import types
 
 import torch
@@ -55,6 +64,7 @@ NAME = "apply_rotary_pos_emb"  # the function transformers' attention modules ca
 _INSIDE = contextvars.ContextVar("nli_fused_rope_inside", default=False)  # in a marked attention's forward
 _RAN_FORWARD: set[tuple] = set()  # specializations whose forward kernel ran outside a capture
 _RAN_BACKWARD: set[tuple] = set()
+_WARMING: threading.Thread | None = None  # warm_up_meanwhile's thread, until fuse_rope_ waits for it
 
 
 @functools.cache
@@ -120,6 +130,43 @@ class _Rope(torch.autograd.Function):
         if not _capturing(dq):
             _RAN_BACKWARD.add(ctx.key)
         return dq, dk, None, None
+
+
+def warm_up_meanwhile(device: torch.device, dtype: torch.dtype) -> threading.Thread | None:
+    """Launch the kernel once each way on a small input, on a thread: the process's first launch,
+    paid while the model loads (the hashing releases the interpreter lock). None where the kernel
+    cannot run. liger-kernel is imported here, on the calling thread: a missing package is the
+    flag's one-line error before the model loads, not a failure inside the thread."""
+    global _WARMING
+    if not runs_on(device) or _WARMING is not None:
+        return None
+    rope = liger_rope()
+    dtype = dtype if device.type == "cuda" else torch.float32  # (the interpreter: float32 only)
+
+    def launch() -> None:
+        try:  # on the run's device: a new thread's current CUDA device is the first one
+            with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+                q = torch.ones(1, 2, 16, 64, device=device, dtype=dtype)
+                k = torch.ones(1, 1, 16, 64, device=device, dtype=dtype)
+                cos = torch.ones(1, 16, 64, device=device, dtype=dtype)
+                q, k, cos, sin = rope.rope_forward(q, k, cos, cos.clone())
+                rope.rope_backward(q, k, cos, sin)
+        except Exception as exc:  # the run's own first launch meets it and reports it in context
+            thread.failed = exc
+
+    thread = threading.Thread(target=launch, name="nli_qlora-triton-warm-up", daemon=True)
+    thread.failed = None  # the exception the launch met, if any
+    _WARMING = thread
+    thread.start()
+    return thread
+
+
+def wait_warm_up() -> None:
+    """Join warm_up_meanwhile's thread, if one is running (at once if it has ended)."""
+    global _WARMING
+    thread, _WARMING = _WARMING, None
+    if thread is not None:
+        thread.join()
 
 
 def kernel_applies(q, k, cos, sin, capturing: bool) -> bool:
@@ -230,6 +277,7 @@ def fuse_rope_(model: torch.nn.Module, on: bool = True) -> int:
     """Mark, in place, every attention module whose family's rotary embedding the kernel computes; the
     count. `on=False` unmarks (the benchmarks reuse one model across cases). Needs liger-kernel where
     the kernel can run; on a CPU nothing is marked (a GPU-trained checkpoint scores there without it)."""
+    wait_warm_up()  # the end of the model load: no launch of that thread's beside the run's own
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     if on and not runs_on(device):
