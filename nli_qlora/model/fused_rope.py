@@ -48,10 +48,10 @@ interpreter's bfloat16 gives garbage, so bfloat16 keeps transformers' code)."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
-import contextlib
 import os
 import threading
 import types
@@ -277,7 +277,7 @@ def fuse_rope_(model: torch.nn.Module, on: bool = True) -> int:
     """Mark, in place, every attention module whose family's rotary embedding the kernel computes; the
     count. `on=False` unmarks (the benchmarks reuse one model across cases). Needs liger-kernel where
     the kernel can run; on a CPU nothing is marked (a GPU-trained checkpoint scores there without it)."""
-    wait_warm_up()  # the end of the model load: no launch of that thread's beside the run's own
+    wait_warm_up()  # the model has loaded: the thread's launches end before any of the run's own
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     if on and not runs_on(device):
