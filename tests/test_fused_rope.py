@@ -304,21 +304,28 @@ def test_a_forward_put_in_place_before_marking_runs_inside_it_and_comes_back_aft
 
 def test_the_first_launch_runs_on_a_thread_while_the_model_loads_and_ends_with_the_load():
     """load_bundle starts it; fuse_rope_, at the end of with_lora, joins it: no thread of ours launches
-    kernels beside a run's evaluation, compilation or capture. It draws no random numbers: the base
-    weights are those of a run without it."""
+    kernels beside a run's evaluation, compilation or capture. It draws no random numbers (on its own,
+    the generators are untouched; in a load, every weight, LoRA's included, is that of a load without it)."""
     from nli_qlora.config import preset
     from nli_qlora.model.bundle import load_bundle, with_lora
+    before = _generators()
+    assert fused_rope.warm_up_meanwhile(DEVICE, torch.bfloat16) is not None
+    fused_rope.wait_warm_up()
+    assert all(torch.equal(a, b) for a, b in zip(before, _generators()))
     cfg = dataclasses.replace(preset("tiny"), fused_rope=True)
     bundle = load_bundle(cfg, DEVICE)
     thread = fused_rope._WARMING
     assert thread is not None and thread.name == "nli_qlora-triton-warm-up"
-    loaded = {name: t.clone() for name, t in bundle.model.state_dict().items()}
     bundle = with_lora(bundle)
     assert fused_rope._WARMING is None and not thread.is_alive()
     assert thread.failed is None  # the kernel ran both ways
     assert fused_rope_count(bundle.model) == bundle.model.config.num_hidden_layers
-    plain = load_bundle(dataclasses.replace(cfg, fused_rope=False), DEVICE)
+    plain = with_lora(load_bundle(dataclasses.replace(cfg, fused_rope=False), DEVICE))
     assert fused_rope._WARMING is None
-    plain_loaded = plain.model.state_dict()
-    assert loaded.keys() == plain_loaded.keys()
-    assert all(torch.equal(loaded[name], plain_loaded[name]) for name in loaded)
+    ours, theirs = bundle.model.state_dict(), plain.model.state_dict()
+    assert ours.keys() == theirs.keys() and any("lora_A" in name for name in ours)
+    assert all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
+def _generators() -> list[torch.Tensor]:
+    return [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if DEVICE.type == "cuda" else [])

@@ -142,6 +142,8 @@ def warm_up_meanwhile(device: torch.device, dtype: torch.dtype) -> threading.Thr
         return None
     rope = liger_rope()
     dtype = dtype if device.type == "cuda" else torch.float32  # (the interpreter: float32 only)
+    if device.type == "cuda" and device.index is None:  # "cuda" means this thread's device, not the new one's
+        device = torch.device("cuda", torch.cuda.current_device())
 
     def launch() -> None:
         try:  # on the run's device: a new thread's current CUDA device is the first one
@@ -154,7 +156,9 @@ def warm_up_meanwhile(device: torch.device, dtype: torch.dtype) -> threading.Thr
         except Exception as exc:  # the run's own first launch meets it and reports it in context
             thread.failed = exc
 
-    thread = threading.Thread(target=launch, name="nli_qlora-triton-warm-up", daemon=True)
+    # not a daemon: an interpreter that exits while it runs (a load that failed before fuse_rope_ joined
+    # it) waits for it rather than unwinding it inside Triton's C++; the commands' os._exit ends it at once
+    thread = threading.Thread(target=launch, name="nli_qlora-triton-warm-up", daemon=False)
     thread.failed = None  # the exception the launch met, if any
     _WARMING = thread
     thread.start()
