@@ -20,8 +20,8 @@ from kernels_bench.hardware import A40, lookup, roofline_seconds, utilization
 from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.model.fused_lora import fuse_lora_
 from nli_qlora.model.fused_norm import fuse_norms_
-from nli_qlora.model.fused_rope import fuse_rope_
 from nli_qlora.model.fused_projections import fuse_projections_
+from nli_qlora.model.fused_rope import fuse_rope_
 from nli_qlora.tools.tune import draw_batches, fixed_rows, release, set_checkpointing, step_counts, with_warmup
 from nli_qlora.training.optim import trainer_for
 from nli_qlora.training.step import timed_step
