@@ -83,7 +83,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
                               bucketing=case.bucketing, step_mode=case.step_mode,
                               lora_compute_dtype=case.lora_compute_dtype, fused_lora=case.fused_lora,
                               fused_projections=case.fused_projections, fused_norm=case.fused_norm,
-                              fused_rope=case.fused_rope, compile=case.compile)
+                              fused_rope=case.fused_rope, compile=case.compile, attention_kernel=case.attention_kernel)
     measured = draw_batches(rows, case.batch, 1, case.bucketing, sizes.STEP_ROUNDS, rig.tokenizer.pad_token_id,
                             cfg.pad_to_multiple, cfg.seed, pin=device.type == "cuda",
                             answer=rig.appended_answers(cfg.loss))
@@ -120,7 +120,7 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         if "out of memory" not in str(err):
             raise
         oom = True
-    peak = case_memory.peak_gb()
+    peak, start = case_memory.peak_gb(), case_memory.start_gb()
     mode = "eager" if trainer is None or trainer.flat is None else (
         "flat + CUDA graphs" if trainer.graphed is not None else "flat")
     capture_s = trainer.graphed.capture_s if trainer is not None and trainer.graphed is not None else 0.0
@@ -147,12 +147,12 @@ def bench_step(benchmark, model_name, case, rig_for, snli_rows_for, case_memory,
         "dequantize_base": case.dequantize_base, "lora_compute_dtype": case.lora_compute_dtype,
         "fused_lora": case.fused_lora, "fused_projections": case.fused_projections, "fused_norm": case.fused_norm,
         "fused_rope": case.fused_rope,
-        "compile": case.compile,
+        "compile": case.compile, "attention_kernel": case.attention_kernel,
         "step_path": mode, "graph_capture_s": round(capture_s, 3), "captured_while_timed": sum(captured[-len(times):]),
         "device": device_name, "rounds": len(times), "median_step_ms": round(1e3 * statistics.median(times), 3),
         "mean_step_ms": round(1e3 * total / len(times), 3),
         "samples_per_s": round(samples / total, 3), "real_tokens_per_s": round(real / total, 1),
-        "padding_fraction": round(1 - real / padded, 4), "peak_gpu_gb": peak,
+        "padding_fraction": round(1 - real / padded, 4), "peak_gpu_gb": peak, "start_gpu_gb": start,
         "params_total": shape.total, "params_trainable": shape.trainable,
         "flops_utilization": None if util is None else round(util, 5),
         "a40_estimate_ms": round(1e3 * sum(a40) / len(a40), 3),

@@ -143,12 +143,19 @@ def snli_rows_for():
 class CaseMemory:
     def __init__(self, device: torch.device):
         self.device = device
+        self.start: int | None = None
 
     def reset(self) -> None:
         if self.device.type == "cuda":
             gc.collect()
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
+            self.start = torch.cuda.memory_allocated(self.device)
+
+    def start_gb(self) -> float | None:
+        """What was allocated at the reset: beside the peak, it shows what a case found resident (the
+        model, and anything an earlier case left behind) apart from what it added itself."""
+        return None if self.start is None else round(self.start / 1e9, 3)
 
     def peak_gb(self) -> float | None:
         if self.device.type != "cuda":

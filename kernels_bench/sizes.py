@@ -46,6 +46,7 @@ class StepCase:
     fused_norm: bool = False  # --fused-norm: each RMSNorm as torch's rms_norm (nli_qlora.model.fused_norm)
     fused_rope: bool = False  # --fused-rope: Liger-Kernel's Triton rotary embedding (nli_qlora.model.fused_rope)
     compile: bool = False  # --compile: the decoder layers compiled by inductor (nli_qlora.model.compile_layers)
+    attention_kernel: str = "flash"  # RunConfig.attention_kernel; auto: torch's order (cuDNN's kernel on Hopper)
 
     def __str__(self) -> str:
         parts = [f"b{self.batch}", "snli" if self.seq == SNLI else f"seq{self.seq}"]
@@ -69,6 +70,8 @@ class StepCase:
             parts.append("rope")
         if self.compile:
             parts.append("compile")
+        if self.attention_kernel != "flash":
+            parts.append(f"sdpa{self.attention_kernel}")
         return "-".join(parts)
 
 
@@ -84,7 +87,7 @@ def _step_grid() -> list[StepCase]:
                 StepCase(8, 16, fused_lora=True), StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True),
                 StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True, fused_norm=True),
                 StepCase(8, 16, dequantize_base=True, fused_lora=True, fused_projections=True, fused_norm=True,
-                         fused_rope=True)]
+                         fused_rope=True), StepCase(8, 16, attention_kernel="auto")]
     grid = [StepCase(b, seq) for seq in (64, 128) for b in (8, 32, 64)]
     grid.append(StepCase(8, 64, step_mode="eager"))
     grid += [StepCase(b, SNLI) for b in (8, 32, 64, 128)]
@@ -101,6 +104,8 @@ def _step_grid() -> list[StepCase]:
                       fused_norm=True) for b in (8, 64, 128)]  # a Phi model has no RMSNorm: there it equals the case above
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True, fused_projections=True,
                       fused_norm=True, fused_rope=True) for b in (8, 64, 128)]
+    grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", fused_lora=True, fused_projections=True,
+                      fused_norm=True, fused_rope=True, attention_kernel="auto") for b in (8, 64, 128)]  # torch's pick
     grid += [StepCase(b, SNLI, dequantize_base=True, lora_compute_dtype="bfloat16", compile=True) for b in (8, 64, 128)]
     grid += [StepCase(8, SNLI, compile=True)]  # compiled over the 4-bit base and float32 adapters (the defaults)
     return grid

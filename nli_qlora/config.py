@@ -19,6 +19,7 @@ from nli_qlora.infra.atomic import write_text
 from nli_qlora.infra.errors import UserError
 from nli_qlora.infra.torch_env import torch_environment_problem
 from nli_qlora.labels import NLI_NAMES, NLI_WORDS, LabelSet, parse_label_map
+from nli_qlora.model.attention import ATTENTION_KERNELS
 from nli_qlora.model.builtin import TINY_MODEL
 from nli_qlora.model.families import PHI_TARGETS, PUBLISHED_TARGETS, TARGET_ALIASES
 
@@ -51,6 +52,11 @@ class RunConfig:
     compute_dtype: str = _f("auto", "auto = bfloat16 on a GPU that has it, float32 on CPU",
                             choices=("auto", "bfloat16", "float16", "float32"))
     attn_implementation: str = _f("sdpa", "transformers attention implementation", choices=("sdpa", "eager"))
+    attention_kernel: str = _f("flash", "the kernel SDPA runs on a GPU: flash (FlashAttention-2, torch's own; an "
+                               "A40's pick anyway) or auto (torch's order: on Hopper cuDNN's, which plans every new "
+                               "sequence length, about 0.1-0.2 s each on an H200, in every captured step shape and "
+                               "evaluation width, for the same step time); may round differently in the last place",
+                               choices=ATTENTION_KERNELS)
     # --- LoRA ---
     lora_r: int = _f(32, "LoRA rank")
     lora_alpha: int = _f(64, "LoRA alpha (scale = alpha / r)")

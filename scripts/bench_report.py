@@ -57,6 +57,8 @@ def setting(info: dict) -> str:
         parts.append("fused RMSNorm")
     if info.get("fused_rope"):
         parts.append("fused rotary embedding")
+    if info.get("attention_kernel") == "auto":  # absent before the field existed: those runs took torch's pick
+        parts.append("torch's attention kernel")
     return ", ".join(parts)
 
 

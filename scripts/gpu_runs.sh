@@ -130,6 +130,12 @@ for part in "$@"; do
         ids="$ids kernels_bench/bench_step.py::bench_step[$m-b$b-snli-deq-bf16lora-$c]"; done; done; done
       python3 -m pytest -c kernels_bench/pytest.ini $ids -q -rs --benchmark-json="$OUT/bench-rope.json" 2>&1 | tail -5
       python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB') for b in json.load(open('$OUT/bench-rope.json'))['benchmarks']]" ;;
+    attention-bench) # issue 14: RunConfig.attention_kernel flash (the default) beside auto (torch's pick: cuDNN's on
+      # Hopper), with every speed option, both models (MODELS="phi-2 smollm2"); the memory each case found at its start
+      ids=""; for m in ${MODELS:-phi-2 smollm2}; do for b in 8 64 128; do for c in rope-sdpaauto rope; do
+        ids="$ids kernels_bench/bench_step.py::bench_step[$m-b$b-snli-deq-bf16lora-fused-proj-norm-$c]"; done; done; done
+      python3 -m pytest -c kernels_bench/pytest.ini $ids -q -rs --benchmark-json="$OUT/bench-attention.json" 2>&1 | tail -5
+      python3 -c "import json; [print(b['name'], b['extra_info']['median_step_ms'], 'ms', b['extra_info']['samples_per_s'], 'samples/s', b['extra_info']['peak_gpu_gb'], 'GB peak', b['extra_info']['start_gpu_gb'], 'GB at start', b['extra_info']['graph_capture_s'], 's captures') for b in json.load(open('$OUT/bench-attention.json'))['benchmarks']]" ;;
     eval-bf16) # issue 14: evaluation rows/s with the adapters in bfloat16 beside float32 (SmolLM2 shapes, random
       # weights, dequantized base; EVAL_ROWS validation rows)
       for l in float32 bfloat16; do

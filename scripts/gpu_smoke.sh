@@ -239,6 +239,39 @@ digests = [subprocess.run([sys.executable, "-c", code, n], capture_output=True, 
 print(digests)
 assert digests[0] == digests[1], "random:phi-2 weights differ between two processes"
 PY
+check "attention = flash, trainers leave nothing" python3 - "$TOK" <<'PY'
+# RunConfig.attention_kernel: the captured step runs FlashAttention, no cuDNN kernel (auto: torch's
+# pick, cuDNN's on Hopper); and a dropped trainer leaves no memory allocated (cuBLAS keeps a workspace
+# per stream: one warm-up stream per device, training.step.warm_up_stream)
+import dataclasses, sys, torch
+from torch.profiler import ProfilerActivity, profile
+from nli_qlora.config import preset
+from nli_qlora.tools.tune import draw_batches, fixed_rows, prepare, release
+from nli_qlora.training.optim import trainer_for
+from nli_qlora.training.step import timed_step
+tok, device = sys.argv[1], torch.device("cuda", 0)
+cfg = dataclasses.replace(preset("seed"), model=f"random:{tok}", tokenizer=tok, dequantize_base=True,
+                          lora_compute_dtype="bfloat16", fused_lora=True, fused_projections=True)
+bundle = prepare(cfg, device)
+pad, vocab = bundle.tokenizer.pad_token_id, bundle.model.config.vocab_size
+after = []
+for i, kernel in enumerate(("flash", "auto", "flash", "flash")):
+    trainer, _ = trainer_for(dataclasses.replace(cfg, attention_kernel=kernel), bundle.model, bundle.label_ids, 100)
+    plan = draw_batches(fixed_rows(48, 16, vocab, seed=i), 8, 1, False, 2, pad, 16, pin=True)
+    timed_step(trainer, plan[0], device)  # the capture
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        timed_step(trainer, plan[1], device)
+    names = {e.name for e in prof.events()}
+    attention = sorted({n[:50] for n in names if "flash" in n.lower() or "cudnn" in n.lower() or "fmha" in n.lower()})
+    print(kernel, attention)
+    if kernel == "flash":
+        assert any("flash" in n.lower() for n in names) and not any("cudnn" in n.lower() for n in names), attention
+    trainer = None
+    release(bundle)
+    after.append(torch.cuda.memory_allocated(device))
+print("allocated after each trainer (MiB):", [round(a / 2**20, 1) for a in after])
+assert max(after) - min(after) < 2**20, "a dropped trainer left memory allocated"  # a cuBLAS workspace: 32 MiB
+PY
 check "bench suites (smoke)" env NLI_BENCH_SIZE=smoke python3 -m pytest -c kernels_bench/pytest.ini kernels_bench \
                                -q --benchmark-disable -x
 if [ "$GPUS" -ge 2 ]; then

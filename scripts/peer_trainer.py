@@ -192,7 +192,7 @@ class PeerRun:
             stats.bad_skipped += too_long
             stats.selected = len(rows)
             self.splits[name] = (examples, rows, stats)
-        self.scorer = LabelScorer(self.peer.model, self.peer.label_ids)
+        self.scorer = LabelScorer(self.peer.model, self.peer.label_ids, "auto")  # torch's attention kernel, as Trainer runs
         self.timer = step_timer_callback(self.device)
         self.trainer, self.collator = make_trainer(self.peer, cfg, self.splits["train"][1], self.run_dir / "trainer",
                                                    self.max_steps, [self.timer, self._events_callback()])

@@ -45,6 +45,7 @@ def main() -> int:
     p.add_argument("--fused-rope", action="store_true", help="the rotary embedding as Liger-Kernel's Triton kernel")
     p.add_argument("--compile", action="store_true", help="the decoder layers compiled (RunConfig.compile): the "
                    "first step's warm-up compiles, its capture records the compiled kernels")
+    p.add_argument("--attention-kernel", default="flash", choices=("flash", "auto"), help="RunConfig.attention_kernel")
     p.add_argument("--top", type=int, default=15)
     args = p.parse_args()
 
@@ -74,7 +75,8 @@ def main() -> int:
     cfg = dataclasses.replace(preset(args.preset), **changes, batch_size=args.batch, step_mode=args.step_mode,
                               dequantize_base=args.dequantize_base, lora_compute_dtype=args.lora_compute_dtype,
                               fused_lora=args.fused_lora, fused_projections=args.fused_projections, fused_norm=args.fused_norm,
-                              fused_rope=args.fused_rope, compile=args.compile)
+                              fused_rope=args.fused_rope, compile=args.compile,
+                              attention_kernel=args.attention_kernel)
     t = time.perf_counter()
     bundle = prepare(cfg, device)
     synchronize(device)
@@ -127,7 +129,7 @@ def main() -> int:
         "model": cfg.model, "batch": args.batch, "seq": args.seq, "step_mode": args.step_mode,
         "dequantize_base": args.dequantize_base, "lora_compute_dtype": args.lora_compute_dtype, "fused_lora": args.fused_lora,
         "fused_projections": args.fused_projections, "fused_norm": args.fused_norm, "fused_rope": args.fused_rope,
-        "compile": args.compile, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
+        "compile": args.compile, "attention_kernel": args.attention_kernel, "device": torch.cuda.get_device_name(device) if cuda else "cpu",
         "startup_s": {k: round(v, 3) for k, v in phases.items()},
         "median_step_ms": round(step_ms, 3),
         "gpu_kernels_per_step": round(len(kernels) / n, 1) if cuda else None,

@@ -156,6 +156,82 @@ def test_evaluation_order_and_batch_size_do_not_change_predictions(scorer, rows,
     assert scorer.model.training, "predict restores training mode"
 
 
+def sdpa_state() -> tuple:
+    """What SDPA may run now: (cuDNN's allowed, flash's allowed, the backends in priority order)."""
+    from torch.nn.attention import _cur_sdpa_kernel_backends
+    return (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled(),
+            tuple(_cur_sdpa_kernel_backends(with_priority=True)))
+
+
+def test_on_a_gpu_every_forward_pass_runs_flash_attention_never_cudnns(scorer, rows, tokenizer):
+    """RunConfig.attention_kernel "flash", the default: the scorer's forward passes run with cuDNN's kernel
+    off and flash first. The choice applies to CUDA tensors; here the CUDA context is made for a CUDA
+    device (torch.device needs no GPU) and the decoder runs inside it on the CPU."""
+    from torch.nn.attention import SDPBackend
+    from nli_qlora.model.attention import kernel_choice
+    seen = []
+    hook = scorer.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(sdpa_state()))
+    before = sdpa_state()
+    batch = batch_of(rows[:4], tokenizer, "label")
+    try:
+        with torch.no_grad():
+            plain = scorer.label_logits(batch)  # a CPU model: nothing is chosen on a CPU
+            kept = scorer.attention
+            scorer.attention = kernel_choice("flash", torch.device("cuda"))
+            try:
+                chosen = scorer.label_logits(batch)
+            finally:
+                scorer.attention = kept
+    finally:
+        hook.remove()
+    assert seen[0] == before
+    cudnn, flash, order = seen[1]
+    assert not cudnn and flash and order[0] == SDPBackend.FLASH_ATTENTION
+    assert SDPBackend.CUDNN_ATTENTION not in order
+    assert sdpa_state() == before, "the choice must end with the forward pass"
+    torch.testing.assert_close(chosen, plain, rtol=0, atol=0)
+
+
+def test_attention_kernel_auto_leaves_torchs_order_and_unknown_names_are_refused():
+    from nli_qlora.config import RunConfig
+    from nli_qlora.infra.errors import UserError
+    from nli_qlora.model.attention import kernel_choice
+    before = sdpa_state()
+    with kernel_choice("auto", torch.device("cuda"))():
+        assert sdpa_state() == before
+    with kernel_choice("flash", torch.device("cpu"))():
+        assert sdpa_state() == before
+    with pytest.raises(UserError, match="--attention-kernel: must be one of flash, auto"):
+        RunConfig(attention_kernel="cudnn").validate()
+
+
+@pytest.mark.parametrize("step_mode", ["fast", "eager"])
+def test_the_attention_choice_holds_where_checkpointing_recomputes_the_forward(label_ids, rows, tokenizer, step_mode):
+    """Gradient checkpointing runs each layer's forward again inside the backward pass. Found on an H200:
+    the recomputation ran after the scorer's forward had left the choice, picked cuDNN's kernel where the
+    forward had run flash, saved tensors of other shapes, and checkpointing stopped the step. The CUDA
+    choice is forced here as above; the layer's hook sees the forward and its recomputation."""
+    from torch.nn.attention import SDPBackend
+    from nli_qlora.model.attention import kernel_choice
+    from nli_qlora.model.bundle import enable_checkpointing
+    scorer = fresh_scorer(label_ids)
+    enable_checkpointing(scorer.model)
+    scorer.attention = kernel_choice("flash", torch.device("cuda"))
+    params = [p for p in scorer.model.parameters() if p.requires_grad]
+    trainer = build_trainer(scorer, params, lambda ps: build_optimizer(CFG, ps)[0],
+                            lambda opt: build_scheduler(CFG, opt, 100), "label", CFG.max_grad_norm, step_mode,
+                            gradient_checkpointing=True)
+    seen = []  # inside the checkpointed layer: its attention module runs in the forward and the recomputation
+    hook = scorer.decoder.layers[0].self_attn.register_forward_pre_hook(lambda module, args: seen.append(sdpa_state()))
+    try:
+        stats = train_step(trainer, [batch_of(rows[:8], tokenizer, "label")])
+    finally:
+        hook.remove()
+    assert not stats["skipped"]
+    assert len(seen) == 2, "the forward and its recomputation"
+    assert all(not cudnn and order[0] == SDPBackend.FLASH_ATTENTION for cudnn, _, order in seen), seen
+
+
 # --- training with each loss through the one step --------------------------------------------------------
 
 @pytest.mark.parametrize("step_mode", ["fast", "eager"])

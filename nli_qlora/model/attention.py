@@ -19,6 +19,9 @@ generation with a padding mask, a cache, sliding windows."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 NAME = "nli_causal_sdpa"
 
 
@@ -43,3 +46,24 @@ def use_causal_sdpa_(model) -> None:
     AttentionInterface.register(NAME, sdpa_attention_forward)
     AttentionMaskInterface.register(NAME, causal_sdpa_mask)
     model.set_attn_implementation(NAME)
+
+
+ATTENTION_KERNELS = ("flash", "auto")
+
+
+def kernel_choice(choice: str, device):
+    """A context factory under which SDPA picks the run's attention kernel (RunConfig.attention_kernel).
+
+    flash: FlashAttention-2 (torch's own), then the memory-efficient kernel, then the math one, never
+    cuDNN's. On Hopper torch tries cuDNN's first, and cuDNN builds an execution plan for every sequence
+    length it meets: on an H200 each new length cost 60-190 ms more than flash's first call, in every
+    captured step shape and every new evaluation width (docs/benchmarks.md, issue 14, sixteenth
+    round), for the same step time. An A40 (sm_86) runs flash already. auto: torch's own order.
+    CPU runs are left as they are: the choice is about CUDA kernels."""
+    if choice not in ATTENTION_KERNELS:
+        raise ValueError(f"unknown attention kernel {choice!r}")
+    if choice == "auto" or getattr(device, "type", device) != "cuda":
+        return contextlib.nullcontext
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return functools.partial(sdpa_kernel, order, set_priority=True)

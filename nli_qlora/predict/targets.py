@@ -124,7 +124,7 @@ def load(target: Target, dev: torch.device | None = None) -> Loaded:
     adapter_copies_(bundle.model, target.cfg.lora_compute_dtype)
     fuse_(bundle.model, target.cfg, bundle.dtype)
     bundle.model.eval()
-    return Loaded(target, bundle, LabelScorer(bundle.model, bundle.label_ids))
+    return Loaded(target, bundle, LabelScorer(bundle.model, bundle.label_ids, target.cfg.attention_kernel))
 
 
 def adapter_copies_(model, dtype_name: str) -> None:

@@ -23,11 +23,12 @@ from nli_qlora.run.report import write_report
 
 RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "auto_batch", "max_bad_steps",
                    "checkpoint_every_steps", "report_to", "dequantize_base", "lora_compute_dtype",
-                   "fused_lora", "fused_norm", "fused_rope", "compile")
+                   "fused_lora", "fused_norm", "fused_rope", "compile", "attention_kernel")
 # they change memory use, speed or bookkeeping, not what is being trained: a dequantized base holds the
 # 4-bit weights' very values; bfloat16 adapter copies are made from the same float32 masters, which
 # the checkpoint holds, and only round the adapters' matmuls; the fused update, the fused norm, the
-# fused rotary embedding and the compiled layers round it differently
+# fused rotary embedding, the compiled layers and another attention kernel round it differently (a run
+# made before --attention-kernel existed ran torch's pick: --attention-kernel auto resumes it so)
 RESUME_FLAGS = {"resume", "quiet", "help"}
 
 

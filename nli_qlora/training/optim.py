@@ -63,7 +63,7 @@ def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, w
         notes.extend(found)
         return optimizer
 
-    trainer = build_trainer(LabelScorer(model, label_ids), params, make_optimizer,
+    trainer = build_trainer(LabelScorer(model, label_ids, cfg.attention_kernel), params, make_optimizer,
                             lambda opt: build_scheduler(cfg, opt, total_steps), cfg.loss, cfg.max_grad_norm,
                             cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype),
                             compiled=cfg.compile)

@@ -9,14 +9,19 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from nli_qlora.model.attention import kernel_choice
+
 
 class LabelScorer:
-    def __init__(self, model, label_ids: list[int]):
+    def __init__(self, model, label_ids: list[int], attention_kernel: str = "flash"):
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.model = model
         self.decoder = base.get_decoder()
         self.lm_head = base.get_output_embeddings()
         self.label_ids = torch.tensor(label_ids, device=self.lm_head.weight.device)
+        # RunConfig.attention_kernel, around every forward pass (training, its capture, evaluation,
+        # scoring); outside the decoder layers, which --compile compiles, so that they trace it
+        self.attention = kernel_choice(attention_kernel, self.lm_head.weight.device)
 
     def hidden(self, batch: dict) -> torch.Tensor:
         """Final hidden states of every position, [B, T, H].
@@ -25,7 +30,8 @@ class LabelScorer:
         a real token never attends to a pad (pads only come after it). Every position a loss or a
         score reads is exactly what a padding mask would give, and attention runs as plain causal
         SDPA (flash kernels, no mask tensor, no data-dependent host check: CUDA-graph safe)."""
-        return self.decoder(input_ids=batch["input_ids"]).last_hidden_state
+        with self.attention():
+            return self.decoder(input_ids=batch["input_ids"]).last_hidden_state
 
     def answer_logits(self, batch: dict) -> torch.Tensor:
         """Full-vocabulary logits at the answer position only, [B, V], float32."""

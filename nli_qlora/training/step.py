@@ -151,6 +151,21 @@ class MasterWeights:
             self.publish()
 
 
+_WARM_UP_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def warm_up_stream(device: torch.device) -> torch.cuda.Stream:
+    """The one side stream of a device for every capture's warm-up, in every trainer of the process.
+
+    cuBLAS keeps a workspace for each stream it has run on until the process ends (on an H200 64 MiB
+    a stream, counted in torch.cuda.memory_allocated): a new stream per trainer left that much behind
+    every time the tuner or the benchmarks built their next trainer (docs/benchmarks.md, issue 14,
+    sixteenth round). torch.cuda.graph keeps one capture stream per process for the same reason."""
+    if device not in _WARM_UP_STREAMS:
+        _WARM_UP_STREAMS[device] = torch.cuda.Stream(device)
+    return _WARM_UP_STREAMS[device]
+
+
 @dataclass
 class _Graph:
     graph: torch.cuda.CUDAGraph
@@ -185,9 +200,10 @@ class GraphedForwardBackward:
 
     def _forward_backward(self, inputs: dict, scale: torch.Tensor) -> torch.Tensor:
         self.flat.begin()
-        loss, _ = self.scorer.loss(inputs, self.loss_kind)
-        loss = loss * scale
-        self.flat.backward(loss)
+        with self.scorer.attention():  # as in train_step, whose comment says why
+            loss, _ = self.scorer.loss(inputs, self.loss_kind)
+            loss = loss * scale
+            self.flat.backward(loss)
         self.flat.collect()
         return loss.detach()
 
@@ -210,7 +226,7 @@ class GraphedForwardBackward:
         # row) compiles anew, and compiling launches kernels that a capture cannot hold
         warmup = self.warmup if not self.graphs or self.warm_every_shape else 0
         saved = self.flat.grad.clone() if warmup else None  # capturing itself runs no kernel
-        side = torch.cuda.Stream()
+        side = warm_up_stream(self.flat.grad.device)
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(warmup):
@@ -325,12 +341,16 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
         else:
             if t.copies is not None:
                 t.copies.begin()
-            loss, _ = t.scorer.loss(batch, t.loss_kind)
-            loss = loss * scale
-            if t.flat is not None:
-                t.flat.backward(loss)
-            else:
-                loss.backward()
+            # the run's attention kernel through the backward pass too: gradient checkpointing recomputes
+            # each layer's forward there, and a recomputation that picked another kernel than the forward
+            # (cuDNN's, torch's pick on Hopper) saves tensors of other shapes, which checkpointing refuses
+            with t.scorer.attention():
+                loss, _ = t.scorer.loss(batch, t.loss_kind)
+                loss = loss * scale
+                if t.flat is not None:
+                    t.flat.backward(loss)
+                else:
+                    loss.backward()
             if t.copies is not None:
                 t.copies.collect()  # working-copy gradients into the float32 ones
             loss = loss.detach()
