@@ -54,8 +54,9 @@ class RunConfig:
     attn_implementation: str = _f("sdpa", "transformers attention implementation", choices=("sdpa", "eager"))
     attention_kernel: str = _f("flash", "the kernel SDPA runs on a GPU: flash (FlashAttention-2, torch's own; an "
                                "A40's pick anyway) or auto (torch's order: on Hopper cuDNN's, which plans every new "
-                               "sequence length, about 0.1-0.2 s each on an H200, in every captured step shape and "
-                               "evaluation width, for the same step time); may round differently in the last place",
+                               "sequence length, about 0.1 s each on an H200, in every captured step shape and "
+                               "evaluation width; its steps are as fast for SmolLM2, a little faster for Phi-2's heads "
+                               "of 80); may round differently in the last place",
                                choices=ATTENTION_KERNELS)
     # --- LoRA ---
     lora_r: int = _f(32, "LoRA rank")

@@ -56,9 +56,10 @@ def kernel_choice(choice: str, device):
 
     flash: FlashAttention-2 (torch's own), then the memory-efficient kernel, then the math one, never
     cuDNN's. On Hopper torch tries cuDNN's first, and cuDNN builds an execution plan for every sequence
-    length it meets: on an H200 each new length cost 60-190 ms more than flash's first call, in every
-    captured step shape and every new evaluation width (docs/benchmarks.md, issue 14, sixteenth
-    round), for the same step time. An A40 (sm_86) runs flash already. auto: torch's own order.
+    length it meets: on an H200 each new length cost about 0.1 s more than with flash, in every
+    captured step shape and every new evaluation width, while its steps were as fast for SmolLM2 and
+    1-3% faster for Phi-2's heads of 80 (docs/benchmarks.md, issue 14, sixteenth round). An A40
+    (sm_86) runs flash already. auto: torch's own order.
     CPU runs are left as they are: the choice is about CUDA kernels."""
     if choice not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {choice!r}")
