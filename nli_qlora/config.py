@@ -242,6 +242,16 @@ class RunConfig:
     def load(cls, path: str | Path, flag: str = "--config") -> "RunConfig":
         return cls.from_dict(read_config_file(path, flag), source=str(path))
 
+    @classmethod
+    def load_saved(cls, path: str | Path, flag: str) -> "RunConfig":
+        """A run's or checkpoint's own config.json. A setting added since the run was made takes what that
+        run ran with (SAVED_BEFORE), not today's default: a resume and the scorer then do as the run did."""
+        return cls.from_dict({**SAVED_BEFORE, **read_config_file(path, flag)}, source=str(path))
+
+
+# settings whose default is not what runs made before the setting existed did: their config.json lacks it
+SAVED_BEFORE = {"attention_kernel": "auto"}  # torch's pick: cuDNN's kernel on Hopper
+
 
 def fused_dtype_mismatch(lora_compute_dtype: str, model_dtype: str) -> str | None:
     """Why --fused-lora cannot apply (the adapters and the model compute in different dtypes), or None:

@@ -50,7 +50,7 @@ PROG = "scripts/peer_trainer.py"
 PAD_MULTIPLE = 8  # the usual collator's pad_to_multiple_of
 # settings of ours that have no meaning in the usual recipe: refused when given
 NOT_HONOURED = ("loss", "bucketing", "step_mode", "pad_to_multiple", "checkpoint_every_steps", "max_bad_steps",
-                "auto_batch")
+                "auto_batch", "attention_kernel")
 OPTIM_NAMES = {"paged_adamw_8bit": "paged_adamw_8bit", "adamw_8bit": "adamw_bnb_8bit", "adamw": "adamw_torch"}
 PEER = {"trainer": "transformers.Trainer", "adapter": "peft get_peft_model after prepare_model_for_kbit_training",
         "loss": "causal-LM cross-entropy on the answer tokens (label word + eos), prompt masked with -100",
@@ -79,6 +79,7 @@ def resolve_peer(args) -> RunConfig:
     cfg = resolve(args)
     cfg.loss = "answer"  # nearest of ours: the answer tokens' full-vocabulary cross-entropy (see PEER)
     cfg.bucketing, cfg.step_mode, cfg.pad_to_multiple = False, "eager", PAD_MULTIPLE
+    cfg.attention_kernel = "auto"  # torch's pick, as Trainer runs it; saved so, so that scoring the peer's run agrees
     if not hasattr(args, "gradient_checkpointing"):
         cfg.gradient_checkpointing = True  # the usual recipe's
     return cfg
@@ -192,7 +193,7 @@ class PeerRun:
             stats.bad_skipped += too_long
             stats.selected = len(rows)
             self.splits[name] = (examples, rows, stats)
-        self.scorer = LabelScorer(self.peer.model, self.peer.label_ids, "auto")  # torch's attention kernel, as Trainer runs
+        self.scorer = LabelScorer(self.peer.model, self.peer.label_ids, cfg.attention_kernel)
         self.timer = step_timer_callback(self.device)
         self.trainer, self.collator = make_trainer(self.peer, cfg, self.splits["train"][1], self.run_dir / "trainer",
                                                    self.max_steps, [self.timer, self._events_callback()])

@@ -30,12 +30,42 @@ def fresh_dynamo():
     import torch.fx.experimental._config as fx_config
     duck = fx_config.use_duck_shape  # compile_layers_ turns it off for the process
     limit = torch._dynamo.config.recompile_limit  # and raises this one for static shapes
+    tag = torch.compiler.config.cache_key_tag  # and tags the caches' key with the attention kernel
     torch._dynamo.reset()
     counters.clear()
     yield
     torch._dynamo.reset()
     fx_config.use_duck_shape = duck
     torch._dynamo.config.recompile_limit = limit
+    torch.compiler.config.cache_key_tag = tag
+
+
+CACHE_PROBE = """
+import sys, torch
+from torch._dynamo.utils import counters
+from nli_qlora.model.compile_layers import tag_caches
+print("tag", tag_caches(sys.argv[1]))
+f = torch.compile(lambda x: (x.sin() * 2).sum(), backend="inductor")
+f(torch.randn(8, requires_grad=True)).backward()
+print("hits", counters["inductor"]["fxgraph_cache_hit"], counters["aot_autograd"]["autograd_cache_hit"])
+"""
+
+
+def test_the_attention_kernel_is_in_the_compile_caches_key(tmp_path):
+    """Compiled layers fix SDPA's kernel when traced, and the caches' own keys do not hold SDPA's settings:
+    without the tag a run would get the kernel of whichever run filled the cache. Real inductor and its
+    disk caches, one process per run: a second run with the same choice loads from the caches, a run with
+    the other choice compiles anew; a tag of the user's stays in the key."""
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"), "TORCH_COMPILE_CACHE_KEY_TAG": "mine"}
+
+    def run(kernel: str) -> tuple[str, list[int]]:
+        out = subprocess.run([sys.executable, "-c", CACHE_PROBE, kernel], env=env, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+        return out[0].split(" ", 1)[1], [int(n) for n in out[-1].split()[1:]]
+
+    assert run("auto") == ("mine;nli_qlora.attention_kernel=auto", [0, 0])  # compiled, written to the caches
+    assert all(run("auto")[1])  # the same choice: inductor's (forward, backward) and AOT autograd's caches hit
+    assert run("flash") == ("mine;nli_qlora.attention_kernel=flash", [0, 0])  # the other: compiled anew
 
 
 def _graphs() -> int:

@@ -224,3 +224,18 @@ def test_a_runs_config_json_as_settings_file_reproduces_that_run(tmp_path):
     cfg = resolved("--config", str(partial))
     assert cfg == RunConfig(**{**preset("tiny").to_dict(), "lora_r": 2})
     assert resolved("--preset", "seed", "--config", str(partial)).model == preset("seed").model  # the flag wins
+
+
+def test_a_saved_run_made_before_a_setting_existed_loads_with_what_it_ran(tmp_path):
+    """--attention-kernel came after runs were made with torch's pick (cuDNN's kernel on Hopper): their
+    config.json lacks it. A resume and the scorer read such a run as it ran; a settings file of the
+    user's without it takes today's default."""
+    from nli_qlora.run.checkpoint import config_of
+    data = RunConfig().to_dict()
+    del data["attention_kernel"]
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    assert RunConfig.load_saved(tmp_path / "config.json", flag="--resume").attention_kernel == "auto"
+    assert config_of(tmp_path).attention_kernel == "auto"
+    assert RunConfig.load(tmp_path / "config.json").attention_kernel == "flash"
+    (tmp_path / "config.json").write_text(json.dumps({**data, "attention_kernel": "flash"}))
+    assert RunConfig.load_saved(tmp_path / "config.json", flag="--resume").attention_kernel == "flash"

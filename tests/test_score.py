@@ -392,3 +392,12 @@ def test_ctrl_c_mid_stream_leaves_no_output_file(run_dir, test_rows, tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted" in err
     assert not out.exists() and list(out.parent.iterdir()) == []
+
+
+def test_the_attention_kernel_is_a_run_setting_of_the_score_command():
+    """--attention-kernel may override a checkpoint's own, as the other settings of how a model runs."""
+    from nli_qlora.cli.score import build_parser
+    from nli_qlora.predict.targets import run_settings
+    args = build_parser().parse_args(["--checkpoint", "run", "--input", "rows.jsonl", "--attention-kernel", "auto"])
+    assert run_settings(args) == {"attention_kernel": "auto"}
+    assert "attention_kernel" not in run_settings(build_parser().parse_args(["--checkpoint", "run", "--input", "x"]))

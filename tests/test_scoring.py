@@ -163,15 +163,25 @@ def sdpa_state() -> tuple:
             tuple(_cur_sdpa_kernel_backends(with_priority=True)))
 
 
-def test_on_a_gpu_every_forward_pass_runs_flash_attention_never_cudnns(scorer, rows, tokenizer):
+def test_on_a_gpu_every_forward_pass_runs_with_cudnns_attention_off_and_flash_first(scorer, rows, tokenizer):
     """RunConfig.attention_kernel "flash", the default: the scorer's forward passes run with cuDNN's kernel
-    off and flash first. The choice applies to CUDA tensors; here the CUDA context is made for a CUDA
-    device (torch.device needs no GPU) and the decoder runs inside it on the CPU."""
+    off and flash first, and torch's priority order untouched (on Hopper torch sets it at the first SDPA
+    call; a choice that restored the order it found would undo that for the rest of the process). The
+    choice applies to CUDA tensors; here the CUDA context is made for a CUDA device (torch.device needs no
+    GPU) and the decoder runs inside it on the CPU. Which kernel a GPU then runs is the GPU smoke's check."""
     from torch.nn.attention import SDPBackend
     from nli_qlora.model.attention import kernel_choice
-    seen = []
-    hook = scorer.decoder.layers[0].register_forward_pre_hook(lambda module, args: seen.append(sdpa_state()))
-    before = sdpa_state()
+    seen, orders = [], []
+
+    def note(module, args):
+        seen.append(sdpa_state())
+        orders.append(torch._C._get_sdp_priority_order())
+
+    hook = scorer.decoder.layers[0].register_forward_pre_hook(note)
+    torch_order = torch._C._get_sdp_priority_order()
+    hopper = [int(SDPBackend.CUDNN_ATTENTION)] + [b for b in torch_order if b != int(SDPBackend.CUDNN_ATTENTION)]
+    torch._C._set_sdp_priority_order(hopper)  # torch's order on Hopper, where cuDNN's kernel comes first
+    before, order_before = sdpa_state(), torch._C._get_sdp_priority_order()
     batch = batch_of(rows[:4], tokenizer, "label")
     try:
         with torch.no_grad():
@@ -184,11 +194,15 @@ def test_on_a_gpu_every_forward_pass_runs_flash_attention_never_cudnns(scorer, r
                 scorer.attention = kept
     finally:
         hook.remove()
+        order_after, state_after = torch._C._get_sdp_priority_order(), sdpa_state()
+        torch._C._set_sdp_priority_order(torch_order)
     assert seen[0] == before
     cudnn, flash, order = seen[1]
     assert not cudnn and flash and order[0] == SDPBackend.FLASH_ATTENTION
     assert SDPBackend.CUDNN_ATTENTION not in order
-    assert sdpa_state() == before, "the choice must end with the forward pass"
+    assert orders == [order_before, order_before] and order_after == order_before, \
+        "torch's priority order must stay as torch set it"
+    assert state_after == before, "the choice must end with the forward pass"
     torch.testing.assert_close(chosen, plain, rtol=0, atol=0)
 
 

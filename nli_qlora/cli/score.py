@@ -74,6 +74,7 @@ def build_parser() -> OneLineParser:
     _config_flag(run, "fused_projections", action=argparse.BooleanOptionalAction)
     _config_flag(run, "fused_norm", action=argparse.BooleanOptionalAction)
     _config_flag(run, "fused_rope", action=argparse.BooleanOptionalAction)
+    _config_flag(run, "attention_kernel")
     run.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS, metavar="N",
                      help=f"rows read, scored and written at a time; bounds memory (default {CHUNK_ROWS})")
     run.add_argument("--quiet", action="store_true", help="no progress, tables or notes; errors still print")

@@ -54,17 +54,20 @@ ATTENTION_KERNELS = ("flash", "auto")
 def kernel_choice(choice: str, device):
     """A context factory under which SDPA picks the run's attention kernel (RunConfig.attention_kernel).
 
-    flash: FlashAttention-2 (torch's own), then the memory-efficient kernel, then the math one, never
-    cuDNN's. On Hopper torch tries cuDNN's first, and cuDNN builds an execution plan for every sequence
-    length it meets: on an H200 each new length cost about 0.1 s more than with flash, in every
-    captured step shape and every new evaluation width, while its steps were as fast for SmolLM2 and
-    1-3% faster for Phi-2's heads of 80 (docs/benchmarks.md, issue 14, sixteenth round). An A40
-    (sm_86) runs flash already. auto: torch's own order.
-    CPU runs are left as they are: the choice is about CUDA kernels."""
+    flash: cuDNN's kernel turned off, so SDPA runs FlashAttention-2 (torch's own), or where it cannot,
+    the memory-efficient kernel, then the math one. On Hopper torch tries cuDNN's first, and cuDNN
+    builds an execution plan for every sequence length it meets: on an H200 each new length cost about
+    0.1 s more than with flash, in every captured step shape and every new evaluation width, while its
+    steps were as fast for SmolLM2 and 1-3% faster for Phi-2's heads of 80 (docs/benchmarks.md, issue 14,
+    sixteenth round). An A40 (sm_86) runs flash already. Only the enabled kernels change, never torch's
+    priority order: torch sets its Hopper order at the first SDPA call of a process, and a context that
+    restored the order it found before that call would undo it for everything after (auto, the peer).
+    auto: torch's own choice. CPU runs are left as they are: the choice is about CUDA kernels."""
+    import torch
     if choice not in ATTENTION_KERNELS:
         raise ValueError(f"unknown attention kernel {choice!r}")
-    if choice == "auto" or getattr(device, "type", device) != "cuda":
+    if choice == "auto" or torch.device(device).type != "cuda":
         return contextlib.nullcontext
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    order = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-    return functools.partial(sdpa_kernel, order, set_priority=True)
+    allowed = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return functools.partial(sdpa_kernel, allowed)

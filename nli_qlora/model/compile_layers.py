@@ -23,11 +23,18 @@ the whole model; the model's own forward (embedding, masks, head, the label scor
 - Inductor caches what it compiled (FX graphs, autograd graphs, Triton kernels) in its own folder,
   TORCHINDUCTOR_CACHE_DIR (default /tmp/torchinductor_USER): the next run of the same model loads
   its kernels instead of compiling them. Left to inductor: bitsandbytes' import has fixed the
-  folder before nli_qlora could choose another, and users of torch.compile know the variable."""
+  folder before nli_qlora could choose another, and users of torch.compile know the variable.
+- The attention kernel (RunConfig.attention_kernel) is fixed in a layer's graph when it is traced, and
+  neither dynamo's guards nor the caches' keys hold SDPA's settings: a warm cache would give a run the
+  kernel of the run that filled it (checked on a CPU: a graph traced under the math kernel came back
+  from the cache for a process under flash). So the choice goes into the caches' key
+  (torch.compiler.config.cache_key_tag, beside any TORCH_COMPILE_CACHE_KEY_TAG of the user's). Within
+  one process a layer keeps the graphs of its first compilation, as it keeps them for any setting."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 
 import torch
@@ -56,11 +63,13 @@ def static_shapes(shapes: int | None) -> bool:
     return shapes is not None and shapes <= STATIC_SHAPES
 
 
-def compile_layers_(model: torch.nn.Module, backend: str = "inductor", shapes: int | None = None) -> int:
+def compile_layers_(model: torch.nn.Module, backend: str = "inductor", shapes: int | None = None,
+                    attention_kernel: str = "flash") -> int:
     """Compile every decoder layer of `model` in place (nn.Module.compile); the number compiled.
     Compilation itself happens at the first step of each shape. `shapes`: how many distinct batch
     shapes the training steps will have, when the caller knows (static_shapes). `backend`: the tests
-    use "aot_eager" (dynamo and AOT autograd, no code generation) to check the arithmetic."""
+    use "aot_eager" (dynamo and AOT autograd, no code generation) to check the arithmetic.
+    `attention_kernel`: the run's RunConfig.attention_kernel, for the caches' key (cache_tag)."""
     if not hasattr(torch.compiler, "set_stance"):
         raise UserError(f"--compile: needs torch 2.6 or newer (evaluation turns the compiled layers off with "
                         f"torch.compiler.set_stance); this is torch {torch.__version__}")
@@ -70,6 +79,7 @@ def compile_layers_(model: torch.nn.Module, backend: str = "inductor", shapes: i
     if not layers:
         raise UserError(f"--compile: found no decoder layers in {type(model).__name__} to compile")
     fx_config.use_duck_shape = False  # process-wide; it changes which symbols sizes get, never a result
+    tag_caches(attention_kernel)
     static = static_shapes(shapes)
     if static:  # process-wide too. Two graphs a shape, and room as much again for shapes an out-of-memory
         # retry adds (--auto-batch); past the limit dynamo would run a new shape's layers uncompiled
@@ -81,6 +91,17 @@ def compile_layers_(model: torch.nn.Module, backend: str = "inductor", shapes: i
         if not is_compiled(layer):  # a second call (a second trainer on one model) keeps the first's graphs
             layer.compile(backend=backend, dynamic=not static)
     return len(layers)
+
+
+def tag_caches(attention_kernel: str) -> str:
+    """Put the attention kernel into the key of torch.compile's caches (process-wide, as the caches are);
+    the tag set."""
+    config = getattr(torch.compiler, "config", None)
+    if config is None or not hasattr(config, "cache_key_tag"):  # before torch 2.7: no tag to set
+        return ""
+    mine = f"nli_qlora.attention_kernel={attention_kernel}"
+    config.cache_key_tag = ";".join(t for t in (os.environ.get("TORCH_COMPILE_CACHE_KEY_TAG", ""), mine) if t)
+    return config.cache_key_tag
 
 
 def check_inductor_can_build(device: torch.device) -> None:

@@ -21,7 +21,7 @@ from nli_qlora.training.scoring import LabelScorer
 # settings that change how a model runs, not what it answers: these may override a checkpoint's own
 RUN_SETTINGS = ("max_length", "eval_batch_size", "quantization", "compute_dtype", "dequantize_base",
                 "lora_compute_dtype", "fused_lora", "fused_projections", "fused_norm",
-                "fused_rope")
+                "fused_rope", "attention_kernel")
 # settings that define the classifier: a checkpoint carries them, only a zero-shot model takes them
 PROMPT_SETTINGS = ("prompt_template", "label_words", "labels", "label_map", "tokenizer")
 

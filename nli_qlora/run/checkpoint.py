@@ -236,4 +236,4 @@ def config_of(path: str | Path) -> RunConfig:
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise UserError(f"--checkpoint: {path} has no config.json (not a checkpoint of this toolkit?)")
-    return RunConfig.load(cfg_file, flag="--checkpoint")
+    return RunConfig.load_saved(cfg_file, flag="--checkpoint")

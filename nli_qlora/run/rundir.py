@@ -28,7 +28,7 @@ RESUME_SETTINGS = ("grad_accum", "gradient_checkpointing", "eval_batch_size", "a
 # 4-bit weights' very values; bfloat16 adapter copies are made from the same float32 masters, which
 # the checkpoint holds, and only round the adapters' matmuls; the fused update, the fused norm, the
 # fused rotary embedding, the compiled layers and another attention kernel round it differently (a run
-# made before --attention-kernel existed ran torch's pick: --attention-kernel auto resumes it so)
+# made before --attention-kernel existed resumes with torch's pick, as it ran: RunConfig.load_saved)
 RESUME_FLAGS = {"resume", "quiet", "help"}
 
 
@@ -60,7 +60,7 @@ def resume_config(args, run_dir: Path) -> tuple[RunConfig, dict]:
     if not (run_dir / "config.json").is_file():
         raise UserError(f"--resume: {run_dir} is not a run directory (no config.json)")
     try:
-        cfg = RunConfig.load(run_dir / "config.json")
+        cfg = RunConfig.load_saved(run_dir / "config.json", flag="--resume")
     except UserError as err:
         raise UserError(f"--resume: {run_dir} is not a run directory of this toolkit ({err})") from None
     changed = {n: (getattr(cfg, n), getattr(args, n)) for n in RESUME_SETTINGS

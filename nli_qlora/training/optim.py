@@ -54,7 +54,7 @@ def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, w
     (--compile then compiles per shape when they are few: model.compile_layers)."""
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.compile:  # compiles at the first step of a shape (on CUDA, before its graph is captured)
-        compile_layers_(model, shapes=step_shapes)
+        compile_layers_(model, shapes=step_shapes, attention_kernel=cfg.attention_kernel)
     quiet_paged_fallback()
     notes: list[str] = []
 
