@@ -69,7 +69,7 @@ def compile_layers_(model: torch.nn.Module, backend: str = "inductor", shapes: i
     Compilation itself happens at the first step of each shape. `shapes`: how many distinct batch
     shapes the training steps will have, when the caller knows (static_shapes). `backend`: the tests
     use "aot_eager" (dynamo and AOT autograd, no code generation) to check the arithmetic.
-    `attention_kernel`: the run's RunConfig.attention_kernel, for the caches' key (cache_tag)."""
+    `attention_kernel`: the run's RunConfig.attention_kernel, for the caches' key (tag_caches)."""
     if not hasattr(torch.compiler, "set_stance"):
         raise UserError(f"--compile: needs torch 2.6 or newer (evaluation turns the compiled layers off with "
                         f"torch.compiler.set_stance); this is torch {torch.__version__}")
@@ -97,7 +97,7 @@ def tag_caches(attention_kernel: str) -> str:
     """Put the attention kernel into the key of torch.compile's caches (process-wide, as the caches are);
     the tag set."""
     config = getattr(torch.compiler, "config", None)
-    if config is None or not hasattr(config, "cache_key_tag"):  # before torch 2.7: no tag to set
+    if config is None or not hasattr(config, "cache_key_tag"):  # a torch without the tag: nothing to set
         return ""
     mine = f"nli_qlora.attention_kernel={attention_kernel}"
     config.cache_key_tag = ";".join(t for t in (os.environ.get("TORCH_COMPILE_CACHE_KEY_TAG", ""), mine) if t)
