@@ -200,12 +200,9 @@ class GraphedForwardBackward:
 
     def _forward_backward(self, inputs: dict, scale: torch.Tensor) -> torch.Tensor:
         self.flat.begin()
-        with self.scorer.attention():  # as in train_step, whose comment says why
-            loss, _ = self.scorer.loss(inputs, self.loss_kind)
-            loss = loss * scale
-            self.flat.backward(loss)
+        loss = loss_backward(self.scorer, inputs, self.loss_kind, scale, self.flat.backward)
         self.flat.collect()
-        return loss.detach()
+        return loss
 
     def _capture(self, batch: dict) -> _Graph:
         """Warm-up and capture draw no random numbers that training sees: the CUDA generator is put
@@ -300,6 +297,18 @@ class Trainer:
         return torch.nn.utils.get_total_norm([p.grad for p in grads if p.grad is not None])
 
 
+def loss_backward(scorer: LabelScorer, batch: dict, loss_kind: str, scale, backward) -> torch.Tensor:
+    """One micro-batch's loss times `scale` and its `backward(loss)`; the loss, detached. The run's
+    attention kernel holds through the backward pass too: gradient checkpointing recomputes each layer's
+    forward there, and a recomputation that picked another kernel than the forward (cuDNN's, torch's
+    pick on Hopper) saves tensors of other shapes, which checkpointing refuses."""
+    with scorer.attention():
+        loss, _ = scorer.loss(batch, loss_kind)
+        loss = loss * scale
+        backward(loss)
+    return loss.detach()
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -341,19 +350,10 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
         else:
             if t.copies is not None:
                 t.copies.begin()
-            # the run's attention kernel through the backward pass too: gradient checkpointing recomputes
-            # each layer's forward there, and a recomputation that picked another kernel than the forward
-            # (cuDNN's, torch's pick on Hopper) saves tensors of other shapes, which checkpointing refuses
-            with t.scorer.attention():
-                loss, _ = t.scorer.loss(batch, t.loss_kind)
-                loss = loss * scale
-                if t.flat is not None:
-                    t.flat.backward(loss)
-                else:
-                    loss.backward()
+            loss = loss_backward(t.scorer, batch, t.loss_kind, scale,
+                                 t.flat.backward if t.flat is not None else torch.Tensor.backward)
             if t.copies is not None:
                 t.copies.collect()  # working-copy gradients into the float32 ones
-            loss = loss.detach()
         total = loss.clone() if total is None else total + loss
     if total is None:
         total = torch.zeros((), device=t.params[0].device)
