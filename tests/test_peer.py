@@ -35,6 +35,7 @@ def test_peer_completes_and_writes_metrics_in_the_schema(peer_run):
         assert key in start
     assert start["peer"]["trainer"] == "transformers.Trainer"
     assert start["config"]["gradient_checkpointing"] is True  # the usual recipe's default
+    assert start["config"]["attention_kernel"] == "auto"  # torch's pick, saved so: scoring the run agrees
     steps = [r for r in records if r["event"] == "step"]
     assert [s["step"] for s in steps] == list(range(1, STEPS + 1))
     for s in steps:
@@ -64,6 +65,9 @@ def test_peer_refuses_settings_the_usual_recipe_has_not(capsys):
     assert peer_trainer.main(["--preset", "tiny", "--loss", "label"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--loss" in err
+    assert peer_trainer.main(["--preset", "tiny", "--attention-kernel", "flash"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--attention-kernel" in err
 
 
 
