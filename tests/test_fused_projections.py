@@ -87,6 +87,55 @@ def test_with_dropout_it_computes_and_differentiates_what_its_masks_give():
         assert torch.allclose(g, e)
 
 
+@pytest.mark.parametrize("widths, scales", [((5, 3, 3), (2.0, 2.0, 2.0)),   # Llama's q, then k and v as one run
+                                             ((4, 4, 4, 7), (2.0, 2.0, 2.0, 2.0)),  # Phi's q, k, v, then fc1
+                                             ((4, 4), (2.0, 2.0)),  # gate and up
+                                             ((4, 4, 4), (2.0, 0.5, 0.5))])  # a scale of its own ends a run
+def test_neighbours_of_one_width_compute_their_b_products_as_one_batched_matmul(widths, scales):
+    """A run of equal neighbours takes one batched matmul over a strided view of its columns: the same
+    values and every gradient as the formula, with and without dropout; its B gradients are whole tensors
+    (contiguous), as the flat buffer's multi-tensor add needs them."""
+    from nli_qlora.model.fused_projections import _runs
+    assert sum(k for _, k, _ in _runs(widths, scales)) == len(widths)
+    assert any(k > 1 for _, k, _ in _runs(widths, scales))
+    x, weight, b, a, bb = _operands(0.0, widths)
+    f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, *ab)
+    assert torch.autograd.gradcheck(f, (x, *a, *bb))
+    assert torch.allclose(f(x, *a, *bb), _reference(x, weight, b, a, bb, 0.0, scales, widths))
+    torch.manual_seed(3)
+    got = GroupedLora.apply(x, weight, b, 0.3, scales, widths, *a, *bb)
+    got_grads = torch.autograd.grad(got.square().sum(), (x, *a, *bb))
+    torch.manual_seed(3)
+    expected = _reference(x, weight, b, a, bb, 0.3, scales, widths)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, *a, *bb))
+    assert torch.allclose(got, expected)
+    for g, e in zip(got_grads, expected_grads):
+        assert torch.allclose(g, e) and g.is_contiguous()
+
+
+def test_a_run_of_neighbours_takes_fewer_matmuls_forward_and_backward():
+    """Phi's group (q, k, v of one width, then fc1): 11 matmuls forward and backward, not one per member and
+    product (17); the count is what the step's time follows at batch 8."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.matmuls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("mm", "addmm", "addmm_", "bmm", "baddbmm", "baddbmm_"):
+                self.matmuls += 1
+            return func(*args, **(kwargs or {}))
+
+    widths = (4, 4, 4, 7)
+    x, weight, b, a, bb = _operands(0.1, widths)
+    with Count() as count:
+        out = GroupedLora.apply(x, weight, b, 0.1, (2.0,) * 4, widths, *a, *bb)
+        torch.autograd.grad(out.sum(), (x, *a, *bb))
+    assert count.matmuls == 11
+
+
 def test_each_member_draws_a_mask_of_its_own():
     """Two members with the same adapter weights would give the same update under one shared mask."""
     widths, p = (4, 4), 0.5

@@ -10,9 +10,11 @@ autograd function:
   row slice of that one tensor: no memory added), biases included;
 - the members' dropouts as one kernel over the input repeated once per member (each member still
   draws a mask of its own, as in peft), and their LoRA A as one batched matmul;
-- each member's LoRA B added into its columns of the output in place, the scale in the matmul's alpha.
+- each member's LoRA B added into its columns of the output in place, the scale in the matmul's alpha;
+  neighbours of one width (k and v, gate and up; Phi's q, k and v) as one batched matmul.
 Backward: one batched matmul for every A's gradient, one for the adapters' input gradient, one
-matmul for the bases' input gradient with that sum folded in; each member's B alone.
+matmul for the bases' input gradient with that sum folded in; B's two gradients per run of
+neighbours of one width, or per member.
 
 The same function as peft's, rounded as --fused-lora rounds (which it needs: the members' update is
 that one) and, with dropout on, masks drawn in one call instead of one per member: other draws of the
@@ -55,25 +57,38 @@ class GroupedLora(torch.autograd.Function):
         else:
             xd, mask = x2.expand(g, *x2.shape), None
         t = torch.bmm(xd, stack.transpose(1, 2))  # [G, N, r]
-        for col, ti, bi, s in zip(out.split(widths, dim=1), t, b, scales):
-            col.addmm_(ti, bi.t(), alpha=s)
-        ctx.save_for_backward(xd if p > 0 else x2, mask, t, weight, stack, *b)
-        ctx.p, ctx.scales, ctx.widths, ctx.x_shape = p, scales, widths, x.shape
+        runs = _runs(widths, scales)
+        b_runs = [b[i] if k == 1 else torch.stack(b[i:i + k]) for i, k, _ in runs]  # [w, r] or [k, w, r]
+        for (i, k, col), bk in zip(runs, b_runs):
+            w, s = widths[i], scales[i]
+            if k == 1:
+                out[:, col:col + w].addmm_(t[i], bk.t(), alpha=s)
+            else:  # the run's columns as a [k, N, w] view: one batched matmul adds into them in place
+                out[:, col:col + k * w].view(-1, k, w).transpose(0, 1).baddbmm_(t[i:i + k], bk.transpose(1, 2), alpha=s)
+        ctx.save_for_backward(xd if p > 0 else x2, mask, t, weight, stack, *b_runs)
+        ctx.p, ctx.scales, ctx.widths, ctx.runs, ctx.x_shape = p, scales, widths, runs, x.shape
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad):
-        xd, mask, t, weight, stack, *b = ctx.saved_tensors
+        xd, mask, t, weight, stack, *b_runs = ctx.saved_tensors
         g = len(ctx.widths)
         if ctx.p == 0:
             xd = xd.expand(g, *xd.shape)
         g2 = grad.reshape(-1, grad.shape[-1])
-        cols = g2.split(ctx.widths, dim=1)
         dt = torch.empty_like(t)
-        for dti, col, bi, s in zip(dt, cols, b, ctx.scales):
-            dti.addmm_(col, bi, beta=0, alpha=s)  # beta=0: the empty values are never read
+        db = []
+        for (i, k, col), bk in zip(ctx.runs, b_runs):  # beta=0: the empty values are never read
+            w, s = ctx.widths[i], ctx.scales[i]
+            if k == 1:
+                gk = g2[:, col:col + w]
+                dt[i].addmm_(gk, bk, beta=0, alpha=s)
+                db.append(torch.addmm(bk, gk.t(), t[i], beta=0, alpha=s))
+            else:
+                gk = g2[:, col:col + k * w].reshape(-1, k, w).transpose(0, 1)  # [k, N, w], a view
+                dt[i:i + k].baddbmm_(gk, bk, beta=0, alpha=s)
+                db.extend(torch.baddbmm(bk, gk.transpose(1, 2), t[i:i + k], beta=0, alpha=s).unbind(0))
         da = torch.bmm(dt.transpose(1, 2), xd)
-        db = [torch.addmm(bi, col.t(), ti, beta=0, alpha=s) for bi, col, ti, s in zip(b, cols, t, ctx.scales)]
         dx = None
         if ctx.needs_input_grad[0]:  # the first layer's input takes none: the embeddings are frozen
             dxd = torch.bmm(dt, stack)
@@ -81,6 +96,22 @@ class GroupedLora(torch.autograd.Function):
                 dxd = torch.ops.aten.native_dropout_backward(dxd, mask, 1.0 / (1.0 - ctx.p))
             dx = torch.addmm(dxd.sum(0), g2, weight).view(ctx.x_shape)
         return (dx, None, None, None, None, None, *da.unbind(0), *db)
+
+
+def _runs(widths: tuple, scales: tuple) -> list[tuple[int, int, int]]:
+    """(first member, members, first column) of each run of neighbours with one width and one scale.
+
+    A run of two or more computes its LoRA B products (forward, and both gradients) as one batched
+    matmul over a strided view of its columns instead of one matmul per member: Llama's k and v (GQA:
+    q is wider) and gate and up, Phi's q, k and v. At batch 8 each of those matmuls is a few
+    microseconds of fixed cost (docs/benchmarks.md, issue 14, seventeenth round)."""
+    runs, start, col = [], 0, 0
+    for i in range(1, len(widths) + 1):
+        if i == len(widths) or widths[i] != widths[start] or scales[i] != scales[start]:
+            runs.append((start, i - start, col))
+            col += (i - start) * widths[start]
+            start = i
+    return runs
 
 
 class Group:
