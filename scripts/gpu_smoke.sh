@@ -173,6 +173,11 @@ check "fused projections = fused lora (phi-2)" trains_alike "$W/proj-phi" "--fus
                                --model random:$W/phi-2-nodrop --tokenizer $TOK $DATA $SHORT --train-size 200 \
                                --no-zero-shot-eval --dequantize-base --lora-compute-dtype bfloat16 --fused-lora \
                                --lora-dropout 0
+# the same uncompiled on SmolLM2's shapes: Llama's runs of neighbours of one width (k v; gate up), each run's LoRA B
+# products one batched matmul over a strided view of its columns (fused_projections._runs), as a step runs them
+check "fused projections = fused lora (smollm2)" trains_alike "$W/proj-smol" "--fused-projections" --model random:$TOK \
+                               --tokenizer $TOK $DATA $SHORT --train-size 200 --no-zero-shot-eval --dequantize-base \
+                               --lora-compute-dtype bfloat16 --fused-lora --lora-dropout 0
 # torch's fused rms_norm against transformers' RMSNorm on SmolLM2's shapes (Llama: 61 norms), with the other speed
 # options on in both runs; dropout on: the norm draws no random numbers, so both runs draw the same masks
 check "fused norm = transformers norm" trains_alike "$W/norm" "--fused-norm" --model random:$TOK --tokenizer $TOK \
