@@ -160,6 +160,7 @@ def test_phi_and_llama_layers_group_their_shared_input_linears():
                                                                                      "gate_proj", "up_proj", "o_proj"]))
     sizes = sorted(len(g) for g in groups_of(llama))
     assert sizes == [2, 2, 3, 3]  # per layer: q k v, and gate up; o_proj reads another input
+    assert sorted(len(g) for g in groups_of(llama, alone=True)) == [1, 1, 2, 2, 3, 3]  # o_proj: a group of one
 
 
 def test_every_group_computes_once_and_the_members_take_its_outputs():
@@ -167,13 +168,15 @@ def test_every_group_computes_once_and_the_members_take_its_outputs():
     reference = {n: p.detach().clone() for n, p in bundle.model.named_parameters()}
     x = torch.randint(3, 100, (2, 12))
     expected = bundle.model(input_ids=x).logits
-    assert fuse_projections_(bundle.model) == len(groups_of(bundle.model))
+    groups = groups_of(bundle.model, alone=True)  # q k v fc1, and dense and fc2 alone
+    assert len(groups) == 3 * len(groups_of(bundle.model))
+    assert fuse_projections_(bundle.model) == len(groups)
     for n, p in bundle.model.named_parameters():  # the bases are views of one tensor now, with the same values
         assert torch.equal(p, reference[n]), n
     out = bundle.model(input_ids=x).logits
-    assert _backward_nodes(out).count("GroupedLoraBackward") == len(groups_of(bundle.model))
+    assert _backward_nodes(out).count("GroupedLoraBackward") == len(groups)
     assert torch.equal(out, expected)  # float32 on a CPU, dropout off in the tiny preset: the same values
-    assert all(g[0]._nli_group[0].pending is None for g in groups_of(bundle.model))  # nothing left behind
+    assert all(g[0]._nli_group[0].pending is None for g in groups)  # nothing left behind
 
 
 @pytest.mark.parametrize("mode", ["fast", "eager"])
@@ -260,3 +263,81 @@ def test_gradient_checkpointing_recomputes_the_groups_with_their_masks():
             enable_checkpointing(bundle.model)
         losses[checkpointing] = _losses(cfg, bundle)
     assert losses[True] == pytest.approx(losses[False], rel=1e-5, abs=1e-6)
+
+
+class _Ops:
+    """The aten ops dispatched inside, by name (views included)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+        names = self.names = []
+
+        class Record(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                names.append(func.overloadpacket.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Record()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_a_linear_alone_is_a_group_of_one_whose_input_gradient_is_one_matmul():
+    """o_proj, down_proj (Phi's dense, fc2) read no shared input; as a group of one the adapter's input
+    gradient rides in the base's input-gradient matmul (addmm's bias), where --fused-lora's layer leaves
+    autograd an add of the two: the formula's values and gradients, and no add or sum in its backward."""
+    widths, scales = (5,), (2.0,)
+    x, weight, b, a, bb = _operands(0.0, widths)
+    f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, *ab)
+    assert torch.autograd.gradcheck(f, (x, *a, *bb))
+    torch.manual_seed(3)
+    got = GroupedLora.apply(x, weight, b, 0.3, scales, widths, *a, *bb)
+    loss = got.square().sum()
+    with _Ops() as ops:
+        got_grads = torch.autograd.grad(loss, (x, *a, *bb))
+    torch.manual_seed(3)
+    expected = _reference(x, weight, b, a, bb, 0.3, scales, widths)
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, *a, *bb))
+    assert torch.allclose(got, expected) and all(torch.allclose(g, e) for g, e in zip(got_grads, expected_grads))
+    assert not {"add", "add_", "sum"} & set(ops.names), ops.names
+
+
+def test_the_working_copies_lie_side_by_side_so_a_group_reads_its_adapters_without_a_copy():
+    """With bfloat16 adapter copies (the GPU's setting, here on a CPU) the trainer lays each group's A
+    weights, then its B weights, side by side (FlatParams' work_order): where each weight fills whole
+    ALIGN blocks (r=32 at SmolLM2's and Phi-2's widths) the forward stacks nothing, and training takes
+    the same steps bit for bit as with the copies in the masters' order."""
+    from nli_qlora.model.fused_projections import _stacked, work_order
+    from nli_qlora.training.optim import build_optimizer, build_scheduler
+    from nli_qlora.training.scoring import LabelScorer
+    from nli_qlora.training.step import build_trainer, train_step
+    from tests.test_step_modes import _batches
+
+    changes = dict(compute_dtype="bfloat16", lora_compute_dtype="bfloat16", lora_dropout=0.1, optimizer="adamw",
+                   fused_projections=True, lora_r=32, lora_alpha=64, **FAST)  # r=32: each A fills whole ALIGN blocks
+    losses, stacks = {}, {}
+    for ordered in (True, False):
+        cfg, bundle = _bundle(**changes)
+        fuse_projections_(bundle.model)
+        params = [p for p in bundle.model.parameters() if p.requires_grad]
+        order = work_order(bundle.model, params) if ordered else None
+        torch.manual_seed(0)
+        trainer = build_trainer(LabelScorer(bundle.model, bundle.label_ids), params,
+                                lambda ps: build_optimizer(cfg, ps)[0], lambda opt: build_scheduler(cfg, opt, 100),
+                                step_mode="fast", work_dtype=torch.bfloat16, work_order=order)
+        groups = [g for g in groups_of(bundle.model, alone=True) if len(g) > 1]
+        a = [m.lora_A["default"].weight for m in groups[0]]
+        stacks[ordered] = _stacked(a).data_ptr() == a[0].data_ptr()  # a view of the working copies, not a copy
+        with _Ops() as ops:
+            bundle.model(input_ids=torch.randint(3, 100, (2, 12)))
+        assert ("stack" in ops.names) != ordered
+        batches = _batches(3)
+        losses[ordered] = [train_step(trainer, [batches[i % 3]])["loss"] for i in range(6)]
+        masters = trainer.flat.masters
+        assert all(torch.equal(p.detach(), m.to(torch.bfloat16)) for p, m in zip(params, masters))  # published
+        assert [m.data_ptr() for m in masters] == sorted(m.data_ptr() for m in masters)  # the masters' order kept
+    assert stacks == {True: True, False: False}
+    assert losses[True] == losses[False] and losses[True][-1] < losses[True][0]

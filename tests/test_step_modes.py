@@ -93,6 +93,28 @@ def test_flat_backward_adds_what_backward_accumulates_bit_for_bit():
     assert all(p.grad is g for p, g in zip((lin.weight, lin.bias, unused), seated))  # still the flat buffer's views
 
 
+def test_working_copies_in_another_order_lie_packed_in_it_and_follow_the_masters():
+    """FlatParams' work_order: the bfloat16 copies sit in that order, each in its ALIGN-padded span (the
+    masters' blocks permuted); the masters and gradients keep the parameters' order; publish copies
+    every one, a weight of several blocks included."""
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(*shape)) for shape in ((3, 5), (ALIGN + 7,), (2, 2), (4, 3))]
+    flat = FlatParams(params, torch.bfloat16, work_order=[2, 0, 3, 1])
+    offsets = [p.data.storage_offset() for p in params]
+    assert offsets == [ALIGN, 3 * ALIGN, 0, 2 * ALIGN]  # 2, then 0, then 3, then 1 (two blocks)
+    assert all(p.data.untyped_storage().data_ptr() == flat.work.untyped_storage().data_ptr() for p in params)
+    assert flat.work.numel() == flat.param.numel() == 5 * ALIGN
+    assert [m.storage_offset() for m in flat.masters] == [0, ALIGN, 3 * ALIGN, 4 * ALIGN]
+    assert [g.storage_offset() for g in flat.grads] == [0, ALIGN, 3 * ALIGN, 4 * ALIGN]
+    assert all(torch.equal(p.data, m.to(torch.bfloat16)) for p, m in zip(params, flat.masters))
+    with torch.no_grad():
+        flat.param.add_(1.5)
+    flat.publish()
+    assert all(torch.equal(p.data, m.to(torch.bfloat16)) for p, m in zip(params, flat.masters))
+    with pytest.raises(ValueError, match="permutation"):
+        FlatParams([torch.nn.Parameter(torch.randn(2)) for _ in range(3)], torch.bfloat16, work_order=[0, 0, 1])
+
+
 def test_fast_step_runs_no_per_weight_gradient_accumulation():
     """The fast step's backward leaves autograd's AccumulateGrad out (one add kernel per LoRA weight)."""
     trainer, _ = _trainer(preset("tiny"), "fast")

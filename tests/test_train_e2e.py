@@ -170,7 +170,7 @@ def test_run_start_describes_the_run(run):
     assert start["model"] == {"name": "builtin:tiny-phi", "architecture": "PhiForCausalLM", "dtype": "float32",
                               "quantization": "nf4", "dequantized": False,
                               "lora_compute_dtype": "float32", "fused_lora": False, "fused_projections": False, "fused_norms": 0,
-                              "fused_ropes": 0,
+                              "fused_ropes": 0, "fused_swiglus": 0,
                               "compiled": False, "compiled_shapes": None}
     assert start["device"]["type"] == "cpu" and start["world_size"] == 1
     assert start["lora_targets"] == {"matched": list(TINY.target_modules), "unmatched": []}

@@ -95,10 +95,13 @@ def check_one_dtype(lora_compute_dtype: str, model_dtype: torch.dtype) -> None:
 def fuse_lora_(model: torch.nn.Module, on: bool = True) -> int:
     """Give every LoRA linear layer the fused update (in place), or (on=False) peft's forward back, as
     the benchmarks do between cases on one model; the number of layers."""
+    from nli_qlora.model.fused_swiglu import unfuse_swiglu_
     layers = [m for m in model.modules() if is_lora_linear(m)]
     for layer in layers:
         if on:
             layer.forward = types.MethodType(fused_forward, layer)
         else:
             vars(layer).pop("forward", None)
+    if not on:
+        unfuse_swiglu_(model)  # --fused-projections' MLPs: their own forward back too
     return len(layers)

@@ -16,6 +16,14 @@ Backward: one batched matmul for every A's gradient, one for the adapters' input
 matmul for the bases' input gradient with that sum folded in; B's two gradients per run of
 neighbours of one width, or per member.
 
+Every other adapted linear of a decoder layer (o_proj, down_proj; Phi's dense and fc2) runs as a
+group of one: the same kernels forward, and backward its adapter's input gradient rides in the base's
+matmul where --fused-lora leaves autograd an add. The trainer lays the adapters' bfloat16 working
+copies out group by group (work_order, FlatParams), so a group's A's and a run's B's are one view
+instead of a stacked copy each forward; and a Llama-style MLP reads its SiLU(gate)*up from the one
+gate|up output (model.fused_swiglu). On one H200, SmolLM2's shapes at batch 8: 2,495 -> 2,196 kernels
+a step and 9.6 -> 8.9 ms (docs/benchmarks.md, eighteenth round).
+
 The same function as peft's, rounded as --fused-lora rounds (which it needs: the members' update is
 that one) and, with dropout on, masks drawn in one call instead of one per member: other draws of the
 same distribution. So runs with and without it train alike, not bit for bit, and a resume keeps the
@@ -40,6 +48,7 @@ import torch
 from nli_qlora.infra.errors import UserError
 from nli_qlora.model.families import family_of
 from nli_qlora.model.fused_lora import fused_forward, is_lora_linear, plain_adapter
+from nli_qlora.model.fused_swiglu import fuse_swiglu_
 
 
 class GroupedLora(torch.autograd.Function):
@@ -51,14 +60,14 @@ class GroupedLora(torch.autograd.Function):
         a, b = ab[:g], ab[g:]
         x2 = x.reshape(-1, x.shape[-1])
         out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        stack = torch.stack(a)  # [G, r, in]: one small copy (the adapters are not neighbours in the flat buffer)
+        stack = _stacked(a)  # [G, r, in]: a view of FlatParams' working copies (work_order), else a copy
         if p > 0:  # one kernel, a mask per member: the input repeated G times (a broadcast view, not a copy)
             xd, mask = torch.native_dropout(x2.expand(g, *x2.shape), p, True)
         else:
             xd, mask = x2.expand(g, *x2.shape), None
         t = torch.bmm(xd, stack.transpose(1, 2))  # [G, N, r]
         runs = _runs(widths, scales)
-        b_runs = [b[i] if k == 1 else torch.stack(b[i:i + k]) for i, k, _ in runs]  # [w, r] or [k, w, r]
+        b_runs = [b[i] if k == 1 else _stacked(b[i:i + k]) for i, k, _ in runs]  # [w, r] or [k, w, r]
         for (i, k, col), bk in zip(runs, b_runs):
             w, s = widths[i], scales[i]
             if k == 1:
@@ -94,7 +103,7 @@ class GroupedLora(torch.autograd.Function):
             dxd = torch.bmm(dt, stack)
             if ctx.p > 0:
                 dxd = torch.ops.aten.native_dropout_backward(dxd, mask, 1.0 / (1.0 - ctx.p))
-            dx = torch.addmm(dxd.sum(0), g2, weight).view(ctx.x_shape)
+            dx = torch.addmm(dxd[0] if g == 1 else dxd.sum(0), g2, weight).view(ctx.x_shape)
         return (dx, None, None, None, None, None, *da.unbind(0), *db)
 
 
@@ -112,6 +121,47 @@ def _runs(widths: tuple, scales: tuple) -> list[tuple[int, int, int]]:
             col += (i - start) * widths[start]
             start = i
     return runs
+
+
+def _stacked(ts) -> torch.Tensor:
+    """ts as one [len(ts), *shape] tensor: a view where they lie side by side in one buffer, in order
+    (FlatParams lays the working copies out so: work_order), else one stacked copy (a kernel)."""
+    t0 = ts[0]
+    n, storage = t0.numel(), t0.untyped_storage().data_ptr()
+    if all(t.shape == t0.shape and t.dtype == t0.dtype and t.is_contiguous() and t.storage_offset() == t0.storage_offset() + i * n
+           and t.untyped_storage().data_ptr() == storage for i, t in enumerate(ts)):
+        return t0.as_strided((len(ts), *t0.shape), (n, *t0.stride()))
+    return torch.stack(ts)
+
+
+def work_order(model: torch.nn.Module, params: list[torch.nn.Parameter]) -> list[int] | None:
+    """The order of `params` for FlatParams' working copies: each group's LoRA A weights side by side in
+    the members' order, then its B weights, the rest as they come; None without groups. Then a group's
+    A's (and a run's B's) are one view, not a copy each forward: two to four kernels fewer a layer."""
+    index = {id(p): i for i, p in enumerate(params)}
+    grouped: dict[int, list[int]] = {}  # the first of a group's weights met -> the group's weights in order
+    for module in model.modules():
+        group = getattr(module, "_nli_group", (None, 0))[0]
+        if group is None or group.members[0] is not module:
+            continue
+        names = [plain_adapter(m, {}) for m in group.members]
+        if any(n is None for n in names):
+            continue
+        weights = [m.lora_A[n].weight for m, n in zip(group.members, names)]
+        weights += [m.lora_B[n].weight for m, n in zip(group.members, names)]
+        if all(id(w) in index for w in weights):
+            found = [index[id(w)] for w in weights]
+            grouped[min(found)] = found
+    if not grouped:
+        return None
+    placed = {i for found in grouped.values() for i in found}
+    order = []
+    for i in range(len(params)):
+        if i in grouped:
+            order.extend(grouped[i])
+        elif i not in placed:
+            order.append(i)
+    return order
 
 
 class Group:
@@ -155,15 +205,23 @@ class Group:
             return None
         return a, b, drops.pop(), tuple(m.scaling[n] for m, n in zip(self.members, names))
 
-    def run(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+    def whole(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The group's whole output [.., sum of widths] (None where not the plain case): what model.fused_swiglu
+        reads gate and up from, and what run splits."""
         found = self.adapters(x)
         if found is None:
             return None
         a, b, p, scales = found
         if torch.compiler.is_compiling():
-            out = grouped_ops(x, self.weight, self.bias, p, scales, self.widths, a, b)
-        else:
-            out = GroupedLora.apply(x, self.weight, self.bias, p, scales, self.widths, *a, *b)
+            return grouped_ops(x, self.weight, self.bias, p, scales, self.widths, a, b)
+        return GroupedLora.apply(x, self.weight, self.bias, p, scales, self.widths, *a, *b)
+
+    def run(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
+        out = self.whole(x)
+        if out is None:
+            return None
+        if len(self.widths) == 1:  # a group of one: its output whole (a split's backward would copy the gradient)
+            return out
         outs = out.split(self.widths, dim=-1)
         rest = {i: o for i, o in enumerate(outs) if i != index}
         self.pending = (x, rest) if rest else None
@@ -189,7 +247,9 @@ def _dropout_p(module: torch.nn.Module) -> float:
 
 def grouped_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     group, index = self._nli_group
-    if not args and not kwargs:
+    # a compiled layer traces a group of one as --fused-lora's update: grouped_ops' cat and add there gave
+    # inductor a slower step and bf16 sums in another order (docs/benchmarks.md, issue 14, eighteenth round)
+    if not args and not kwargs and not (len(group.widths) == 1 and torch.compiler.is_compiling()):
         out = group.take(index, x)
         if out is None:
             out = group.run(index, x)
@@ -198,8 +258,9 @@ def grouped_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return fused_forward(self, x, *args, **kwargs)
 
 
-def groups_of(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
-    """Per decoder layer, the adapted linears that share an input (two or more), in the family's order."""
+def groups_of(model: torch.nn.Module, alone: bool = False) -> list[list[torch.nn.Module]]:
+    """Per decoder layer, the adapted linears that share an input (two or more), in the family's order;
+    with `alone`, each other adapted linear of the layer too, as a group of one."""
     from nli_qlora.model.compile_layers import decoder_layers
     family = family_of(getattr(getattr(model, "config", None), "model_type", None))
     by_group: dict[str, list[str]] = {}
@@ -212,6 +273,8 @@ def groups_of(model: torch.nn.Module) -> list[list[torch.nn.Module]]:
             members = [named[n] for n in names if n in named]
             if len(members) >= 2 and _groupable(members):
                 found.append(members)
+            elif alone:
+                found.extend([m] for m in members if _groupable([m]))
     return found
 
 
@@ -224,16 +287,19 @@ def _groupable(members: list[torch.nn.Module]) -> bool:
 
 
 def fuse_projections_(model: torch.nn.Module) -> int:
-    """Give the model's shared-input linears the grouped forward (in place); the number of groups.
+    """Give the model's shared-input linears the grouped forward (in place), and each other adapted
+    linear of a decoder layer (o_proj, down_proj; Phi's dense, fc2) as a group of one, whose backward
+    folds the adapter's input gradient into the base's matmul (one add fewer); the number of groups.
     Needs the dequantized base (model.dequantize): 4-bit layers cannot share one matmul."""
-    groups = groups_of(model)
-    if not groups:
+    if not groups_of(model):
         raise UserError("--fused-projections: found no adapted linears that share an input (q_proj, k_proj, "
                         "v_proj; gate_proj, up_proj; Phi's fc1) over a dequantized base: check --target-modules "
                         "and --dequantize-base")
+    groups = groups_of(model, alone=True)
     for members in groups:
         group = Group(members)
         for index, m in enumerate(members):
             m._nli_group = (group, index)
             m.forward = types.MethodType(grouped_forward, m)
+    fuse_swiglu_(model)
     return len(groups)

@@ -97,6 +97,7 @@ def _adapters(model: dict) -> str:
     text += ", shared-input linears fused" if model.get("fused_projections") else ""
     text += f", {model['fused_norms']} RMSNorms fused" if model.get("fused_norms") else ""
     text += f", rotary embedding fused in {model['fused_ropes']} attention layers" if model.get("fused_ropes") else ""
+    text += f", SiLU(gate)*up fused in {model['fused_swiglus']} MLPs" if model.get("fused_swiglus") else ""
     return text + (", decoder layers compiled for training" if model.get("compiled") else "")
 
 

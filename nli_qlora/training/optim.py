@@ -10,6 +10,7 @@ from nli_qlora.config import RunConfig
 from nli_qlora.infra.distributed import World
 from nli_qlora.infra.quiet import quiet_paged_fallback
 from nli_qlora.model.compile_layers import compile_layers_
+from nli_qlora.model.fused_projections import work_order
 from nli_qlora.training.scoring import LabelScorer
 from nli_qlora.training.step import Trainer, build_trainer
 
@@ -66,7 +67,7 @@ def trainer_for(cfg: RunConfig, model, label_ids: list[int], total_steps: int, w
     trainer = build_trainer(LabelScorer(model, label_ids, cfg.attention_kernel), params, make_optimizer,
                             lambda opt: build_scheduler(cfg, opt, total_steps), cfg.loss, cfg.max_grad_norm,
                             cfg.step_mode, cfg.gradient_checkpointing, getattr(torch, cfg.lora_compute_dtype),
-                            compiled=cfg.compile)
+                            compiled=cfg.compile, work_order=work_order(model, params) if cfg.fused_projections else None)
     if world is not None:
         trainer.world = world
     return trainer, notes

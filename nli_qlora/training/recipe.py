@@ -52,6 +52,7 @@ from nli_qlora.model.bundle import ModelBundle, enable_checkpointing, load_bundl
 from nli_qlora.model.compile_layers import STATIC_SHAPES, inductor_cache, static_shapes
 from nli_qlora.model.fused_norm import fused_norm_count
 from nli_qlora.model.fused_rope import fused_rope_count
+from nli_qlora.model.fused_swiglu import fused_swiglu_count
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
 from nli_qlora.run import figures
@@ -291,6 +292,7 @@ class FineTune:
                    "fused_lora": self.cfg.fused_lora, "fused_projections": self.cfg.fused_projections,
                    "fused_norms": fused_norm_count(self.model),
                    "fused_ropes": fused_rope_count(self.model),
+                   "fused_swiglus": fused_swiglu_count(self.model),
                    "compiled": self.cfg.compile,
                    "compiled_shapes": self.compiled_shapes},
             startup=self.startup,

@@ -39,9 +39,20 @@ class FlatParams:
     their own: `collect` adds them into the float32 gradient after each backward, `publish` copies
     the masters into the working copy after each update (one kernel each). So the adapters' matmuls
     run on tensor cores in bfloat16, as under Trainer's bf16 autocast, while the optimizer, clipping,
-    the all-reduce and checkpoints see float32 only."""
+    the all-reduce and checkpoints see float32 only.
 
-    def __init__(self, params: list[torch.nn.Parameter], work_dtype: torch.dtype | None = None):
+    `work_order` (indices into `params`) lays the working copies out in another order than the
+    masters: --fused-projections puts the LoRA A (and B) weights of the linears that share an input
+    side by side, so that its batched matmuls read them as one [G, r, in] view instead of stacking a
+    copy each forward (model.fused_projections.work_order). Only the working weights move: the
+    masters, the gradients, the optimizer's state and checkpoints keep `params`' order. Each weight
+    keeps its ALIGN-padded span, so the working buffer is the masters' blocks of ALIGN values
+    permuted, and `publish` two kernels (a cast into a staging copy, one gather of blocks) whatever
+    the number of weights: a multi-tensor copy of 422 views cost 0.2-0.3 ms a step in host launch
+    work on an H200 (docs/benchmarks.md, issue 14, eighteenth round)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], work_dtype: torch.dtype | None = None,
+                 work_order: list[int] | None = None):
         sizes = [-(-p.numel() // ALIGN) * ALIGN for p in params]
         device = params[0].device
         self.param = torch.nn.Parameter(torch.zeros(sum(sizes), device=device, dtype=MASTER_DTYPE), requires_grad=False)
@@ -57,11 +68,25 @@ class FlatParams:
             self.param.data[o:o + n].copy_(p.data.reshape(-1))
         self.masters = [view(self.param.data, p, o, n) for p, (o, n) in zip(params, spans)]
         self.work = self.work_grad = None
+        self.blocks = self.staging = None  # work_order: which master block each working block copies
         if work_dtype is not None and work_dtype != MASTER_DTYPE:
-            self.work = self.param.data.to(work_dtype)
-            self.work_grad = torch.zeros_like(self.work)
-            self.seated = [view(self.work, p, o, n) for p, (o, n) in zip(params, spans)]
+            self.work_grad = torch.zeros_like(self.param.data, dtype=work_dtype)
             grads = [view(self.work_grad, p, o, n) for p, (o, n) in zip(params, spans)]
+            if work_order is None or list(work_order) == list(range(len(params))):
+                self.work = self.param.data.to(work_dtype)
+                self.seated = [view(self.work, p, o, n) for p, (o, n) in zip(params, spans)]
+            else:
+                if sorted(work_order) != list(range(len(params))):
+                    raise ValueError("work_order must be a permutation of the parameters' indices")
+                self.work, self.staging = torch.empty_like(self.work_grad), torch.empty_like(self.work_grad)
+                self.seated, blocks, offset = [None] * len(params), [], 0
+                for i in work_order:
+                    (o, n), size = spans[i], sizes[i]
+                    self.seated[i] = view(self.work, params[i], offset, n)
+                    blocks.extend(range(o // ALIGN, (o + size) // ALIGN))
+                    offset += size
+                self.blocks = torch.tensor(blocks, device=device)
+                self.publish()
         else:
             self.seated = self.masters
             grads = [view(self.grad, p, o, n) for p, (o, n) in zip(params, spans)]
@@ -94,8 +119,13 @@ class FlatParams:
 
     def publish(self) -> None:
         """After the masters changed (an update, a resume, a broadcast): the working copy follows."""
-        if self.work is not None:
+        if self.work is None:
+            return
+        if self.blocks is None:
             self.work.copy_(self.param.data)
+        else:
+            self.staging.copy_(self.param.data)
+            torch.index_select(self.staging.view(-1, ALIGN), 0, self.blocks, out=self.work.view(-1, ALIGN))
 
     @contextlib.contextmanager
     def masters_seated(self):
@@ -372,15 +402,16 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
 def build_trainer(scorer: LabelScorer, params: list[torch.nn.Parameter], optimizer_factory, scheduler_factory,
                   loss_kind: str = "label", max_grad_norm: float = 1.0, step_mode: str = "fast",
                   gradient_checkpointing: bool = False, work_dtype: torch.dtype | None = None,
-                  compiled: bool = False) -> Trainer:
+                  compiled: bool = False, work_order: list[int] | None = None) -> Trainer:
     """The Trainer for a mode. The optimizer is made after flattening, over the flat buffer, so it
     steps every LoRA weight in one call; factories take the parameter list and the optimizer.
     `work_dtype`: the adapters compute from copies in that dtype of float32 masters (FlatParams).
-    `compiled`: the model's layers are compiled (model.compile_layers), which the capture must know."""
+    `compiled`: the model's layers are compiled (model.compile_layers), which the capture must know.
+    `work_order`: the working copies' layout (FlatParams; the fast mode only)."""
     flat = graphed = masters = None
     work_dtype = None if work_dtype == MASTER_DTYPE else work_dtype
     if step_mode == "fast":
-        flat = FlatParams(params, work_dtype)
+        flat = FlatParams(params, work_dtype, work_order)
         opt_params = [flat.param]
         if flat.param.is_cuda and not gradient_checkpointing:
             graphed = GraphedForwardBackward(scorer, loss_kind, flat, warm_every_shape=compiled)
