@@ -131,3 +131,6 @@ def test_the_memory_estimate_counts_the_working_copies_and_their_smaller_activat
     n = lora_parameter_count(ModelShape.from_config(config), cfg)
     assert bf16["lora_params"] - fp32["lora_params"] >= 2 * n  # the copies, on the flat buffer's alignment
     assert bf16["activations"] < fp32["activations"]  # LoRA inputs kept in bfloat16, not cast to float32
+    proj = estimate_peak_bytes(config, dataclasses.replace(cfg, lora_compute_dtype="bfloat16", dequantize_base=True,
+                                                           fused_lora=True, fused_projections=True), 8, 64)
+    assert proj["lora_params"] - bf16["lora_params"] >= 2 * n  # the staging copy the groups' layout is gathered from

@@ -184,7 +184,8 @@ def training_state_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
     lora_params / lora_grads: peft keeps adapters in float32 over a bf16/fp16 base (4 bytes each);
         gradients are float32 too and all exist at the end of backward (step_mode fast keeps them in
         one flat buffer for the whole run). --lora-compute-dtype bfloat16 adds a bfloat16 working
-        copy of each (2 bytes more a weight, 2 more a gradient: nli_qlora.training.step.FlatParams).
+        copy of each (2 bytes more a weight, 2 more a gradient: nli_qlora.training.step.FlatParams),
+        and --fused-projections a staging copy the working copies are gathered from (2 bytes more a weight).
     optimizer_states: bitsandbytes' 8-bit AdamW keeps two uint8 states per parameter plus a float32
         absmax per 256 values for each state; tensors under 4,096 values keep float32 states (8 bytes).
         torch's AdamW keeps two float32 states (8 bytes).
@@ -205,7 +206,8 @@ def training_state_terms(shape: ModelShape, cfg: RunConfig) -> dict[str, int]:
         else:
             torch_bytes += states + constants
     work = adapter_bytes(cfg) if adapter_bytes(cfg) != 4 else 0
-    return {"lora_params": (4 + work) * n, "lora_grads": (4 + work) * n, "optimizer_states": torch_bytes,
+    staging = work if cfg.fused_projections and cfg.step_mode == "fast" else 0  # FlatParams' work_order
+    return {"lora_params": (4 + work + staging) * n, "lora_grads": (4 + work) * n, "optimizer_states": torch_bytes,
             "optimizer_states_paged": paged}
 
 
