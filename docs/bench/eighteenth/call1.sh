@@ -10,7 +10,7 @@ TOK=/tmp/smollm2-tokenizer; cp -r .devdata/smollm2-tokenizer /tmp/
 P="--batch 8 --seq 64 --dequantize-base --lora-compute-dtype bfloat16 --fused-lora --fused-projections --fused-rope"
 for k in 1 2; do for m in random:$TOK random:phi-2; do for tree in .base .; do
   n=$( [ $m = random:phi-2 ] && echo "" || echo "--fused-norm" )
-  (cd $tree && timeout 100 python3 $OLDPWD/docs/bench/eighteenth/stepprobe.py --model $m --tokenizer $TOK 2>/dev/null \
+  (cd $tree && timeout 100 python3 $OLDPWD/docs/bench/seventeenth/stepprobe.py --model $m --tokenizer $TOK 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin); a=d['as-is']; print('$tree', '$m'[-10:], 'wall', [x['wall'] for x in a], 'graph', [x['g_graph'] for x in a], 'timed', d['timed_step_ms_per_step'], 'b2b', d['back-to-back_ms_per_step'], 'publish', [x.get('g_publish') for x in a])")
   if [ $k = 1 ]; then (cd $tree && timeout 100 python3 scripts/profile_step.py --model $m --tokenizer $TOK $P $n 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin); print('$tree', '$m'[-10:], 'profile', d['median_step_ms'], 'ms', d['gpu_kernels_per_step'], 'kernels', d['gpu_busy_ms_per_step'], 'ms busy')"); fi

@@ -11,7 +11,7 @@ TOK=/tmp/smollm2-tokenizer; cp -r .devdata/smollm2-tokenizer /tmp/ 2>/dev/null; 
 head -n 2000 $D/test.jsonl > /tmp/test2000.jsonl
 P="--batch 8 --seq 64 --dequantize-base --lora-compute-dtype bfloat16 --fused-lora --fused-projections --fused-rope --fused-norm"
 for tree in .base . .base .; do
-  (cd $tree && timeout 100 python3 $OLDPWD/docs/bench/eighteenth/stepprobe.py --model random:$TOK --tokenizer $TOK 2>/dev/null \
+  (cd $tree && timeout 100 python3 $OLDPWD/docs/bench/seventeenth/stepprobe.py --model random:$TOK --tokenizer $TOK 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin); a=d['as-is']; print('$tree', 'wall', [x['wall'] for x in a], 'graph', [x['g_graph'] for x in a], 'timed', d['timed_step_ms_per_step'], 'publish', [x.get('g_publish') for x in a])")
 done 2>&1 | tee $OUT/runs-ab.log
 for tree in .base .; do (cd $tree && timeout 100 python3 scripts/profile_step.py --model random:$TOK --tokenizer $TOK $P 2>/dev/null \
@@ -49,7 +49,7 @@ for r in ["base-1", "new-1", "base-2", "new-2"]:
 PY
 grep shell $OUT/whole-ab.log; grep "predictions the same" $OUT/whole-ab.log
 for m in random:$TOK; do for tree in .base .; do  # batch 64
-  (cd $tree && timeout 100 python3 $OLDPWD/docs/bench/eighteenth/stepprobe.py --model $m --tokenizer $TOK --batch 64 --steps 30 2>/dev/null \
+  (cd $tree && timeout 100 python3 $OLDPWD/docs/bench/seventeenth/stepprobe.py --model $m --tokenizer $TOK --batch 64 --steps 30 2>/dev/null \
     | python3 -c "import json,sys; d=json.load(sys.stdin); a=d['as-is']; print('$tree', '$m'[-10:], 'b64 wall', [x['wall'] for x in a], 'graph', [x['g_graph'] for x in a], 'timed', d['timed_step_ms_per_step'])")
 done; done 2>&1 | tee $OUT/runs-b64.log
 SMOKE_W=/tmp/smokew SMOKE_ONLY='^(fused projections = fused lora \(smollm2|resume = uninterrupted \(fused|fused rope = transformers rope$)' timeout 240 bash scripts/gpu_smoke.sh 2>&1 | tail -5
