@@ -87,7 +87,8 @@ def runs_on(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreted())
 
 
-def _capturing(t: torch.Tensor) -> bool:
+def capturing(t: torch.Tensor) -> bool:
+    """Whether a CUDA graph is being captured on the current stream (where no Triton kernel may load)."""
     return t.is_cuda and torch.cuda.is_current_stream_capturing()  # (a CPU build has no capture to ask about)
 
 
@@ -119,7 +120,7 @@ class _Rope(torch.autograd.Function):
         q, k, cos, sin = liger_rope().rope_forward(q, k, cos, sin)
         ctx.save_for_backward(cos, sin)
         ctx.key = key
-        if not _capturing(q):
+        if not capturing(q):
             _RAN_FORWARD.add(key)
         return q, k
 
@@ -127,7 +128,7 @@ class _Rope(torch.autograd.Function):
     def backward(ctx, dq, dk):
         cos, sin = ctx.saved_tensors
         dq, dk = liger_rope().rope_backward(dq, dk, cos, sin)
-        if not _capturing(dq):
+        if not capturing(dq):
             _RAN_BACKWARD.add(ctx.key)
         return dq, dk, None, None
 
@@ -197,7 +198,7 @@ def _dispatcher(original):
     @functools.wraps(original)
     def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
         if (torch.compiler.is_compiling() or args or kwargs or not _INSIDE.get()
-                or not kernel_applies(q, k, cos, sin, _capturing(q))):
+                or not kernel_applies(q, k, cos, sin, capturing(q))):
             return original(q, k, cos, sin, *args, **kwargs)
         return _Rope.apply(q, k, cos, sin)
     apply_rotary_pos_emb.nli_original = original

@@ -30,7 +30,7 @@ import types
 
 import torch
 
-from nli_qlora.model.fused_rope import _capturing, runs_on
+from nli_qlora.model.fused_rope import capturing, runs_on
 
 _RAN_FORWARD: set[tuple] = set()  # specializations whose kernel ran outside a capture
 _RAN_BACKWARD: set[tuple] = set()
@@ -62,7 +62,7 @@ class _SwiGLU(torch.autograd.Function):
         y, c = liger_swiglu().swiglu_fused_gate_up_forward(y)  # (y viewed as rows; c [.., I])
         ctx.save_for_backward(y)
         ctx.key = _key(y)
-        if not _capturing(y):
+        if not capturing(y):
             _RAN_FORWARD.add(ctx.key)
         return c
 
@@ -70,7 +70,7 @@ class _SwiGLU(torch.autograd.Function):
     def backward(ctx, dc):
         (y,) = ctx.saved_tensors
         dy = liger_swiglu().swiglu_fused_gate_up_backward(y, dc.contiguous())
-        if not _capturing(dc):
+        if not capturing(dc):
             _RAN_BACKWARD.add(ctx.key)
         return dy.view(*dc.shape[:-1], y.shape[-1])
 
@@ -80,7 +80,7 @@ def kernel_applies(y: torch.Tensor) -> bool:
         return False
     if y.device.type == "cpu" and y.dtype != torch.float32:
         return False  # (Triton's interpreter returns garbage for bfloat16: float32 only there)
-    if _capturing(y):
+    if capturing(y):
         key = _key(y)
         return key in _RAN_FORWARD and (not (torch.is_grad_enabled() and y.requires_grad) or key in _RAN_BACKWARD)
     return True
