@@ -148,7 +148,7 @@ check "resume = uninterrupted" same_as_uninterrupted "$W/exact" --model random:$
 check "resume = uninterrupted (bf16 lora)" same_as_uninterrupted "$W/exact-bf16" --model random:$TOK --tokenizer $TOK \
                                $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --lora-compute-dtype bfloat16
 # the six speed options: the adapters' working copies in the groups' order (FlatParams' work_order), published
-# by a multi-tensor copy after the resume's load as after every update
+# by a cast and one gather of blocks after the resume's load as after every update
 check "resume = uninterrupted (fused projections)" same_as_uninterrupted "$W/exact-proj" --model random:$TOK \
                                --tokenizer $TOK $DATA $SHORT --train-size 200 --checkpoint-every-steps 2 --dequantize-base \
                                --lora-compute-dtype bfloat16 --fused-lora --fused-projections --fused-norm --fused-rope

@@ -30,7 +30,7 @@ def _llama(dropout: float = 0.0, dtype=torch.float32):
 def test_the_kernel_computes_silu_gate_times_up_and_its_gradient():
     g = torch.Generator().manual_seed(0)
     y = torch.randn(2, 5, 2 * 24, generator=g, requires_grad=True)
-    assert fused_swiglu.kernel_applies(y)  # (the interpreter, float32)
+    assert fused_swiglu.kernel_applies(y, capturing=False)  # (the interpreter, float32)
     got = swiglu(y)
     assert "_SwiGLUBackward" in _backward_nodes(got)
     dc = torch.randn(got.shape, generator=g)
@@ -38,6 +38,24 @@ def test_the_kernel_computes_silu_gate_times_up_and_its_gradient():
     want = reference(y)
     (want_grad,) = torch.autograd.grad(want, y, dc)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6) and torch.allclose(got_grad, want_grad, rtol=1e-5, atol=1e-6)
+
+
+def test_inside_a_capture_only_kernels_already_loaded_run():
+    """The CUDA-graph rule, forced here (no capture can run on a CPU): before its kernels have run outside
+    a capture a call falls back to torch's ops; after the forward only, a pass without gradients may run
+    it; after the backward too, a training pass."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(3, 2 * 40, generator=g, requires_grad=True)  # a width no other test uses: its own key
+    assert fused_swiglu._key(y) not in fused_swiglu._RAN_FORWARD
+    assert fused_swiglu.kernel_applies(y, capturing=False)  # outside a capture Triton compiles as needed
+    assert not fused_swiglu.kernel_applies(y, capturing=True)
+    with torch.no_grad():
+        swiglu(y)  # the forward kernel, outside a capture
+        assert fused_swiglu.kernel_applies(y, capturing=True)
+    assert not fused_swiglu.kernel_applies(y, capturing=True)  # with gradients: the backward is not loaded
+    swiglu(y).sum().backward()
+    assert fused_swiglu.kernel_applies(y, capturing=True)
+    assert not fused_swiglu.kernel_applies(y.to(torch.bfloat16), capturing=False)  # the interpreter: float32 only
 
 
 def test_a_llama_mlp_reads_gate_and_up_from_the_group_and_trains_as_transformers_mlp():

@@ -93,7 +93,7 @@ def test_flat_backward_adds_what_backward_accumulates_bit_for_bit():
     assert all(p.grad is g for p, g in zip((lin.weight, lin.bias, unused), seated))  # still the flat buffer's views
 
 
-def test_working_copies_in_another_order_lie_packed_in_it_and_follow_the_masters():
+def test_working_copies_in_another_order_are_the_masters_blocks_permuted_and_follow_them():
     """FlatParams' work_order: the bfloat16 copies sit in that order, each in its ALIGN-padded span (the
     masters' blocks permuted); the masters and gradients keep the parameters' order; publish copies
     every one, a weight of several blocks included."""

@@ -24,6 +24,7 @@ import torch
 
 from nli_qlora.config import fused_dtype_mismatch
 from nli_qlora.infra.errors import UserError
+from nli_qlora.model.fused_swiglu import unfuse_swiglu_
 
 
 class LoraUpdate(torch.autograd.Function):
@@ -95,7 +96,6 @@ def check_one_dtype(lora_compute_dtype: str, model_dtype: torch.dtype) -> None:
 def fuse_lora_(model: torch.nn.Module, on: bool = True) -> int:
     """Give every LoRA linear layer the fused update (in place), or (on=False) peft's forward back, as
     the benchmarks do between cases on one model; the number of layers."""
-    from nli_qlora.model.fused_swiglu import unfuse_swiglu_
     layers = [m for m in model.modules() if is_lora_linear(m)]
     for layer in layers:
         if on:

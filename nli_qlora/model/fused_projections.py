@@ -291,11 +291,11 @@ def fuse_projections_(model: torch.nn.Module) -> int:
     linear of a decoder layer (o_proj, down_proj; Phi's dense, fc2) as a group of one, whose backward
     folds the adapter's input gradient into the base's matmul (one add fewer); the number of groups.
     Needs the dequantized base (model.dequantize): 4-bit layers cannot share one matmul."""
-    if not groups_of(model):
+    groups = groups_of(model, alone=True)
+    if all(len(members) == 1 for members in groups):
         raise UserError("--fused-projections: found no adapted linears that share an input (q_proj, k_proj, "
                         "v_proj; gate_proj, up_proj; Phi's fc1) over a dequantized base: check --target-modules "
                         "and --dequantize-base")
-    groups = groups_of(model, alone=True)
     for members in groups:
         group = Group(members)
         for index, m in enumerate(members):

@@ -75,12 +75,14 @@ class _SwiGLU(torch.autograd.Function):
         return dy.view(*dc.shape[:-1], y.shape[-1])
 
 
-def kernel_applies(y: torch.Tensor) -> bool:
+def kernel_applies(y: torch.Tensor, capturing: bool) -> bool:
+    """Whether this call may run the kernel (as model.fused_rope.kernel_applies: inside a capture only a
+    specialization already loaded, forward, and backward if a gradient will flow)."""
     if liger_swiglu() is None or not y.is_contiguous() or not runs_on(y.device):
         return False
     if y.device.type == "cpu" and y.dtype != torch.float32:
         return False  # (Triton's interpreter returns garbage for bfloat16: float32 only there)
-    if capturing(y):
+    if capturing:
         key = _key(y)
         return key in _RAN_FORWARD and (not (torch.is_grad_enabled() and y.requires_grad) or key in _RAN_BACKWARD)
     return True
@@ -88,7 +90,7 @@ def kernel_applies(y: torch.Tensor) -> bool:
 
 def swiglu(y: torch.Tensor) -> torch.Tensor:
     """silu(y's first half) * y's second half, the kernel where it applies."""
-    if torch.compiler.is_compiling() or not kernel_applies(y):
+    if torch.compiler.is_compiling() or not kernel_applies(y, capturing(y)):
         return reference(y)
     return _SwiGLU.apply(y)
 
