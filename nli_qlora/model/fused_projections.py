@@ -47,7 +47,9 @@ import torch
 
 from nli_qlora.infra.errors import UserError
 from nli_qlora.model.families import family_of
+from nli_qlora.model import lora_input_grad
 from nli_qlora.model.fused_lora import fused_forward, is_lora_linear, plain_adapter
+from nli_qlora.model.fused_rope import capturing
 from nli_qlora.model.fused_swiglu import fuse_swiglu_
 
 
@@ -100,10 +102,15 @@ class GroupedLora(torch.autograd.Function):
         da = torch.bmm(dt.transpose(1, 2), xd)
         dx = None
         if ctx.needs_input_grad[0]:  # the first layer's input takes none: the embeddings are frozen
-            dxd = torch.bmm(dt, stack)
-            if ctx.p > 0:
-                dxd = torch.ops.aten.native_dropout_backward(dxd, mask, 1.0 / (1.0 - ctx.p))
-            dx = torch.addmm(dxd[0] if g == 1 else dxd.sum(0), g2, weight).view(ctx.x_shape)
+            live = capturing(dt)
+            if (ctx.p > 0 or g > 1) and lora_input_grad.applies(dt, stack, mask, live):  # products, masks, sum: one kernel
+                dxl = lora_input_grad.lora_input_grad(dt, stack, mask, ctx.p, live)
+            else:
+                dxd = torch.bmm(dt, stack)
+                if ctx.p > 0:
+                    dxd = torch.ops.aten.native_dropout_backward(dxd, mask, 1.0 / (1.0 - ctx.p))
+                dxl = dxd[0] if g == 1 else dxd.sum(0)
+            dx = torch.addmm(dxl, g2, weight).view(ctx.x_shape)
         return (dx, None, None, None, None, None, *da.unbind(0), *db)
 
 
