@@ -53,3 +53,5 @@ def test_inside_a_capture_only_a_specialization_that_ran_outside_one():
     expected = (torch.bmm(dt, stack) * mask / 0.9).sum(0)
     torch.testing.assert_close(out, expected)
     assert not lora_input_grad.applies(dt.double(), stack.double(), mask, capturing=False)  # float32 only here
+    huge = torch.ones((), dtype=torch.bool).expand(3, 2**20, 2**10)  # 3 x 2**30 values, one byte of memory
+    assert not lora_input_grad.applies(dt, stack, huge, capturing=False)  # the kernel's offsets are 32-bit

@@ -12,9 +12,10 @@ autograd function:
   draws a mask of its own, as in peft), and their LoRA A as one batched matmul;
 - each member's LoRA B added into its columns of the output in place, the scale in the matmul's alpha;
   neighbours of one width (k and v, gate and up; Phi's q, k and v) as one batched matmul.
-Backward: one batched matmul for every A's gradient, one for the adapters' input gradient, one
-matmul for the bases' input gradient with that sum folded in; B's two gradients per run of
-neighbours of one width, or per member.
+Backward: one batched matmul for every A's gradient; the adapters' input gradients through their masks,
+summed over the members, in one Triton kernel (model.lora_input_grad; torch's batched matmul, masked
+scale and sum where Triton cannot run); one matmul for the bases' input gradient with that sum folded
+in; B's two gradients per run of neighbours of one width, or per member.
 
 Every other adapted linear of a decoder layer (o_proj, down_proj; Phi's dense and fc2) runs as a
 group of one: the same kernels forward, and backward its adapter's input gradient rides in the base's
@@ -46,8 +47,8 @@ import types
 import torch
 
 from nli_qlora.infra.errors import UserError
-from nli_qlora.model.families import family_of
 from nli_qlora.model import lora_input_grad
+from nli_qlora.model.families import family_of
 from nli_qlora.model.fused_lora import fused_forward, is_lora_linear, plain_adapter
 from nli_qlora.model.fused_rope import capturing
 from nli_qlora.model.fused_swiglu import fuse_swiglu_

@@ -9,7 +9,11 @@ which the base's input-gradient matmul then adds in (its addmm's bias). That too
 batched matmul writing G products of [N, K], the dropout's masked scale over all of them, a sum over
 the members; two for a group of one): 180 kernels of SmolLM2's step at batch 8. Here one kernel reads
 dt, the A weights and the masks torch's dropout drew, accumulates the G products in float32 and writes
-dx_lora once: the same masks, the same function, one rounding instead of three.
+dx_lora once: the same masks, the same function, one rounding instead of three. On one H200, SmolLM2's
+shapes at batch 8 x 64 with the six speed options: 2,196 -> 2,018 kernels and 8.12 -> 7.76 ms of GPU work
+a step, the loop's median step 9.2-9.3 -> 8.6-8.8 ms (docs/benchmarks.md, issue 14,
+nineteenth round; regenerating the masks inside the kernels instead, so that none is stored, made the
+graph 12.3 ms: Philox per element in kernels of few programs).
 
 Where: CUDA in bfloat16 or float16, or a CPU under Triton's interpreter in float32 (the tests); not
 under torch.compile (the layers trace model.fused_projections.grouped_ops there). Inside a CUDA-graph
@@ -82,7 +86,9 @@ def applies(dt: torch.Tensor, stack: torch.Tensor, mask: torch.Tensor | None, ca
     if torch.compiler.is_compiling() or kernel() is None or not runs_on(dt.device):
         return False
     if dt.dtype not in _DTYPES[dt.device.type] or stack.dtype != dt.dtype or dt.shape[-1] > 128:
-        return False
+        return False  # (r above 128: a tile of registers too large)
+    if max(dt.numel(), stack.numel(), mask.numel() if mask is not None else 0) >= 2**31:
+        return False  # the kernel's offsets are 32-bit
     return not capturing or _key(dt, stack, mask) in _RAN
 
 
