@@ -14,6 +14,8 @@ python3 -c "import json; d=json.load(open('$OUT/profile-eager.json')); print(d['
 for k in 1 2; do for tree in .base0 .; do
   (cd $tree && timeout 60 python3 $OLDPWD/docs/bench/nineteenth/loadprobe.py --model random:$TOK --tokenizer $TOK 2>/dev/null | sed "s|^|$tree |")
 done; done | tee $OUT/loadprobe.log
+# (this last run stopped at its flags, `--seq` being profile_step's and not the train command's: its import log was partial
+# and is not kept)
 timeout 90 python3 -X importtime -m nli_qlora.train --model random:$TOK --tokenizer $TOK --train-file $D/train_20k.jsonl \
   --validation-file $D/validation.jsonl --test-file $D/test.jsonl --train-size 16 --validation-size 16 --test-size 16 --epochs 1 \
   --quiet --output-dir /tmp/it-run $P 2> $OUT/importtime-train.txt > /dev/null
