@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         recipe.finish("completed")
         if recipe.rank == 0:
             with writing(run_dir / "report.md"):
-                write_report(run_dir)
+                write_report(run_dir, worker=recipe.figure_worker)
             view.log(f"report {run_dir / 'report.md'}")
         # every process tears its process group down together: one that did so while rank 0 still
         # wrote the report was once ended by gloo with std::terminate (exit -6) after a complete run

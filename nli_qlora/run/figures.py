@@ -2,12 +2,12 @@
 test evaluation's confusion matrix, as PNG files beside report.md.
 
 matplotlib is imported only for the report (it takes about half a second to import, and the training
-loop never needs it): `import_meanwhile` starts that import on a thread while the run's last evaluation
-keeps the GPU busy. Without matplotlib the report says how to get the pictures instead of failing."""
+loop never needs it): the train command draws the pictures in a second process (run.figure_worker)
+that imports it while the run's last evaluation keeps the GPU busy. Without matplotlib the report says
+how to get the pictures instead of failing."""
 
 from __future__ import annotations
 
-import threading
 from io import BytesIO
 from pathlib import Path
 
@@ -30,59 +30,60 @@ def smoothed(values: list[float], window: int) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-def _import_matplotlib() -> None:
+def import_matplotlib():
+    """pyplot with the Agg backend (no display needed; set before pyplot is imported); ImportError without it."""
     import matplotlib  # lazy: heavy, and only the report draws
 
-    matplotlib.use("Agg")  # no display needed; set before pyplot is imported
-    import matplotlib.pyplot  # noqa: F401
-
-
-def import_meanwhile() -> threading.Thread:
-    """Import matplotlib on a daemon thread, for a report drawn later in this process.
-
-    The train command draws its report after the test evaluation, whose host thread mostly waits on
-    the GPU with the interpreter lock released: the import (0.5 s on a 2-core CPU) passes there
-    instead of after `run_end` (docs/benchmarks.md, issue 14, eleventh round). write_figures' own
-    import then finds it done, or waits for it on Python's import lock; where matplotlib is absent
-    the thread ends and write_figures says so. The recipe joins it before the process leaves, so no
-    run that fails meanwhile exits with an import half done."""
-
-    def load() -> None:
-        try:
-            _import_matplotlib()
-        except Exception:  # absent or broken: write_figures' own import meets it and reports
-            pass
-
-    thread = threading.Thread(target=load, name="nli_qlora-import-matplotlib", daemon=True)
-    thread.start()
-    return thread
-
-
-def write_figures(run_dir: Path, records: list[dict], final_test: dict | None) -> list[str] | None:
-    """The PNG files written (names relative to run_dir), or None when matplotlib is not installed."""
-    try:
-        _import_matplotlib()
-    except ImportError:
-        return None
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    return plt
+
+
+def final_test(records: list[dict]) -> dict | None:
+    """The run's last test evaluation after training (the confusion matrix's), or None."""
+    test = [r for r in records if r["event"] == "eval" and r["split"] == "test"]
+    return test[-1] if test and test[-1]["epoch"] > 0 else None
+
+
+def curve_records(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(steps, validation evaluations): what the learning curve is drawn from."""
     steps = [r for r in records if r["event"] == "step" and r.get("loss") is not None]
     validation = [r for r in records if r["event"] == "eval" and r["split"] == "validation"]
+    return steps, validation
+
+
+def learning_curve_png(plt, steps: list[dict], validation: list[dict]) -> bytes:
+    return _png(plt, _learning_curve(plt, steps, validation))
+
+
+def confusion_png(plt, final_test: dict) -> bytes:
+    return _png(plt, _confusion(plt, final_test))
+
+
+def write_figures(run_dir: Path, records: list[dict], final_test: dict | None, curve: bytes | None = None) -> list[str] | None:
+    """The PNG files written (names relative to run_dir), or None when matplotlib is not installed.
+    `curve`: the learning curve's PNG already drawn from these records' steps and validation evaluations."""
+    try:
+        plt = import_matplotlib()
+    except ImportError:
+        return None
+    written = []
+    steps, validation = curve_records(records)
     if steps or validation:
-        _save(plt, _learning_curve(plt, steps, validation), run_dir / LEARNING_CURVE)
+        write_bytes(run_dir / LEARNING_CURVE, curve if curve is not None else learning_curve_png(plt, steps, validation))
         written.append(LEARNING_CURVE)
     if final_test and final_test.get("confusion"):
-        _save(plt, _confusion(plt, final_test), run_dir / CONFUSION_MATRIX)
+        write_bytes(run_dir / CONFUSION_MATRIX, confusion_png(plt, final_test))
         written.append(CONFUSION_MATRIX)
     return written
 
 
-def _save(plt, fig, path: Path) -> None:
+def _png(plt, fig) -> bytes:
     buf = BytesIO()
     fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
     plt.close(fig)
-    write_bytes(path, buf.getvalue())
+    return buf.getvalue()
 
 
 def _learning_curve(plt, steps: list[dict], validation: list[dict]):

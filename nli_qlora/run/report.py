@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 from nli_qlora.infra.atomic import write_text
-from nli_qlora.run.figures import MISSING, write_figures
+from nli_qlora.run.figure_worker import FigureWorker
+from nli_qlora.run.figures import MISSING, final_test, write_figures
 from nli_qlora.run.metrics import read_metrics
 from nli_qlora.run.predictions import failure_cases, read_predictions
 
@@ -34,7 +35,7 @@ def summarize_run(run_dir: Path, records: list[dict] | None = None) -> dict:
     steps = [r for r in records if r["event"] == "step"]
     test = [e for e in evals if e["split"] == "test"]
     before = next((e for e in test if e["epoch"] == 0), None)
-    after = test[-1] if test and test[-1]["epoch"] > 0 else None
+    after = final_test(records)
     cases = {}
     if before and after and before.get("predictions") and after.get("predictions"):
         cases = failure_cases(read_predictions(run_dir / before["predictions"]), read_predictions(run_dir / after["predictions"]))
@@ -172,12 +173,15 @@ def render_markdown(s: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dir: str | Path) -> dict:
+def write_report(run_dir: str | Path, worker: FigureWorker | None = None) -> dict:
+    """`worker`: the train command's figure worker (run.figure_worker), which draws the pictures; without
+    one, or where it gives no answer, they are drawn here."""
     run_dir = Path(run_dir)
     records = read_metrics(run_dir / "metrics.jsonl")
     summary = summarize_run(run_dir, records)
     # the PNG files beside report.md (None: matplotlib is not installed, and the report says so)
-    summary["figures"] = write_figures(run_dir, records, summary["after"])
+    answered, figures = worker.finish() if worker is not None else (False, None)
+    summary["figures"] = figures if answered else write_figures(run_dir, records, summary["after"])
     write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     write_text(run_dir / "report.md", render_markdown(summary))
     return summary

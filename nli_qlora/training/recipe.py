@@ -55,7 +55,7 @@ from nli_qlora.model.fused_rope import fused_rope_count
 from nli_qlora.model.fused_swiglu import fused_swiglu_count
 from nli_qlora.model.load import compute_dtype
 from nli_qlora.run import checkpoint as ckpt
-from nli_qlora.run import figures
+from nli_qlora.run.figure_worker import FigureWorker
 from nli_qlora.run.handover import Handover
 from nli_qlora.run.metrics import MetricsWriter, NullMetrics, resume_metrics
 from nli_qlora.run.tensorboard import sinks_for
@@ -104,7 +104,7 @@ class FineTune:
         self.last_checkpoint: Path | None = None
         self._saved_at: tuple | None = None  # the position of the newest checkpoint taken (on disk, or being written)
         self.saves = BackgroundSaves()  # checkpoints written on a worker thread while training goes on (rank 0)
-        self.matplotlib_import = None  # the report's import, on a thread during the last test evaluation (rank 0)
+        self.figure_worker: FigureWorker | None = None  # the report's pictures, drawn by another process (rank 0)
         self.ended = False
         self.t_start = time.time()
         self.process_start = process_start()  # before the imports and the model load; this process's under --resume
@@ -322,6 +322,8 @@ class FineTune:
     def train(self) -> dict:
         cfg, pos = self.cfg, self.pos
         train_rows = self.splits["train"].rows
+        if self.rank == 0:  # the report's pictures, drawn by another process: it imports matplotlib meanwhile
+            self.figure_worker = FigureWorker.start(self.run_dir)
         lengths = [len(r.prompt_ids) for r in train_rows]
         if cfg.zero_shot_eval and pos.step == 0 and not pos.zero_shot_done:
             self._evaluate("validation", epoch=0)
@@ -345,8 +347,8 @@ class FineTune:
         finally:
             self.view.stop()
         self.stop.mode = "noted"  # the test evaluation is the last piece: finish it
-        if self.rank == 0:  # the report's pictures need matplotlib: imported while the GPU evaluates
-            self.matplotlib_import = figures.import_meanwhile()
+        if self.figure_worker is not None:  # the learning curve's records are final: drawn while the GPU evaluates
+            self.figure_worker.curve()
         test = self._evaluate("test", epoch=cfg.epochs) if cfg.test_eval else {}  # the last checkpoint writes meanwhile
         self._record_saved(block=True)
         self.world.barrier()  # none exits while rank 0's last checkpoint is half written
@@ -565,8 +567,8 @@ class FineTune:
 
     def cleanup(self) -> None:
         self.saves.close()
-        if self.matplotlib_import is not None:  # no process leaves with an import half done on another thread
-            self.matplotlib_import.join()
+        if self.figure_worker is not None:  # the report has had its answer, or the run ended otherwise
+            self.figure_worker.close()
         self._close_metrics()
         self.stop.uninstall()
         with warnings.catch_warnings():
