@@ -78,7 +78,8 @@ class RunConfig:
                                  "o_proj and down_proj (Phi: dense, fc2) run as groups of one, a Llama-style "
                                  "MLP computes SiLU(gate)*up from the one gate|up output (Liger-Kernel's fused "
                                  "kernel where liger-kernel is installed, on a GPU), and on a GPU each group's "
-                                 "adapter input gradients, masks and sum are one Triton kernel")
+                                 "dropout masks (from a seed per group and forward) and its adapter input "
+                                 "gradients, masks and sum are one Triton kernel each")
     fused_norm: bool = _f(False, "compute each RMSNorm (Llama-style models) with torch's rms_norm: 3 kernels forward "
                           "and backward on CUDA instead of 23 (fewer kernels a step); normalized and weighted in "
                           "float32, rounded once instead of twice, so runs train alike, not bit for bit. Phi's "

@@ -66,7 +66,7 @@ def test_the_grouped_update_has_the_gradients_of_its_formula_without_dropout():
     widths, scales = (5, 3, 3), (2.0, 2.0, 0.5)
     for bias in (True, False):
         x, weight, b, a, bb = _operands(0.0, widths, bias=bias)
-        f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, *ab)
+        f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, None, *ab)
         assert torch.autograd.gradcheck(f, (x, *a, *bb))
         assert torch.allclose(f(x, *a, *bb), _reference(x, weight, b, a, bb, 0.0, scales, widths))
 
@@ -77,7 +77,7 @@ def test_with_dropout_it_computes_and_differentiates_what_its_masks_give():
     widths, scales, p = (5, 3, 3), (2.0, 2.0, 2.0), 0.3
     x, weight, b, a, bb = _operands(p, widths)
     torch.manual_seed(7)
-    got = GroupedLora.apply(x, weight, b, p, scales, widths, *a, *bb)
+    got = GroupedLora.apply(x, weight, b, p, scales, widths, None, *a, *bb)
     got_grads = torch.autograd.grad(got.square().sum(), (x, *a, *bb))
     torch.manual_seed(7)
     expected = _reference(x, weight, b, a, bb, p, scales, widths)
@@ -99,11 +99,11 @@ def test_neighbours_of_one_width_compute_their_b_products_as_one_batched_matmul(
     assert sum(k for _, k, _ in _runs(widths, scales)) == len(widths)
     assert any(k > 1 for _, k, _ in _runs(widths, scales))
     x, weight, b, a, bb = _operands(0.0, widths)
-    f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, *ab)
+    f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, None, *ab)
     assert torch.autograd.gradcheck(f, (x, *a, *bb))
     assert torch.allclose(f(x, *a, *bb), _reference(x, weight, b, a, bb, 0.0, scales, widths))
     torch.manual_seed(3)
-    got = GroupedLora.apply(x, weight, b, 0.3, scales, widths, *a, *bb)
+    got = GroupedLora.apply(x, weight, b, 0.3, scales, widths, None, *a, *bb)
     got_grads = torch.autograd.grad(got.square().sum(), (x, *a, *bb))
     torch.manual_seed(3)
     expected = _reference(x, weight, b, a, bb, 0.3, scales, widths)
@@ -119,7 +119,7 @@ def test_a_run_of_neighbours_takes_fewer_matmuls_forward_and_backward():
     widths = (4, 4, 4, 7)
     x, weight, b, a, bb = _operands(0.1, widths)
     with _Ops() as ops:
-        out = GroupedLora.apply(x, weight, b, 0.1, (2.0,) * 4, widths, *a, *bb)
+        out = GroupedLora.apply(x, weight, b, 0.1, (2.0,) * 4, widths, None, *a, *bb)
         torch.autograd.grad(out.sum(), (x, *a, *bb))
     assert sum(n in ("mm", "addmm", "addmm_", "bmm", "baddbmm", "baddbmm_") for n in ops.names) == 11
 
@@ -130,7 +130,7 @@ def test_each_member_draws_a_mask_of_its_own():
     x, weight, b, a, bb = _operands(p, widths, bias=False)
     a[1], bb[1] = a[0], bb[0]
     with torch.no_grad():
-        out = GroupedLora.apply(x, weight, None, p, (1.0, 1.0), widths, *a, *bb)
+        out = GroupedLora.apply(x, weight, None, p, (1.0, 1.0), widths, None, *a, *bb)
         base = torch.nn.functional.linear(x, weight)
     first, second = (out - base).split(widths, dim=-1)
     assert not torch.allclose(first, second)
@@ -279,10 +279,10 @@ def test_a_linear_alone_is_a_group_of_one_whose_input_gradient_is_one_matmul():
     autograd an add of the two: the formula's values and gradients, and no add or sum in its backward."""
     widths, scales = (5,), (2.0,)
     x, weight, b, a, bb = _operands(0.0, widths)
-    f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, *ab)
+    f = lambda x, *ab: GroupedLora.apply(x, weight, b, 0.0, scales, widths, None, *ab)
     assert torch.autograd.gradcheck(f, (x, *a, *bb))
     torch.manual_seed(3)
-    got = GroupedLora.apply(x, weight, b, 0.3, scales, widths, *a, *bb)
+    got = GroupedLora.apply(x, weight, b, 0.3, scales, widths, None, *a, *bb)
     loss = got.square().sum()
     with _Ops() as ops:
         got_grads = torch.autograd.grad(loss, (x, *a, *bb))

@@ -26,7 +26,7 @@ def test_one_kernel_gives_the_input_gradient_of_the_formula_under_the_same_masks
     scales = tuple(2.0 - 0.25 * i for i in range(len(widths)))
     x, weight, b, a, bb = _float32(p, widths, n_in=70, r=4)  # 70 columns: a partial second tile
     torch.manual_seed(5)
-    got = GroupedLora.apply(x, weight, b, p, scales, widths, *a, *bb)
+    got = GroupedLora.apply(x, weight, b, p, scales, widths, None, *a, *bb)
     loss = got.square().sum()
     with _Ops() as ops:
         got_grads = torch.autograd.grad(loss, (x, *a, *bb))

@@ -9,7 +9,8 @@ autograd function:
 - the frozen bases as one matmul over their weights concatenated (each member's weight becomes a
   row slice of that one tensor: no memory added), biases included;
 - the members' dropouts as one kernel over the input repeated once per member (each member still
-  draws a mask of its own, as in peft), and their LoRA A as one batched matmul;
+  draws a mask of its own, as in peft: on a GPU our Triton kernel from a seed per group and forward,
+  model.lora_dropout; elsewhere torch's), and their LoRA A as one batched matmul;
 - each member's LoRA B added into its columns of the output in place, the scale in the matmul's alpha;
   neighbours of one width (k and v, gate and up; Phi's q, k and v) as one batched matmul.
 Backward: one batched matmul for every A's gradient; the adapters' input gradients through their masks,
@@ -47,10 +48,10 @@ import types
 import torch
 
 from nli_qlora.infra.errors import UserError
-from nli_qlora.model import lora_input_grad
+from nli_qlora.model import lora_dropout, lora_input_grad
 from nli_qlora.model.families import family_of
 from nli_qlora.model.fused_lora import fused_forward, is_lora_linear, plain_adapter
-from nli_qlora.model.fused_rope import capturing
+from nli_qlora.model.fused_rope import capturing, runs_on
 from nli_qlora.model.fused_swiglu import fuse_swiglu_
 
 
@@ -58,13 +59,16 @@ class GroupedLora(torch.autograd.Function):
     """out = [x @ W^T + bias] with, in member i's columns, + scale_i * (drop_i(x) @ A_i^T) @ B_i^T."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, p: float, scales: tuple, widths: tuple, *ab):
+    def forward(ctx, x, weight, bias, p: float, scales: tuple, widths: tuple, seed: tuple | None, *ab):
+        """seed: (model.lora_dropout.Seeds' values, this group's index) for its dropout kernel, or None."""
         g = len(widths)
         a, b = ab[:g], ab[g:]
         x2 = x.reshape(-1, x.shape[-1])
         out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
         stack = _stacked(a)  # [G, r, in]: a view of FlatParams' working copies (work_order), else a copy
-        if p > 0:  # one kernel, a mask per member: the input repeated G times (a broadcast view, not a copy)
+        if p > 0 and seed is not None and lora_dropout.applies(x2, g, *seed, capturing(x2)):
+            xd, mask = lora_dropout.lora_dropout(x2, g, p, *seed, capturing(x2))  # masks from the group's seed
+        elif p > 0:  # one kernel, a mask per member: the input repeated G times (a broadcast view, not a copy)
             xd, mask = torch.native_dropout(x2.expand(g, *x2.shape), p, True)
         else:
             xd, mask = x2.expand(g, *x2.shape), None
@@ -112,7 +116,7 @@ class GroupedLora(torch.autograd.Function):
                     dxd = torch.ops.aten.native_dropout_backward(dxd, mask, 1.0 / (1.0 - ctx.p))
                 dxl = dxd[0] if g == 1 else dxd.sum(0)
             dx = torch.addmm(dxl, g2, weight).view(ctx.x_shape)
-        return (dx, None, None, None, None, None, *da.unbind(0), *db)
+        return (dx, None, None, None, None, None, None, *da.unbind(0), *db)
 
 
 def _runs(widths: tuple, scales: tuple) -> list[tuple[int, int, int]]:
@@ -190,6 +194,7 @@ class Group:
                 layer.bias = torch.nn.Parameter(self.bias[offset:offset + width], requires_grad=False)
             offset += width
         self.pending: tuple | None = None  # (input, {member index: output}) for the members not yet called
+        self.seed: tuple | None = None  # (model.lora_dropout.Seeds' values, this group's index): fuse_projections_
 
     def take(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
         if self.pending is None or self.pending[0] is not x or index not in self.pending[1]:
@@ -222,7 +227,7 @@ class Group:
         a, b, p, scales = found
         if torch.compiler.is_compiling():
             return grouped_ops(x, self.weight, self.bias, p, scales, self.widths, a, b)
-        return GroupedLora.apply(x, self.weight, self.bias, p, scales, self.widths, *a, *b)
+        return GroupedLora.apply(x, self.weight, self.bias, p, scales, self.widths, self.seed, *a, *b)
 
     def run(self, index: int, x: torch.Tensor) -> torch.Tensor | None:
         out = self.whole(x)
@@ -304,10 +309,24 @@ def fuse_projections_(model: torch.nn.Module) -> int:
         raise UserError("--fused-projections: found no adapted linears that share an input (q_proj, k_proj, "
                         "v_proj; gate_proj, up_proj; Phi's fc1) over a dequantized base: check --target-modules "
                         "and --dequantize-base")
-    for members in groups:
+    seeds = _dropout_seeds(model, len(groups))
+    for number, members in enumerate(groups):
         group = Group(members)
+        group.seed = (seeds.values, number) if seeds is not None else None
         for index, m in enumerate(members):
             m._nli_group = (group, index)
             m.forward = types.MethodType(grouped_forward, m)
     fuse_swiglu_(model)
     return len(groups)
+
+
+def _dropout_seeds(model: torch.nn.Module, groups: int) -> lora_dropout.Seeds | None:
+    """The groups' dropout seeds (model.lora_dropout), redrawn before each training forward of the decoder
+    (LabelScorer calls the decoder, not the model around it); None where the kernel cannot run."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    device = base.get_output_embeddings().weight.device
+    if lora_dropout.kernel() is None or not runs_on(device):
+        return None
+    seeds = lora_dropout.Seeds(groups, device)
+    base.get_decoder().register_forward_pre_hook(seeds.draw)
+    return seeds

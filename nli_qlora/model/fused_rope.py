@@ -87,6 +87,12 @@ def runs_on(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreted())
 
 
+def specialization(*values: int) -> tuple:
+    """How Triton specializes integer arguments and pointers: value 1, and divisibility by 16 (the capture
+    gates of our own kernels key on it: model.lora_input_grad, model.lora_dropout)."""
+    return tuple((v == 1, v % 16 == 0) for v in values)
+
+
 def capturing(t: torch.Tensor) -> bool:
     """Whether a CUDA graph is being captured on the current stream (where no Triton kernel may load)."""
     return t.is_cuda and torch.cuda.is_current_stream_capturing()  # (a CPU build has no capture to ask about)

@@ -26,7 +26,7 @@ import functools
 
 import torch
 
-from nli_qlora.model.fused_rope import runs_on
+from nli_qlora.model.fused_rope import runs_on, specialization
 
 _RAN: set[tuple] = set()  # specializations whose kernel ran outside a capture
 _DTYPES = {"cuda": (torch.bfloat16, torch.float16), "cpu": (torch.float32,)}  # CPU: Triton's interpreter
@@ -65,11 +65,6 @@ def kernel():
     return lora_input_grad
 
 
-def _spec(*values: int) -> tuple:
-    """How Triton specializes integer arguments and pointers: value 1, and divisibility by 16."""
-    return tuple((v == 1, v % 16 == 0) for v in values)
-
-
 def _key(dt: torch.Tensor, stack: torch.Tensor, mask: torch.Tensor | None) -> tuple:
     """What Triton specializes the launch on, or finer (never coarser: a coarser key could let a capture
     meet an unloaded kernel): every integer argument and the inputs' pointers (the output is fresh)."""
@@ -77,7 +72,7 @@ def _key(dt: torch.Tensor, stack: torch.Tensor, mask: torch.Tensor | None) -> tu
     ints = [n, stack.shape[2], r, g, *dt.stride(), *stack.stride(), dt.data_ptr(), stack.data_ptr()]
     if mask is not None:
         ints += [*mask.stride(), mask.data_ptr()]
-    return (dt.device, dt.dtype, mask is not None, r, _spec(*ints))
+    return (dt.device, dt.dtype, mask is not None, r, specialization(*ints))
 
 
 def applies(dt: torch.Tensor, stack: torch.Tensor, mask: torch.Tensor | None, capturing: bool) -> bool:
