@@ -99,10 +99,10 @@ def main(argv: list[str]) -> int:
     _say(READY)
     drawn = None  # (the records it was drawn from, the learning curve's PNG)
     for line in iter(sys.stdin.readline, ""):
-        if line.strip() == CURVE and plt is not None:
+        if line.strip() == CURVE:
             try:
                 early = figures.curve_records(read_metrics(run_dir / "metrics.jsonl"))
-                drawn = (early, figures.learning_curve_png(plt, *early)) if early[0] or early[1] else None
+                drawn = (early, figures.learning_curve_png(plt, *early)) if plt and (early[0] or early[1]) else None
             except (OSError, ValueError, KeyError):  # drawn at the end instead
                 drawn = None
             _say(DRAWN)
