@@ -66,8 +66,9 @@ class GroupedLora(torch.autograd.Function):
         x2 = x.reshape(-1, x.shape[-1])
         out = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
         stack = _stacked(a)  # [G, r, in]: a view of FlatParams' working copies (work_order), else a copy
-        if p > 0 and seed is not None and lora_dropout.applies(x2, g, *seed, capturing(x2)):
-            xd, mask = lora_dropout.lora_dropout(x2, g, p, *seed, capturing(x2))  # masks from the group's seed
+        live = capturing(x2)
+        if p > 0 and seed is not None and lora_dropout.applies(x2, g, *seed, live):
+            xd, mask = lora_dropout.lora_dropout(x2, g, p, *seed, live)  # masks from the group's seed
         elif p > 0:  # one kernel, a mask per member: the input repeated G times (a broadcast view, not a copy)
             xd, mask = torch.native_dropout(x2.expand(g, *x2.shape), p, True)
         else:
@@ -325,7 +326,7 @@ def _dropout_seeds(model: torch.nn.Module, groups: int) -> lora_dropout.Seeds | 
     (LabelScorer calls the decoder, not the model around it); None where the kernel cannot run."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     device = base.get_output_embeddings().weight.device
-    if lora_dropout.kernel() is None or not runs_on(device):
+    if not runs_on(device) or lora_dropout.kernel() is None:  # (a CPU run imports no Triton for it)
         return None
     seeds = lora_dropout.Seeds(groups, device)
     base.get_decoder().register_forward_pre_hook(seeds.draw)

@@ -87,6 +87,11 @@ def runs_on(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreted())
 
 
+# the dtypes our own Triton kernels take (model.lora_input_grad, model.lora_dropout): CUDA's half types, and
+# float32 on a CPU, where they run in Triton's interpreter (the tests)
+KERNEL_DTYPES = {"cuda": (torch.bfloat16, torch.float16), "cpu": (torch.float32,)}
+
+
 def specialization(*values: int) -> tuple:
     """How Triton specializes integer arguments and pointers: value 1, and divisibility by 16 (the capture
     gates of our own kernels key on it: model.lora_input_grad, model.lora_dropout)."""

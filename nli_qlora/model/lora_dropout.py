@@ -26,10 +26,9 @@ import functools
 
 import torch
 
-from nli_qlora.model.fused_rope import runs_on, specialization
+from nli_qlora.model.fused_rope import KERNEL_DTYPES, runs_on, specialization
 
 _RAN: set[tuple] = set()  # specializations whose kernel ran outside a capture
-_DTYPES = {"cuda": (torch.bfloat16, torch.float16), "cpu": (torch.float32,)}  # CPU: Triton's interpreter
 # Philox calls a program; each gives four uniforms, so a program covers 4 * BLOCK values. Triton's interpreter
 # (the CPU tests) runs one program at a time, each as numpy arrays: there few wide programs are fastest
 BLOCK = {"cuda": 512, "cpu": 8192}
@@ -85,9 +84,9 @@ def _key(x2: torch.Tensor, seeds: torch.Tensor, index: int) -> tuple:
 def applies(x2: torch.Tensor, groups: int, seeds: torch.Tensor, index: int, capturing: bool) -> bool:
     """Whether this forward may run the kernel: Triton where x is, its dtype (see the module's docstring),
     not compiling, 32-bit offsets; inside a capture only a specialization already loaded."""
-    if torch.compiler.is_compiling() or kernel() is None or not runs_on(x2.device) or seeds.device != x2.device:
+    if torch.compiler.is_compiling() or not runs_on(x2.device) or seeds.device != x2.device or kernel() is None:
         return False
-    if x2.dtype not in _DTYPES[x2.device.type] or groups * x2.numel() >= 2**31:
+    if x2.dtype not in KERNEL_DTYPES[x2.device.type] or groups * x2.numel() >= 2**31:
         return False  # (the kernel's offsets are 32-bit)
     return not capturing or _key(x2, seeds, index) in _RAN
 

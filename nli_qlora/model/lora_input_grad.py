@@ -26,10 +26,9 @@ import functools
 
 import torch
 
-from nli_qlora.model.fused_rope import runs_on, specialization
+from nli_qlora.model.fused_rope import KERNEL_DTYPES, runs_on, specialization
 
 _RAN: set[tuple] = set()  # specializations whose kernel ran outside a capture
-_DTYPES = {"cuda": (torch.bfloat16, torch.float16), "cpu": (torch.float32,)}  # CPU: Triton's interpreter
 BM, BK = 64, 64
 
 
@@ -78,9 +77,9 @@ def _key(dt: torch.Tensor, stack: torch.Tensor, mask: torch.Tensor | None) -> tu
 def applies(dt: torch.Tensor, stack: torch.Tensor, mask: torch.Tensor | None, capturing: bool) -> bool:
     """Whether this backward may run the kernel: Triton where the tensors are, the dtype (see the
     module's docstring), not compiling; inside a capture only a specialization already loaded."""
-    if torch.compiler.is_compiling() or kernel() is None or not runs_on(dt.device):
+    if torch.compiler.is_compiling() or not runs_on(dt.device) or kernel() is None:
         return False
-    if dt.dtype not in _DTYPES[dt.device.type] or stack.dtype != dt.dtype or dt.shape[-1] > 128:
+    if dt.dtype not in KERNEL_DTYPES[dt.device.type] or stack.dtype != dt.dtype or dt.shape[-1] > 128:
         return False  # (r above 128: a tile of registers too large)
     if max(dt.numel(), stack.numel(), mask.numel() if mask is not None else 0) >= 2**31:
         return False  # the kernel's offsets are 32-bit
