@@ -15,9 +15,11 @@ import statistics
 import sys
 from pathlib import Path
 
+from nli_qlora.run.metrics import read_metrics
+
 
 def timeline(run_dir: Path) -> dict:
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(run_dir / "metrics.jsonl")
     start, end = records[0], records[-1]
     t0 = start["process_start"]
     steps = [r for r in records if r["event"] == "step"]
