@@ -182,6 +182,45 @@ def lora_parameters(device: torch.device) -> list[torch.nn.Parameter]:
     return params
 
 
+@pytest.mark.parametrize("update", ["bitsandbytes", "kernel"])
+def bench_flat_update(benchmark, update, device, case_memory):
+    """The fast step's update: paged 8-bit AdamW over one flat buffer holding Phi-2's LoRA set (the step's
+    FlatParams), by bitsandbytes' own step (its syncs included) or by our kernel (training.adamw8bit_kernel),
+    launched as the step launches it and ended by a synchronize."""
+    from nli_qlora.config import RunConfig
+    from nli_qlora.infra.quiet import quiet_paged_fallback
+    from nli_qlora.training.adamw8bit_kernel import DeviceAdamW8bit
+    from nli_qlora.training.optim import build_optimizer
+    from nli_qlora.training.step import FlatParams
+
+    params = lora_parameters(device)
+    grads = [p.grad for p in params]
+    flat = FlatParams(params)
+    for view, g in zip(flat.grads, grads):
+        view.copy_(g)
+    quiet_paged_fallback()
+    opt, _ = build_optimizer(RunConfig(optimizer="paged_adamw_8bit"), [flat.param])
+    stepper = DeviceAdamW8bit.for_optimizer(opt, flat.param) if update == "kernel" else None
+    if update == "kernel" and stepper is None:
+        pytest.skip("the kernel runs on CUDA, or on a CPU in Triton's interpreter")
+    finite = torch.ones((), device=device)
+
+    def op():
+        if stepper is None:
+            opt.step()
+        else:
+            stepper.launch(finite, finite)
+            stepper.advance()
+
+    op()  # the state allocated (and the kernel compiled) before the peak is reset
+    synchronize(device)
+    case_memory.reset()
+    seconds = timed(benchmark, op, device)
+    benchmark.extra_info.update({"kind": "optimizer", "optimizer": "paged_adamw_8bit", "update": update,
+                                 "params": flat.param.numel(), "tensors": 1, "op_ms": round(1e3 * seconds, 4),
+                                 "peak_gpu_gb": case_memory.peak_gb()})
+
+
 @pytest.mark.parametrize("optimizer", ["paged_adamw_8bit", "adamw_8bit", "torch_adamw"])
 def bench_optimizer(benchmark, optimizer, device, case_memory):
     from nli_qlora.config import RunConfig

@@ -141,7 +141,8 @@ def kernel_table(benches: list[dict]) -> list[str]:
                 "head": lambda: ("3 label logits at the answer" if e["loss"] == "label" else
                                  "full vocabulary, every position")
                                 + f" ({e['rows']}x{e['width']}, vocabulary {e['vocab']:,})",
-                "optimizer": lambda: f"{e['optimizer']}{' (fused)' if e.get('fused') else ''}, {e['params']:,} "
+                "optimizer": lambda: f"{e['optimizer']}{' (fused)' if e.get('fused') else ''}"
+                                     f"{' by ' + e['update'] if e.get('update') else ''}, {e['params']:,} "
                                      f"parameters in {e['tensors']} tensors"}[e["kind"]]()
         out.append(f"| {b['name']} | {what} | {_num(e['op_ms'], '.3f')} | {_num(e.get('tflops_per_s'), '.1f')} | "
                    f"{_num(e.get('peak_gpu_gb'), '.2f')} |")

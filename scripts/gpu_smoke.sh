@@ -143,6 +143,8 @@ python3 -c "import torch, transformers, peft, bitsandbytes; print('torch', torch
 check "gguf"                 python3 -m nli_qlora.gguf $SMOL
 check "train smollm2+resume" stop_then_resume "$W/smol" --model $SMOL $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
 check "train phi-2+resume"   stop_then_resume "$W/phi2" $PHI2 $DATA $SHORT --checkpoint-every-steps 2 --train-size 200
+# the fast step's update (training.adamw8bit_kernel) against bitsandbytes' CUDA kernel, one update from one state
+check "adamw8bit kernel = bitsandbytes" python3 scripts/check_adamw8bit.py
 check "resume = uninterrupted" same_as_uninterrupted "$W/exact" --model random:$TOK --tokenizer $TOK $DATA $SHORT \
                                --train-size 200 --checkpoint-every-steps 2
 check "resume = uninterrupted (bf16 lora)" same_as_uninterrupted "$W/exact-bf16" --model random:$TOK --tokenizer $TOK \

@@ -39,6 +39,8 @@ def _results(tmp_path: Path) -> Path:
                   padding_fraction=0.3, peak_gpu_gb=3.1, flops_utilization=0.02, a40_estimate_ms=None),
             _case("bench_optimizer[paged_adamw_8bit]", kind="optimizer", optimizer="paged_adamw_8bit", fused=False,
                   params=17448960, tensors=196, op_ms=1.5, peak_gpu_gb=0.2),
+            _case("bench_flat_update[kernel]", kind="optimizer", optimizer="paged_adamw_8bit", update="kernel",
+                  params=17514496, tensors=1, op_ms=0.1, peak_gpu_gb=0.2),
         ],
         "nli_qlora_oom": [{"name": "bench_step[phi-2-b128-snli-eager]", "peak_gb": 79.0}],
     }
@@ -59,6 +61,7 @@ def test_report_tables_put_the_peer_beside_each_case_and_plot_per_setting(tmp_pa
     row = next(line for line in table.splitlines() if "| 64 |" in line)
     assert "13.46" in row  # 183 / 13.6: throughput against the peer's
     assert "35.0 (compute)" in table and "17,448,960 parameters" in table
+    assert "paged_adamw_8bit by kernel, 17,514,496 parameters in 1 tensors" in table
     assert "bench_step[phi-2-b128-snli-eager]" in table  # the case that did not fit is listed
     for png in ("bench-step_time.png", "bench-peak_memory.png"):
         assert (tmp_path / png).stat().st_size > 1000

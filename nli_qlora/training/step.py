@@ -8,17 +8,21 @@ Two modes of the same arithmetic (`RunConfig.step_mode`):
 - fast (default): the LoRA weights and their gradients live in one flat buffer each, so the
   8-bit optimizer and the clipping are one launch instead of hundreds; on CUDA (without gradient
   checkpointing) forward+backward of each padded batch shape is captured once as a CUDA graph and
-  replayed, removing the Python and kernel-launch overhead that bounds a batch-8 QLoRA step."""
+  replayed, removing the Python and kernel-launch overhead that bounds a batch-8 QLoRA step. Where
+  Triton runs, bitsandbytes' 8-bit AdamW is stepped by our kernel (training.adamw8bit_kernel), queued
+  before the host sync: the device itself skips a step whose loss or gradient norm is not finite."""
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
 
 from nli_qlora.infra.distributed import World
+from nli_qlora.training.adamw8bit_kernel import DeviceAdamW8bit
 from nli_qlora.training.scoring import LabelScorer
 
 ALIGN = 2048  # flat segments start on 8-bit optimizer block boundaries: blocks never straddle two weights
@@ -244,7 +248,8 @@ class GraphedForwardBackward:
 
     def _capture_rng_neutral(self, batch: dict) -> _Graph:
         t0 = time.perf_counter()
-        inputs = {k: v.clone() for k, v in batch.items() if k != "index"}
+        device = self.flat.grad.device
+        inputs = {k: v.to(device, copy=True) for k, v in batch.items() if k != "index"}  # host batches too
         scale = torch.ones((), device=self.flat.grad.device)
         # warm-up outside the graph, before the first capture only: lazy initialisation (cuBLAS
         # handles and workspaces, kernels loaded) happens once per process. A later shape captures
@@ -284,6 +289,7 @@ class Trainer:
     graphed: GraphedForwardBackward | None = None
     world: World = field(default_factory=World)  # data parallel: gradients summed across ranks
     masters: MasterWeights | None = None  # eager step with --lora-compute-dtype bfloat16
+    device_update: DeviceAdamW8bit | None = None  # the fast step's 8-bit AdamW, launched before the host sync
 
     @property
     def copies(self) -> FlatParams | MasterWeights | None:
@@ -355,7 +361,10 @@ def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, globa
     time is this step's own; the loop and the tuner both time a step this way."""
     synchronize(device)
     t0 = time.perf_counter()
-    stats = train_step(t, [to_device(b, device) for b in host_batches], global_rows)
+    if t.graphed is None:
+        host_batches = [to_device(b, device) for b in host_batches]
+    # (a captured step copies host batches straight into its graph's inputs: no device copy of its own)
+    stats = train_step(t, host_batches, global_rows)
     synchronize(device)  # the optimizer step was queued after train_step's one host sync
     return stats, time.perf_counter() - t0
 
@@ -389,12 +398,18 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
         total = torch.zeros((), device=t.params[0].device)
     t.all_reduce(total)
     grad_norm = t.clip()
+    if t.device_update is not None:  # queued behind the clipping; writes nothing where the check below fails
+        t.device_update.launch(total, grad_norm)
+        t.publish()
     loss_value, norm_value = torch.stack([total.float(), grad_norm.float()]).tolist()  # the one host sync
-    if not (torch.isfinite(torch.tensor(loss_value)) and torch.isfinite(torch.tensor(norm_value))):
+    if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
         t.zero_grad()
         return {"loss": loss_value, "grad_norm": None, "skipped": True, "captured": captured}
-    t.optimizer.step()
-    t.publish()
+    if t.device_update is not None:
+        t.device_update.advance()
+    else:
+        t.optimizer.step()
+        t.publish()
     t.scheduler.step()
     return {"loss": loss_value, "grad_norm": norm_value, "skipped": False, "captured": captured}
 
@@ -425,5 +440,6 @@ def build_trainer(scorer: LabelScorer, params: list[torch.nn.Parameter], optimiz
         opt_params = params
     optimizer = optimizer_factory(opt_params)
     stepped = masters.masters if masters is not None else params  # what clipping and the all-reduce see
+    device_update = DeviceAdamW8bit.for_optimizer(optimizer, flat.param) if flat is not None else None
     return Trainer(scorer, optimizer, scheduler_factory(optimizer), stepped, loss_kind, max_grad_norm, flat, graphed,
-                   masters=masters)
+                   masters=masters, device_update=device_update)
