@@ -94,11 +94,15 @@ def kernel():
         if DECAY:
             p = p * decay  # decoupled, after the update, as bitsandbytes
         tl.store(p_ptr + offs, p.to(p_ptr.dtype.element_ty), mask=mask)
-        q1 = QUANTIZE(s1 / new1[:, None], qmap1_ptr, True)
-        q2 = QUANTIZE(s2 / new2[:, None], qmap2_ptr, False)
+        q1 = QUANTIZE(s1 / tl.where(new1 > 0.0, new1, 1.0)[:, None], qmap1_ptr, True)
+        q2 = QUANTIZE(s2 / tl.where(new2 > 0.0, new2, 1.0)[:, None], qmap2_ptr, False)
         # the first moment keeps its sign through the codes: one code towards it where the nearest crossed zero
         flipped = (tl.load(qmap1_ptr + q1).to(tl.int32, bitcast=True) < 0) != (s1.to(tl.int32, bitcast=True) < 0)
         q1 = tl.where(flipped, tl.where(s1 > 0.0, q1 + 1, q1 - 1), q1) & 255
+        # a block of zeros (the flat buffer's padding): bitsandbytes divides 0 by 0 there, its search ends at code 0
+        # and the sign fix turns the first moment's to 255; the same codes, written without the NaN
+        q1 = tl.where(new1[:, None] > 0.0, q1, 255)
+        q2 = tl.where(new2[:, None] > 0.0, q2, 0)
         tl.store(c1_ptr + offs, q1.to(tl.uint8), mask=mask)
         tl.store(c2_ptr + offs, q2.to(tl.uint8), mask=mask)
 
