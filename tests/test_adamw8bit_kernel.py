@@ -1,7 +1,7 @@
 """The fast step's 8-bit AdamW kernel (training.adamw8bit_kernel): bitsandbytes' CUDA algorithm on bitsandbytes'
 own state, a step the device skips when the loss or the gradient norm is not finite, and the optimizers it
-takes over. On this CPU it runs in Triton's interpreter (tests/conftest.py); scripts/gpu_smoke.sh holds it to
-bitsandbytes' CUDA kernel on a GPU."""
+takes over. The fast step takes it on a GPU only; here the tests build it for Triton's interpreter
+(tests/conftest.py). scripts/gpu_smoke.sh holds it to bitsandbytes' CUDA kernel on a GPU."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def _stepper(n: int, paged: bool = False, weight_decay: float = 0.01, seed: int 
     p = torch.nn.Parameter(torch.randn(n) * 0.1)
     cls = bnb.optim.PagedAdamW8bit if paged else bnb.optim.AdamW8bit
     opt = cls([p], lr=1e-2, weight_decay=weight_decay)
-    return p, opt, DeviceAdamW8bit.for_optimizer(opt, p)
+    assert DeviceAdamW8bit.takes(opt, p)
+    return p, opt, DeviceAdamW8bit(opt, p)
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])
@@ -105,10 +106,11 @@ def test_a_step_whose_loss_or_gradient_norm_is_not_finite_writes_nothing(loss, n
     assert all(torch.equal(opt.state[p][k], v) for k, v in before.items())
 
 
-def test_it_takes_over_bitsandbytes_blockwise_adamw_of_one_flat_parameter_only():
+def test_it_takes_over_bitsandbytes_blockwise_adamw_of_one_flat_parameter_on_a_gpu_only():
     flat = torch.nn.Parameter(torch.zeros(QBLOCK * 32))
-    assert isinstance(DeviceAdamW8bit.for_optimizer(bnb.optim.AdamW8bit([flat]), flat), DeviceAdamW8bit)
-    assert isinstance(DeviceAdamW8bit.for_optimizer(bnb.optim.PagedAdamW8bit([flat]), flat), DeviceAdamW8bit)
+    assert DeviceAdamW8bit.takes(bnb.optim.AdamW8bit([flat]), flat)
+    assert DeviceAdamW8bit.takes(bnb.optim.PagedAdamW8bit([flat]), flat)
+    assert DeviceAdamW8bit.for_optimizer(bnb.optim.AdamW8bit([flat]), flat) is None, "a CPU: bitsandbytes' update"
     other = torch.nn.Parameter(torch.zeros(QBLOCK * 32))
     small = torch.nn.Parameter(torch.zeros(QBLOCK * 8))  # under bitsandbytes' 4,096: 32-bit states
     ragged = torch.nn.Parameter(torch.zeros(QBLOCK * 32 + 7))
@@ -117,14 +119,14 @@ def test_it_takes_over_bitsandbytes_blockwise_adamw_of_one_flat_parameter_only()
                        (bnb.optim.AdamW([flat], optim_bits=32), flat), (bnb.optim.AdamW8bit([flat, other]), flat),
                        (bnb.optim.AdamW8bit([small]), small), (bnb.optim.AdamW8bit([ragged]), ragged),
                        (bnb.optim.AdamW8bit([half]), half)]:
-        assert DeviceAdamW8bit.for_optimizer(opt, param) is None, (type(opt).__name__, param.shape, param.dtype)
+        assert not DeviceAdamW8bit.takes(opt, param), (type(opt).__name__, param.shape, param.dtype)
 
 
 def test_the_fast_step_skips_a_non_finite_step_on_the_device_and_counts_only_real_steps():
     cfg = preset("tiny")
     cfg.optimizer = "paged_adamw_8bit"
     trainer, model = _trainer(cfg, "fast")
-    assert trainer.device_update is not None
+    trainer.device_update = DeviceAdamW8bit(trainer.optimizer, trainer.flat.param)  # as on a GPU
     batches = _batches(2)
     assert not train_step(trainer, [batches[0]])["skipped"]
     state = trainer.optimizer.state[trainer.flat.param]

@@ -8,9 +8,9 @@ Two modes of the same arithmetic (`RunConfig.step_mode`):
 - fast (default): the LoRA weights and their gradients live in one flat buffer each, so the
   8-bit optimizer and the clipping are one launch instead of hundreds; on CUDA (without gradient
   checkpointing) forward+backward of each padded batch shape is captured once as a CUDA graph and
-  replayed, removing the Python and kernel-launch overhead that bounds a batch-8 QLoRA step. Where
-  Triton runs, bitsandbytes' 8-bit AdamW is stepped by our kernel (training.adamw8bit_kernel), queued
-  before the host sync: the device itself skips a step whose loss or gradient norm is not finite."""
+  replayed, removing the Python and kernel-launch overhead that bounds a batch-8 QLoRA step. On CUDA
+  bitsandbytes' 8-bit AdamW is stepped by our kernel (training.adamw8bit_kernel), queued before the
+  host sync: the device itself skips a step whose loss or gradient norm is not finite."""
 
 from __future__ import annotations
 
