@@ -134,8 +134,6 @@ class DeviceAdamW8bit:
     state dict saves). The fast step builds it with `for_optimizer`, which says None where bitsandbytes must
     step itself; the CPU tests build it directly, for Triton's interpreter."""
 
-    prefetch = True
-
     def __init__(self, optimizer, param: torch.Tensor):
         self.optimizer, self.param = optimizer, param
         group = optimizer.param_groups[0]
@@ -179,7 +177,7 @@ class DeviceAdamW8bit:
     def launch(self, loss: torch.Tensor, grad_norm: torch.Tensor) -> None:
         """Queue the update of the next step, which the device skips where `loss` or `grad_norm` is not finite."""
         group, state = self.optimizer.param_groups[0], self.optimizer.state[self.param]
-        if self.prefetch and getattr(state["state1"], "is_paged", False):  # paged states back first, as bitsandbytes
+        if getattr(state["state1"], "is_paged", False):  # bring paged states back to the device first, as bitsandbytes
             import bitsandbytes.functional as F
             F.prefetch_tensor(state["state1"])
             F.prefetch_tensor(state["state2"])

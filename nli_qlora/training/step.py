@@ -248,8 +248,7 @@ class GraphedForwardBackward:
 
     def _capture_rng_neutral(self, batch: dict) -> _Graph:
         t0 = time.perf_counter()
-        device = self.flat.grad.device
-        inputs = {k: v.to(device, copy=True) for k, v in batch.items() if k != "index"}  # host batches too
+        inputs = {k: v.clone() for k, v in batch.items() if k != "index"}
         scale = torch.ones((), device=self.flat.grad.device)
         # warm-up outside the graph, before the first capture only: lazy initialisation (cuBLAS
         # handles and workspaces, kernels loaded) happens once per process. A later shape captures
@@ -361,10 +360,7 @@ def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, globa
     time is this step's own; the loop and the tuner both time a step this way."""
     synchronize(device)
     t0 = time.perf_counter()
-    if t.graphed is None:
-        host_batches = [to_device(b, device) for b in host_batches]
-    # (a captured step copies host batches straight into its graph's inputs: no device copy of its own)
-    stats = train_step(t, host_batches, global_rows)
+    stats = train_step(t, [to_device(b, device) for b in host_batches], global_rows)
     synchronize(device)  # the optimizer step was queued after train_step's one host sync
     return stats, time.perf_counter() - t0
 

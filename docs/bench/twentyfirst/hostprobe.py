@@ -1,6 +1,4 @@
 """Where the loop's step goes once the 8-bit update is queued before the read-back (twenty-first round).
-Call 4: the host batch copied straight into the graph's inputs (as timed_step now does), and each step with and
-without the paged states' prefetch before the update (alternating variants).
 
 stepprobe.py's trainer and batches (SmolLM2's or Phi-2's configuration with random weights, batch 8 x 64, the six
 options), the step of training.step.train_step with the kernel's update, instrumented: host clock stamps between
@@ -39,52 +37,46 @@ def main():
         timed_step(t, micro, dev)
     keys = ("wall", "h_to_device", "h_launch_graph", "h_launch_clip", "h_launch_update", "h_launch_publish",
             "h_wait", "h_after", "h_final_sync", "g_graph", "g_clip", "g_update", "g_publish", "g_idle")
-    out = {}
-    for variant in ("prefetch", "no-prefetch", "prefetch", "no-prefetch"):
-      t.device_update.prefetch = variant == "prefetch"
-      rec = {k: [] for k in keys}
-      for micro in plan[4:]:
-          ev = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
-          synchronize(dev)
-          h = [time.perf_counter()]
-          batch = micro[0]  # the host batch: the graph copies it into its inputs
-          h.append(time.perf_counter())
-          t.zero_grad()
-          ev[0].record()
-          loss, _ = t.graphed(batch, 1.0)
-          ev[1].record()
-          h.append(time.perf_counter())
-          norm = t.clip()
-          ev[2].record()
-          h.append(time.perf_counter())
-          t.device_update.launch(loss, norm)
-          ev[3].record()
-          h.append(time.perf_counter())
-          t.publish()
-          ev[4].record()
-          h.append(time.perf_counter())
-          lv, nv = torch.stack([loss.float(), norm.float()]).tolist()
-          h.append(time.perf_counter())
-          if torch.isfinite(torch.tensor(lv)) and torch.isfinite(torch.tensor(nv)):
-              t.device_update.advance()
-              t.scheduler.step()
-          h.append(time.perf_counter())
-          synchronize(dev)
-          h.append(time.perf_counter())
-          g = [ev[i].elapsed_time(ev[i + 1]) for i in range(4)]
-          wall = (h[-1] - h[0]) * 1e3
-          values = [wall] + [(b - a) * 1e3 for a, b in zip(h, h[1:])] + g + [wall - sum(g)]
-          for k, v in zip(keys, values):
-              rec[k].append(v)
-      out.setdefault(variant, []).append({k: round(statistics.median(v), 3) for k, v in rec.items()})
-    for prefetch in (True, False, True, False):  # the loop's step, back to back
-        t.device_update.prefetch = prefetch
+    rec = {k: [] for k in keys}
+    for micro in plan[4:]:
+        ev = [torch.cuda.Event(enable_timing=True) for _ in range(5)]
         synchronize(dev)
-        t0 = time.perf_counter()
-        for micro in plan[4:]:
-            timed_step(t, micro, dev)
-        out.setdefault("timed_step_ms" + ("" if prefetch else "_no_prefetch"), []).append(
-            round((time.perf_counter() - t0) * 1e3 / len(plan[4:]), 3))
+        h = [time.perf_counter()]
+        batch = to_device(micro[0], dev)
+        h.append(time.perf_counter())
+        t.zero_grad()
+        ev[0].record()
+        loss, _ = t.graphed(batch, 1.0)
+        ev[1].record()
+        h.append(time.perf_counter())
+        norm = t.clip()
+        ev[2].record()
+        h.append(time.perf_counter())
+        t.device_update.launch(loss, norm)
+        ev[3].record()
+        h.append(time.perf_counter())
+        t.publish()
+        ev[4].record()
+        h.append(time.perf_counter())
+        lv, nv = torch.stack([loss.float(), norm.float()]).tolist()
+        h.append(time.perf_counter())
+        if torch.isfinite(torch.tensor(lv)) and torch.isfinite(torch.tensor(nv)):
+            t.device_update.advance()
+            t.scheduler.step()
+        h.append(time.perf_counter())
+        synchronize(dev)
+        h.append(time.perf_counter())
+        g = [ev[i].elapsed_time(ev[i + 1]) for i in range(4)]
+        wall = (h[-1] - h[0]) * 1e3
+        values = [wall] + [(b - a) * 1e3 for a, b in zip(h, h[1:])] + g + [wall - sum(g)]
+        for k, v in zip(keys, values):
+            rec[k].append(v)
+    out = {k: round(statistics.median(v), 3) for k, v in rec.items()}
+    synchronize(dev)
+    t0 = time.perf_counter()
+    for micro in plan[4:]:
+        timed_step(t, micro, dev)
+    out["timed_step_ms_per_step"] = round((time.perf_counter() - t0) * 1e3 / len(plan[4:]), 3)
     out.update(model=args.model, device=torch.cuda.get_device_name(dev))
     print(json.dumps(out))
 
