@@ -10,13 +10,15 @@ writes nothing, as the host's check skips it.
 
 Nothing else changes hands: bitsandbytes' optimizer keeps its state (the 8-bit codes of both moments, paged
 or not, their block absmax, the quantile maps, the step count), so checkpoints and resume are as before, and
-the eager step and CPUs run bitsandbytes' own update. The fast step takes the kernel on CUDA only: Triton's
-interpreter, where the CPU tests run it, took 0.13 s an update of 123K values (bitsandbytes' CPU update 3 ms). The arithmetic is that of
-bitsandbytes' CUDA kernel (kOptimizerStatic8bit2StateBlockwise, blocks of 256): dequantize, the moments, the
-bias-corrected update, the decoupled weight decay after it, the new block absmax, and the requantization by
-its binary search, midpoint rounding and sign fix of the first moment. The float rounding is not bit for bit
-(its fast-math intrinsics against Triton's): tests/test_adamw8bit_kernel.py holds it to a port of that
-algorithm and to bitsandbytes' CPU update, scripts/gpu_smoke.sh to its CUDA kernel."""
+the eager step and CPUs run bitsandbytes' own update. The arithmetic is that of bitsandbytes' CUDA kernel
+(kOptimizerStatic8bit2StateBlockwise, blocks of 256): dequantize, the moments, the bias-corrected update, the
+decoupled weight decay after it, the new block absmax, and the requantization by its binary search, midpoint
+rounding and sign fix of the first moment. The float rounding is not bit for bit (its fast-math intrinsics
+against Triton's): tests/test_adamw8bit_kernel.py holds it to a port of that algorithm, tests/test_step_modes.py
+a training step with it to the eager step, scripts/gpu_smoke.sh (scripts/check_adamw8bit.py) to the CUDA kernel.
+
+The fast step takes the kernel on CUDA only: in Triton's interpreter, where the CPU tests run it, an update of
+123K values took 0.13 s (bitsandbytes' CPU update 3 ms)."""
 
 from __future__ import annotations
 
