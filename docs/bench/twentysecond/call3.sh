@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (recorded as run: its tree carried --eval-batch-tokens, measured and taken out; docs/benchmarks.md, twenty-second round)
 # twenty-second round, call 3: evaluation batches of up to 1,024 rows and 65,536 padded tokens (new defaults)
 # against 256 rows (.base, f4b6050), alternating: the score command on 2,000 SNLI rows (three pairs) and the
 # whole SmolLM2 command (two pairs); the memory of an evaluation against a training step on Phi-2's shapes

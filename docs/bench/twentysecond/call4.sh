@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# (recorded as run: its tree carried --eval-batch-tokens, measured and taken out; docs/benchmarks.md, twenty-second round)
 # twenty-second round, call 4: evaluation batches of up to 1,024 rows and 32,768 padded tokens against 256 rows
 # (.base, f4b6050): the score command on 2,000 SNLI rows, each tree on a checkpoint of its own (the same short
 # run: the base tree cannot read the new setting in a new checkpoint's config.json), three pairs alternating;
