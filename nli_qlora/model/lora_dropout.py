@@ -22,10 +22,9 @@ that already ran outside one (as model.fused_rope). Elsewhere the group calls to
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from nli_qlora.infra.lazy_triton import triton_kernel
 from nli_qlora.model.fused_rope import KERNEL_DTYPES, runs_on, specialization
 
 _RAN: set[tuple] = set()  # specializations whose kernel ran outside a capture
@@ -46,14 +45,9 @@ class Seeds:
             self.values.random_(0, 2**62)
 
 
-@functools.cache
-def kernel():
+@triton_kernel
+def kernel(triton, tl):
     """The Triton kernel, compiled at its first launch; None without Triton."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def lora_dropout(x_ptr, seed_ptr, out_ptr, mask_ptr, NK, K, sxn, sxk, index, p, scale, BLOCK: tl.constexpr):

@@ -22,24 +22,18 @@ runs torch's three kernels."""
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
+from nli_qlora.infra.lazy_triton import triton_kernel
 from nli_qlora.model.fused_rope import KERNEL_DTYPES, runs_on, specialization
 
 _RAN: set[tuple] = set()  # specializations whose kernel ran outside a capture
 BM, BK = 64, 64
 
 
-@functools.cache
-def kernel():
+@triton_kernel
+def kernel(triton, tl):
     """The Triton kernel, compiled at its first launch; None without Triton."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def lora_input_grad(dt_ptr, a_ptr, mask_ptr, out_ptr, N, K, R, G, sdg, sdn, sdr, sag, sar, sak, smg, smn, smk,

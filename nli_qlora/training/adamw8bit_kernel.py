@@ -22,24 +22,20 @@ The fast step takes the kernel on CUDA only: in Triton's interpreter, where the 
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
+
+from nli_qlora.infra.lazy_triton import triton_kernel
 
 QBLOCK = 256  # bitsandbytes' block of the 8-bit optimizers: one absmax per 256 values
 # blocks a program: wide programs on a CPU, where Triton's interpreter runs one program at a time
 ROWS = {"cuda": 4, "cpu": 256}
 
 
-@functools.cache
-def kernel():
+@triton_kernel
+def kernel(triton, tl):
     """(the Triton kernel, its quantizer to pass it), compiled at the first launch; None without Triton."""
-    try:
-        import triton
-        import triton.language as tl
-    except ImportError:
-        return None
 
     @triton.jit
     def quantize(x, code_ptr, SIGNED: tl.constexpr):
