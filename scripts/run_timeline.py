@@ -39,6 +39,13 @@ def timeline(run_dir: Path) -> dict:
         "captures": len(captured), "captures_s": round(sum(s["step_time_s"] for s in captured), 3),
         "median_step_ms": round(1e3 * statistics.median(s["step_time_s"] for s in steps if not s.get("captured")), 3)
         if len(steps) > len(captured) else None,
+        # the loop's own work between two steps that the steps' times leave out (none where a step was queued)
+        "loop_gap_ms": round(1e3 * statistics.median(b["time"] - a["time"] - b["step_time_s"]
+                                                     for a, b in zip(steps, steps[1:])
+                                                     if b["epoch"] == a["epoch"] and not b.get("captured")), 3)
+        if len(steps) > 2 else None,
+        "steps_s": round(sum(s["step_time_s"] for s in steps), 3),
+        "queued": sum(1 for s in steps if s.get("queued")),
         "final_test_s": round(final["time"] - before_final["time"], 3) if final else None,
         "run_s": round(end["time"] - start["time"], 3),
         "run_end_at_s": end.get("process_wall_s"),

@@ -60,6 +60,7 @@ ADDED = {
     "run_start": {"process_start": NUMBER, "startup": {"*": NUMBER}},
     "resume": {"process_start": NUMBER, "startup": {"*": NUMBER}},
     "run_end": {"wall_s": NUMBER, "process_wall_s": NUMBER},
+    "step": {"queued": BOOL},
 }
 
 # Fields whose values come from a fixed set.

@@ -39,21 +39,21 @@ POLL_S = 0.05
 class Run:
     """One CLI process writing into `run_dir`, its stdout and stderr kept in files beside it."""
 
-    def __init__(self, run_dir: Path, args: list[str], prefix: list[str] | None = None):
+    def __init__(self, run_dir: Path, args: list[str], prefix: list[str] | None = None, env: dict | None = None):
         self.run_dir = run_dir
         self.log = run_dir.with_name(run_dir.name + f".{int(time.time() * 1e6)}.stderr")
         self.log.parent.mkdir(parents=True, exist_ok=True)
         cmd = (prefix or [sys.executable, "-m", "nli_qlora.train"]) + args
         with open(self.log, "wb") as err:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env or ENV, stdout=subprocess.DEVNULL, stderr=err)
 
     @classmethod
-    def start(cls, run_dir: Path, *extra: str) -> "Run":
-        return cls(run_dir, TINY + ["--output-dir", str(run_dir), *extra])
+    def start(cls, run_dir: Path, *extra: str, env: dict | None = None) -> "Run":
+        return cls(run_dir, TINY + ["--output-dir", str(run_dir), *extra], env=env)
 
     @classmethod
-    def resume(cls, run_dir: Path, *extra: str) -> "Run":
-        return cls(run_dir, ["--resume", str(run_dir), *extra])
+    def resume(cls, run_dir: Path, *extra: str, env: dict | None = None) -> "Run":
+        return cls(run_dir, ["--resume", str(run_dir), *extra], env=env)
 
     def records(self) -> list[dict]:
         path = self.run_dir / "metrics.jsonl"

@@ -79,10 +79,12 @@ def _host_copy(value):
     return copy.deepcopy(value)
 
 
-def snapshot(model, cfg: RunConfig, optimizer, scheduler, pos: Position) -> Snapshot:
+def snapshot(model, cfg: RunConfig, optimizer, scheduler, pos: Position, torch_rng: dict | None = None) -> Snapshot:
     """The checkpoint as training stands now. Called with the float32 masters seated. The adapter is
     peft's own state dict (`get_peft_model_state_dict`) of the trainable weights alone: the whole
-    model's state_dict would also pack every 4-bit weight's quantization state, for nothing."""
+    model's state_dict would also pack every 4-bit weight's quantization state, for nothing.
+    `torch_rng`: torch's generators as they stood at this step's end, where the next step's forward was
+    queued since (training.step.Trainer.rng_at_boundary)."""
     from peft import get_peft_model_state_dict
 
     trainable = {name: _host_copy(p) for name, p in model.named_parameters() if p.requires_grad}
@@ -92,7 +94,7 @@ def snapshot(model, cfg: RunConfig, optimizer, scheduler, pos: Position) -> Snap
         config.base_model_name_or_path = model.base_model.model.__dict__.get("name_or_path")
     config.inference_mode = True
     state = {"optimizer": _host_copy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
-             "rng": rng_state(), "position": asdict(pos)}
+             "rng": {**rng_state(), **(torch_rng or {})}, "position": asdict(pos)}
     return Snapshot(adapter, config, cfg, state)
 
 

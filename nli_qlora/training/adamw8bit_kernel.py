@@ -18,11 +18,14 @@ against Triton's): tests/test_adamw8bit_kernel.py holds it to a port of that alg
 a training step with it to the eager step, scripts/gpu_smoke.sh (scripts/check_adamw8bit.py) to the CUDA kernel.
 
 The fast step takes the kernel on CUDA only: in Triton's interpreter, where the CPU tests run it, an update of
-123K values took 0.13 s (bitsandbytes' CPU update 3 ms)."""
+123K values took 0.13 s (bitsandbytes' CPU update 3 ms). `NLI_QLORA_KERNEL_UPDATE=1` makes it take the kernel on
+a CPU too, for the tests of what only the kernel's update allows: the loop queuing the next step's forward and
+backward before the read-back (training.step.queue_next)."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -147,7 +150,8 @@ class DeviceAdamW8bit:
     def for_optimizer(optimizer, param: torch.Tensor) -> DeviceAdamW8bit | None:
         """The kernel's stepper over `param` on a GPU, as the fast step builds it; None elsewhere and for the
         optimizers and settings it does not take (bitsandbytes then steps as before)."""
-        if not param.is_cuda or kernel() is None or not DeviceAdamW8bit.takes(optimizer, param):
+        on_cpu = os.environ.get("NLI_QLORA_KERNEL_UPDATE") == "1"  # tests: Triton's interpreter
+        if not (param.is_cuda or on_cpu) or kernel() is None or not DeviceAdamW8bit.takes(optimizer, param):
             return None
         return DeviceAdamW8bit(optimizer, param)
 

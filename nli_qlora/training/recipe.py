@@ -2,7 +2,7 @@
 
     zero-shot eval (validation, test)
     for each epoch:
-        for each batch (bucketed by length):  train_step -> metrics `step`
+        for each batch (bucketed by length):  train_step (the next one queued meanwhile) -> metrics `step`
         eval validation -> metrics `eval`;  checkpoint -> metrics `checkpoint`
     eval test -> predictions -> report.md, summary.json
 
@@ -64,7 +64,7 @@ from nli_qlora.run.rundir import data_changed
 from nli_qlora.run.saving import BackgroundSaves
 from nli_qlora.training.evaluate import evaluate
 from nli_qlora.training.optim import trainer_for
-from nli_qlora.training.step import Trainer, timed_step
+from nli_qlora.training.step import Trainer, loop_step
 
 
 @dataclass
@@ -335,8 +335,8 @@ class FineTune:
         try:
             while pos.epoch <= cfg.epochs:
                 batches = bucketed_batches(lengths, cfg.batch_size, cfg.seed, pos.epoch, cfg.bucketing)
-                for batch_idx in batches[pos.epoch_step:]:
-                    self._train_one(train_rows, batch_idx)
+                while pos.epoch_step < len(batches):  # the next batch of the epoch, if any, queues during this one
+                    self._train_one(train_rows, batches[pos.epoch_step], batches[pos.epoch_step + 1:pos.epoch_step + 2])
                     # every N steps, except an epoch's last step: the epoch checkpoint follows its eval
                     self._boundary(due=bool(cfg.checkpoint_every_steps) and pos.step % cfg.checkpoint_every_steps == 0
                                    and pos.epoch_step < len(batches))
@@ -399,15 +399,20 @@ class FineTune:
             self._free_after_oom()
             self._apply(decide())
 
-    def _step(self, chosen: list[Encoded]) -> tuple[dict, float]:
-        """(stats, seconds) of train_step on this rank's share of the batch; on out of memory, retry
-        with smaller micro-batches (--auto-batch) or stop with the settings that would fit."""
+    def _step(self, chosen: list[Encoded], following: list[Encoded] | None) -> tuple[dict, float]:
+        """(stats, seconds) of the step on this rank's share of the batch, the `following` batch queued
+        meanwhile (training.step.loop_step); on out of memory, retry with smaller micro-batches
+        (--auto-batch) or stop with the settings that would fit."""
         mine = self.world.shard(chosen)
+        # built when queued, after any retry of this step: with the micro-batch size it settled on
+        then = (lambda: (self._micro_batches(self.world.shard(following)), len(following))) if following else None
         return self._retrying(
-            lambda: timed_step(self.trainer, self._micro_batches(mine), self.device, global_rows=len(chosen)),
+            lambda: loop_step(self.trainer, None if self.trainer.queued else self._micro_batches(mine), self.device,
+                              global_rows=len(chosen), then=then),
             lambda: oom.train_oom(self.cfg, self.pos.step + 1, self.run_dir, self._gpu_total_gb()))
 
     def _free_after_oom(self) -> None:
+        self.trainer.drop_queued()
         self.trainer.zero_grad()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -436,9 +441,10 @@ class FineTune:
         except Exception:  # the disk may be the problem; the original error is what to report
             pass
 
-    def _train_one(self, rows: list[Encoded], batch_idx: list[int]) -> None:
-        chosen = sorted((rows[i] for i in batch_idx), key=lambda r: len(r.prompt_ids))
-        stats, dt = self._step(chosen)  # dt: the step alone, synchronized at both ends (timed_step)
+    def _train_one(self, rows: list[Encoded], batch_idx: list[int], following: list[list[int]]) -> None:
+        chosen, *after = [sorted((rows[i] for i in idx), key=lambda r: len(r.prompt_ids))
+                          for idx in [batch_idx, *following]]
+        stats, dt = self._step(chosen, after[0] if after else None)  # dt: see training.step.loop_step
         cfg, pos = self.cfg, self.pos  # after the step: an out-of-memory retry may have changed the micro-batch
         tokens, padded = self._token_counts(chosen)  # the global batch: samples/s and tokens/s are global
         pos.step += 1
@@ -457,7 +463,7 @@ class FineTune:
             gpu_mem_allocated_gb=gb(torch.cuda.memory_allocated()) if cuda else None,
             gpu_mem_reserved_gb=gb(torch.cuda.memory_reserved()) if cuda else None,
             gpu_mem_peak_gb=gb(torch.cuda.max_memory_allocated()) if cuda else None,
-            rss_gb=rss_gb(), skipped=stats["skipped"], captured=stats["captured"])
+            rss_gb=rss_gb(), skipped=stats["skipped"], captured=stats["captured"], queued=stats["queued"])
         self.view.step(record)
         if pos.bad_steps_in_a_row >= cfg.max_bad_steps:
             raise UserError(f"{pos.bad_steps_in_a_row} non-finite losses in a row at step {pos.step} "
@@ -510,7 +516,8 @@ class FineTune:
             # checkpoint cuts the file back to here and writes a `checkpoint` record of kind "restored"
             self.pos.metrics_offset = self.metrics.path.stat().st_size if self.metrics.path else 0
             with self.trainer.masters_seated():  # the float32 masters are what is saved
-                snap = ckpt.snapshot(self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos)
+                snap = ckpt.snapshot(self.model, self.cfg, self.trainer.optimizer, self.trainer.scheduler, self.pos,
+                                     torch_rng=self.trainer.rng_at_boundary())
             epoch = self.pos.epoch - 1 if kind == "epoch" else self.pos.epoch
             self.saves.start(path, lambda: ckpt.write(path, snap),
                              dict(path=str(path), step=self.pos.step, epoch=epoch, kind=kind))

@@ -10,7 +10,10 @@ Two modes of the same arithmetic (`RunConfig.step_mode`):
   checkpointing) forward+backward of each padded batch shape is captured once as a CUDA graph and
   replayed, removing the Python and kernel-launch overhead that bounds a batch-8 QLoRA step. On CUDA
   bitsandbytes' 8-bit AdamW is stepped by our kernel (training.adamw8bit_kernel), queued before the
-  host sync: the device itself skips a step whose loss or gradient norm is not finite."""
+  host sync: the device itself skips a step whose loss or gradient norm is not finite. So the loop
+  also queues the next step's forward and backward before that sync (`then`, Trainer.queued): the
+  device runs it straight after this step's update while the host reads back, decides, logs and
+  builds the batch after, and the next update is still launched after the host has decided."""
 
 from __future__ import annotations
 
@@ -220,8 +223,16 @@ class GraphedForwardBackward:
     capture_s: float = 0.0
     pool: object = None
 
+    @staticmethod
+    def _key(batch: dict) -> tuple:
+        return tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()) if k != "index")
+
+    def has(self, batch: dict) -> bool:
+        """Whether the graph of this batch's shape is captured (a replay alone, no capture)."""
+        return self._key(batch) in self.graphs
+
     def __call__(self, batch: dict, scale: float) -> tuple[torch.Tensor, bool]:
-        key = tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()) if k != "index")
+        key = self._key(batch)
         g = self.graphs.get(key)
         captured = g is None
         if captured:
@@ -276,6 +287,28 @@ class GraphedForwardBackward:
 
 
 @dataclass
+class Queued:
+    """The next step's forward and backward, queued before this step's read-back (train_step's `then`)."""
+    total: torch.Tensor  # its loss, on the device
+    captured: bool  # a capture happened for it
+    rng: dict  # torch's generators before it was queued: what a checkpoint between the two steps holds
+
+
+def torch_rng_state() -> dict:
+    """torch's generators (CPU, and each CUDA device's): what a queued forward's dropout advances."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_torch_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
 class Trainer:
     """What a step needs; built once by the loop, a benchmark or the tuner (see build_trainer)."""
     scorer: LabelScorer
@@ -289,6 +322,9 @@ class Trainer:
     world: World = field(default_factory=World)  # data parallel: gradients summed across ranks
     masters: MasterWeights | None = None  # eager step with --lora-compute-dtype bfloat16
     device_update: DeviceAdamW8bit | None = None  # the fast step's 8-bit AdamW, launched before the host sync
+    queued: Queued | None = None  # the next step's forward and backward, already on the device's queue
+    read_at: float = 0.0  # perf_counter() when loop_step last read a step back
+    _host: torch.Tensor | None = None  # pinned: the read-back of loss and norm that does not wait for `queued`
 
     @property
     def copies(self) -> FlatParams | MasterWeights | None:
@@ -305,6 +341,17 @@ class Trainer:
     def masters_seated(self):
         """Inside, the modules hold the weights the optimizer steps: what a checkpoint saves and loads."""
         return self.copies.masters_seated() if self.copies is not None else contextlib.nullcontext()
+
+    def rng_at_boundary(self) -> dict | None:
+        """torch's generators as they stood at the end of the last step: a checkpoint taken there holds them,
+        not the state a queued forward has advanced (None: nothing queued, the generators are that state)."""
+        return self.queued.rng if self.queued is not None else None
+
+    def drop_queued(self) -> None:
+        """Forget the queued forward (after an out-of-memory error): the next step runs from its batches."""
+        if self.queued is not None:
+            set_torch_rng_state(self.queued.rng)
+            self.queued = None
 
     def zero_grad(self) -> None:
         if self.flat is not None:
@@ -357,7 +404,7 @@ def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, globa
                ) -> tuple[dict, float]:
     """(train_step's stats, seconds): the host-to-device copy and the whole step, optimizer update
     included. The device is synchronized before the clock starts and before it is read, so the
-    time is this step's own; the loop and the tuner both time a step this way."""
+    time is this step's own: the tuner and the benchmarks time a step this way."""
     synchronize(device)
     t0 = time.perf_counter()
     stats = train_step(t, [to_device(b, device) for b in host_batches], global_rows)
@@ -365,15 +412,29 @@ def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, globa
     return stats, time.perf_counter() - t0
 
 
-def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = None) -> dict:
-    """One optimizer step over `micro_batches` (gradient accumulation when more than one).
+def loop_step(t: Trainer, host_batches: list[dict] | None, device: torch.device, global_rows: int | None = None,
+              then=None) -> tuple[dict, float]:
+    """(train_step's stats, seconds) as the loop runs a step: `then()` gives the next step's (host batches,
+    global rows) to queue before the read-back. Where the previous call queued this step, `host_batches` is
+    None and the seconds run from that call's read-back, so they hold the loop's own work between the steps,
+    which the device no longer waits for; otherwise they run from a synchronized start, as timed_step's."""
+    if t.queued is None:
+        synchronize(device)
+        t0 = time.perf_counter()
+        batches = [to_device(b, device) for b in host_batches]
+    else:
+        t0, batches = t.read_at, None
+    stats = train_step(t, batches, global_rows, then)
+    if t.queued is None:
+        synchronize(device)  # bitsandbytes' own update is launched after the read-back
+    t.read_at = time.perf_counter()
+    return stats, t.read_at - t0
 
-    Under data parallelism `micro_batches` are this rank's share of a batch of `global_rows` rows
-    (none, when the batch has fewer rows than ranks); each loss is weighted by its rows over the
-    global rows, so the summed gradient is the mean over the whole batch, however it was split.
 
-    Returns {"loss", "grad_norm", "skipped", "captured"}. A non-finite loss skips the update
-    (gradients dropped) so one bad batch cannot poison the adapter weights."""
+def forward_backward(t: Trainer, micro_batches: list[dict], global_rows: int | None = None
+                     ) -> tuple[torch.Tensor, bool]:
+    """Zeroed gradients, then each micro-batch's loss, weighted by its rows over the global rows, and its
+    backward: (the summed loss on the device, whether a new shape was captured)."""
     rows = global_rows or sum(int(b["labels"].shape[0]) for b in micro_batches)
     t.zero_grad()
     total, captured = None, False
@@ -392,22 +453,80 @@ def train_step(t: Trainer, micro_batches: list[dict], global_rows: int | None = 
         total = loss.clone() if total is None else total + loss
     if total is None:
         total = torch.zeros((), device=t.params[0].device)
+    return total, captured
+
+
+def queue_next(t: Trainer, then) -> None:
+    """Queue the next step's forward and backward (Trainer.queued) where that changes nothing but the time:
+    the update of this step is already on the device's queue ahead of it, and the device itself skips it if
+    it was not finite (so only with the kernel's update), and every shape it needs is captured (a capture
+    synchronizes). A failure here (out of memory, say) is no error: nothing is queued, and the next step
+    meets it itself."""
+    rng = torch_rng_state()
+    try:
+        host_batches, global_rows = then()
+        if t.graphed is not None and not all(t.graphed.has(b) for b in host_batches):
+            return
+        total, captured = forward_backward(t, [to_device(b, t.params[0].device) for b in host_batches], global_rows)
+    except Exception:  # out of memory, or any failure: raised where the next step runs it, at a step boundary,
+        set_torch_rng_state(rng)  # not here, after this step's update and before the host has counted it
+        return
+    t.queued = Queued(total, captured, rng)
+
+
+def _read_back(t: Trainer, values: torch.Tensor, then) -> list[float]:
+    """values.tolist(), with the next step queued (`then`) before the host waits: the copy back and an
+    event are queued first, so the wait ends with this step, not with the next one's forward and backward."""
+    if then is None or t.device_update is None:
+        return values.tolist()  # the one host sync
+    if not values.is_cuda:
+        out = values.tolist()
+        queue_next(t, then)
+        return out
+    if t._host is None:
+        t._host = torch.empty(2, dtype=torch.float32, pin_memory=True)
+    t._host.copy_(values, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record()
+    queue_next(t, then)
+    done.synchronize()  # the one host sync
+    return t._host.tolist()
+
+
+def train_step(t: Trainer, micro_batches: list[dict] | None, global_rows: int | None = None, then=None) -> dict:
+    """One optimizer step over `micro_batches` (gradient accumulation when more than one), or over the
+    step the previous call queued (`micro_batches` None; see queue_next and `then`, loop_step's).
+
+    Under data parallelism `micro_batches` are this rank's share of a batch of `global_rows` rows
+    (none, when the batch has fewer rows than ranks); each loss is weighted by its rows over the
+    global rows, so the summed gradient is the mean over the whole batch, however it was split.
+
+    Returns {"loss", "grad_norm", "skipped", "captured", "queued"} ("queued": this step was). A non-finite
+    loss skips the update (gradients dropped) so one bad batch cannot poison the adapter weights."""
+    queued, t.queued = t.queued, None
+    if (queued is None) == (micro_batches is None):
+        raise ValueError("train_step: give the micro-batches exactly when no step is queued")
+    total, captured = (queued.total, queued.captured) if queued is not None else \
+        forward_backward(t, micro_batches, global_rows)
     t.all_reduce(total)
     grad_norm = t.clip()
     if t.device_update is not None:  # queued behind the clipping; writes nothing where the check below fails
         t.device_update.launch(total, grad_norm)
         t.publish()
-    loss_value, norm_value = torch.stack([total.float(), grad_norm.float()]).tolist()  # the one host sync
+    loss_value, norm_value = _read_back(t, torch.stack([total.float(), grad_norm.float()]), then)
     if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
-        t.zero_grad()
-        return {"loss": loss_value, "grad_norm": None, "skipped": True, "captured": captured}
+        if t.queued is None:  # a queued step zeroed them before its own backward
+            t.zero_grad()
+        return {"loss": loss_value, "grad_norm": None, "skipped": True, "captured": captured,
+                "queued": queued is not None}
     if t.device_update is not None:
         t.device_update.advance()
     else:
         t.optimizer.step()
         t.publish()
     t.scheduler.step()
-    return {"loss": loss_value, "grad_norm": norm_value, "skipped": False, "captured": captured}
+    return {"loss": loss_value, "grad_norm": norm_value, "skipped": False, "captured": captured,
+            "queued": queued is not None}
 
 
 def build_trainer(scorer: LabelScorer, params: list[torch.nn.Parameter], optimizer_factory, scheduler_factory,
