@@ -218,3 +218,20 @@ def test_a_broken_torchrun_environment_is_one_line(monkeypatch, capsys):
         assert main(["--preset", "tiny", "--quiet", *extra]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "WORLD_SIZE='2' with RANK=None" in err and "torchrun" in err, err
+
+
+def test_two_processes_queue_each_next_step_as_one_does(tmp_path):
+    """The fast step's next forward and backward queued before the read-back (training.step.queue_next) under
+    torchrun: it takes the 8-bit AdamW kernel's update, here in Triton's interpreter (NLI_QLORA_KERNEL_UPDATE=1),
+    so the 8-bit states' quantization steps allow the losses to differ in their fourth digit (see above)."""
+    kernel = {"NLI_QLORA_KERNEL_UPDATE": "1", "TRITON_INTERPRET": "1"}
+    args = TINY + ["--optimizer", "paged_adamw_8bit"]
+    runs = [Run(tmp_path / name, launcher, args + ["--output-dir", str(tmp_path / name)], env=kernel)
+            for name, launcher in (("two", TORCHRUN), ("alone", ALONE))]
+    two, alone = (read_metrics(ok(run) / "metrics.jsonl") for run in runs)
+    for records in (two, alone):
+        assert [r["queued"] for r in records if r["event"] == "step"] == [i % 10 != 0 for i in range(STEPS)]
+    assert [s[:4] for s in steps(two)] == [s[:4] for s in steps(alone)]
+    got, want = ([r["loss"] for r in records if r["event"] == "step"] for records in (two, alone))
+    assert got == pytest.approx(want, rel=1e-3)
+    assert two[-1]["status"] == "completed"

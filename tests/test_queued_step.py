@@ -6,7 +6,6 @@ GPU runs; here Triton's interpreter runs it (NLI_QLORA_KERNEL_UPDATE=1 for the C
 
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
@@ -135,4 +134,3 @@ def test_the_kernel_update_on_a_cpu_is_only_taken_when_asked(monkeypatch):
     assert DeviceAdamW8bit.for_optimizer(bnb.optim.AdamW8bit([flat]), flat) is None
     monkeypatch.setenv("NLI_QLORA_KERNEL_UPDATE", "1")
     assert isinstance(DeviceAdamW8bit.for_optimizer(bnb.optim.AdamW8bit([flat]), flat), DeviceAdamW8bit)
-    assert os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available()

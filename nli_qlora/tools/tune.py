@@ -2,7 +2,7 @@
 
 Every candidate (batch size, gradient accumulation, gradient checkpointing, bucketing, and whether the
 4-bit base is kept dequantized: `--dequantize-base`, more memory for fewer kernels) runs the loop's
-own step, timed as the loop times it (`nli_qlora.training.step.timed_step`), on batches drawn from the configured training data's real length
+own step, timed as the loop times it (`nli_qlora.training.step.loop_step`), on batches drawn from the configured training data's real length
 distribution: there is no second step. On a GPU the budget is enforced through the allocator's
 per-process memory fraction, so a candidate too big for the target card (an A40's 48 GB by default)
 raises `torch.OutOfMemoryError` here too and is recorded as "does not fit". On CPU nothing is enforced.
@@ -38,7 +38,7 @@ from nli_qlora.model.compile_layers import uncompiled
 from nli_qlora.model.dequantize import dequantize_base_
 from nli_qlora.tools.memory import estimate_peak_bytes
 from nli_qlora.training.optim import trainer_for
-from nli_qlora.training.step import timed_step
+from nli_qlora.training.step import loop_step
 
 PROG = "python -m nli_qlora.tune"
 CLEARLY_TOO_BIG = 1.25  # skip unmeasured only when the memory estimate exceeds the budget by this factor
@@ -235,8 +235,9 @@ def measure(rig: ModelBundle, cfg: RunConfig, cand: Candidate, rows: list[Encode
         if cuda:
             torch.cuda.reset_peak_memory_stats(rig.device)
         with uncompiled(unless=run_cfg.compile):  # the layers may be compiled for another candidate
-            for micro in plan:
-                _, seconds = timed_step(trainer, micro, rig.device)  # the loop's timing of a step
+            for i, micro in enumerate(plan):  # the loop's step and its timing, the next step queued meanwhile
+                then = (lambda i=i: (plan[i + 1], None)) if i + 1 < len(plan) else None
+                _, seconds = loop_step(trainer, None if trainer.queued else micro, rig.device, then=then)
                 times.append(seconds)
     except torch.OutOfMemoryError:
         oom = True  # leaving the except block frees the traceback's activations

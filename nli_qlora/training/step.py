@@ -404,7 +404,7 @@ def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, globa
                ) -> tuple[dict, float]:
     """(train_step's stats, seconds): the host-to-device copy and the whole step, optimizer update
     included. The device is synchronized before the clock starts and before it is read, so the
-    time is this step's own: the tuner and the benchmarks time a step this way."""
+    time is this step's own: the benchmark suite times a step this way."""
     synchronize(device)
     t0 = time.perf_counter()
     stats = train_step(t, [to_device(b, device) for b in host_batches], global_rows)
