@@ -43,19 +43,29 @@ class Position:
     zero_shot_done: bool = False  # the epoch-0 evaluations are in the metrics file already
 
 
-def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+def torch_rng_state() -> dict:
+    """torch's generators (CPU, and each CUDA device's): what dropout draws from."""
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+def rng_state(torch_rng: dict | None = None) -> dict:
+    """Every generator a run draws from; torch's as given (`torch_rng`), else as they stand."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), **(torch_rng or torch_rng_state())}
+
+
+def set_torch_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    set_torch_rng_state(state)
 
 
 @dataclass
@@ -94,7 +104,7 @@ def snapshot(model, cfg: RunConfig, optimizer, scheduler, pos: Position, torch_r
         config.base_model_name_or_path = model.base_model.model.__dict__.get("name_or_path")
     config.inference_mode = True
     state = {"optimizer": _host_copy(optimizer.state_dict()), "scheduler": copy.deepcopy(scheduler.state_dict()),
-             "rng": {**rng_state(), **(torch_rng or {})}, "position": asdict(pos)}
+             "rng": rng_state(torch_rng), "position": asdict(pos)}
     return Snapshot(adapter, config, cfg, state)
 
 

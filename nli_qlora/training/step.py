@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from nli_qlora.infra.distributed import World
+from nli_qlora.run.checkpoint import set_torch_rng_state, torch_rng_state
 from nli_qlora.training.adamw8bit_kernel import DeviceAdamW8bit
 from nli_qlora.training.scoring import LabelScorer
 
@@ -292,20 +293,6 @@ class Queued:
     total: torch.Tensor  # its loss, on the device
     captured: bool  # a capture happened for it
     rng: dict  # torch's generators before it was queued: what a checkpoint between the two steps holds
-
-
-def torch_rng_state() -> dict:
-    """torch's generators (CPU, and each CUDA device's): what a queued forward's dropout advances."""
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_torch_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @dataclass
