@@ -8,7 +8,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
+
+# Each xdist worker computes on its share of the cores, and so do the runs it starts (they inherit it):
+# two workers of torch's default (every core each) on a 2-core machine oversubscribed it, OpenMP's
+# threads spinning against each other's; one thread each took three heavy test files from 134-146 s to
+# 100-105 s (docs/benchmarks.md, issue 14's twenty-fourth round). Set before torch is imported, which
+# reads it then; a value the user set is kept, and -n 0 (no worker count) keeps torch's default.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+import torch  # noqa: E402
 
 if not torch.cuda.is_available():
     # --fused-rope's Triton kernel (Liger-Kernel's) runs on a CPU only in Triton's interpreter, which
