@@ -391,12 +391,8 @@ def timed_step(t: Trainer, host_batches: list[dict], device: torch.device, globa
                ) -> tuple[dict, float]:
     """(train_step's stats, seconds): the host-to-device copy and the whole step, optimizer update
     included. The device is synchronized before the clock starts and before it is read, so the
-    time is this step's own: the benchmark suite times a step this way."""
-    synchronize(device)
-    t0 = time.perf_counter()
-    stats = train_step(t, [to_device(b, device) for b in host_batches], global_rows)
-    synchronize(device)  # the optimizer step was queued after train_step's one host sync
-    return stats, time.perf_counter() - t0
+    time is this step's own: the benchmark suite times a step this way. loop_step with no next step."""
+    return loop_step(t, host_batches, device, global_rows)
 
 
 def loop_step(t: Trainer, host_batches: list[dict] | None, device: torch.device, global_rows: int | None = None,
@@ -404,13 +400,15 @@ def loop_step(t: Trainer, host_batches: list[dict] | None, device: torch.device,
     """(train_step's stats, seconds) as the loop runs a step: `then()` gives the next step's (host batches,
     global rows) to queue before the read-back. Where the previous call queued this step, `host_batches` is
     None and the seconds run from that call's read-back, so they hold the loop's own work between the steps,
-    which the device no longer waits for; otherwise they run from a synchronized start, as timed_step's."""
-    if t.queued is None:
+    which the device no longer waits for; otherwise they run from a synchronized start (and, where nothing
+    was queued after, to a synchronized end: timed_step). Batches given while a step is queued, or none
+    without one: train_step's ValueError."""
+    if host_batches is None:
+        t0, batches = t.read_at, None
+    else:
         synchronize(device)
         t0 = time.perf_counter()
         batches = [to_device(b, device) for b in host_batches]
-    else:
-        t0, batches = t.read_at, None
     stats = train_step(t, batches, global_rows, then)
     if t.queued is None:
         synchronize(device)  # bitsandbytes' own update is launched after the read-back
