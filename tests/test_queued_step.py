@@ -99,6 +99,8 @@ def test_a_step_is_given_its_batches_exactly_when_none_is_queued():
     train_step(trainer, [batches[0]], then=lambda: ([batches[1]], None))
     with pytest.raises(ValueError, match="exactly when no step is queued"):
         train_step(trainer, [batches[1]])
+    assert trainer.queued is not None, "the refused call left the queued step queued"
+    assert train_step(trainer, None)["queued"]
 
 
 @pytest.fixture(scope="module")

@@ -488,9 +488,9 @@ def train_step(t: Trainer, micro_batches: list[dict] | None, global_rows: int | 
 
     Returns {"loss", "grad_norm", "skipped", "captured", "queued"} ("queued": this step was). A non-finite
     loss skips the update (gradients dropped) so one bad batch cannot poison the adapter weights."""
-    queued, t.queued = t.queued, None
-    if (queued is None) == (micro_batches is None):
+    if (t.queued is None) == (micro_batches is None):  # checked first: the queued step stays queued
         raise ValueError("train_step: give the micro-batches exactly when no step is queued")
+    queued, t.queued = t.queued, None
     total, captured = (queued.total, queued.captured) if queued is not None else \
         forward_backward(t, micro_batches, global_rows)
     t.all_reduce(total)
