@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from nli_qlora.config import PRESETS
-from nli_qlora.model.gguf import SMOLLM2_GGUF, cache_root, cached, smollm2_path
+from nli_qlora.infra.errors import UserError
+from nli_qlora.model.gguf import (PARTS, SMOLLM2_GGUF, cache_root, cached, converted, converted_all, one_parse_per_file,
+                                  smollm2_path)
 from nli_qlora.model.load import load_base_model, load_tokenizer, resolve_source
 
 pytestmark = pytest.mark.skipif(smollm2_path() is None,
@@ -40,7 +42,7 @@ def test_the_tokenizer_from_the_cache_encodes_like_the_gguf(cache):
     source = resolve_source(PRESETS["smollm2"]())
     assert cached(gguf, "meta") is None
     first = load_tokenizer(source)  # converts
-    assert cached(gguf, "meta") is not None
+    assert cached(gguf, "meta") is not None and cached(gguf, "model") is None  # the tokenizer's part only
     second = load_tokenizer(source)  # reads the cache
     texts = [f"Premise: {p}\nHypothesis: {h}\nAnswer:" for p, h in PAIRS]
     if SNLI.is_file():
@@ -93,3 +95,35 @@ def test_the_convert_command_prints_a_loadable_checkpoint(cache):
     assert config["model_type"] == "llama" and "quantization_config" not in config
     bad = subprocess.run([sys.executable, "-m", "nli_qlora.gguf", "nothing.gguf"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "nothing.gguf" in bad.stderr
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(root)): f.read_bytes() for f in sorted(root.rglob("*")) if f.is_file()}
+
+
+def test_both_parts_from_one_parse_are_the_parts_converted_apart(cache, tmp_path, monkeypatch):
+    """converted_all (what a run reading the weights does) shares one parse of the file between the two
+    parts; the cache it writes is byte for byte the one two separate conversions write."""
+    import gguf as gguf_package
+    gguf = smollm2_path()
+    for part in PARTS:
+        converted(gguf, part)  # apart (the module's cache; the tests above compare it with transformers' reads)
+    apart = _files(cache_root(gguf))
+    monkeypatch.setenv("NLI_QLORA_CACHE", str(tmp_path))
+    reader, name_map = gguf_package.GGUFReader, gguf_package.get_tensor_name_map
+    folders = converted_all(gguf)
+    assert folders == {part: cache_root(gguf) / part for part in PARTS}
+    assert _files(cache_root(gguf)) == apart
+    assert (gguf_package.GGUFReader, gguf_package.get_tensor_name_map) == (reader, name_map)  # restored
+    with pytest.raises(KeyError), one_parse_per_file():
+        assert gguf_package.GGUFReader is not reader
+        raise KeyError("a failed conversion")
+    assert (gguf_package.GGUFReader, gguf_package.get_tensor_name_map) == (reader, name_map)
+
+
+def test_without_the_gguf_package_a_conversion_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("NLI_QLORA_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "gguf", None)  # as if not installed: `import gguf` raises ImportError
+    with pytest.raises(UserError, match=r"needs the gguf package: pip install 'nli-qlora\[gguf\]'"):
+        converted_all(smollm2_path())
+    assert not (cache_root(smollm2_path()) / "meta").exists()

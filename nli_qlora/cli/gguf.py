@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from nli_qlora.config import OneLineParser
-from nli_qlora.model.gguf import converted, find_gguf
+from nli_qlora.infra.errors import UserError
+from nli_qlora.model.gguf import converted_all, find_gguf
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         if path is None:
             print(f"python -m nli_qlora.gguf: no such GGUF file {args.file!r}", file=sys.stderr)
             return 2
-    converted(path, "meta")
-    out = converted(path, "model")
+    try:
+        out = converted_all(path)["model"]
+    except UserError as err:
+        print(f"python -m nli_qlora.gguf: {err}", file=sys.stderr)
+        return err.exit_code
     if out is None:
         return 2
     print(out)

