@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# twenty-fifth round, call 5 (warm): the GGUF's second third copied to /tmp
+cp .g2/gp01 /tmp/ && ls -l /tmp/gp00 /tmp/gp01
