@@ -127,3 +127,6 @@ def test_without_the_gguf_package_a_conversion_says_what_to_install(tmp_path, mo
     with pytest.raises(UserError, match=r"needs the gguf package: pip install 'nli-qlora\[gguf\]'"):
         converted_all(smollm2_path())
     assert not (cache_root(smollm2_path()) / "meta").exists()
+    with pytest.raises(UserError, match="needs the gguf package"):  # one part, as a tokenizer's load converts
+        converted(smollm2_path(), "meta")
+    assert not cache_root(smollm2_path()).exists()  # nothing made on disk either way

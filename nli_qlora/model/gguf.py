@@ -124,7 +124,7 @@ def convert(gguf_path: Path, part: str) -> Path | None:
     target = cache_root(gguf_path) / part
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
-        with staged_dir(target, replace=False) as tmp, one_parse_per_file():
+        with one_parse_per_file(), staged_dir(target, replace=False) as tmp:  # without gguf: nothing made
             if part == "meta":
                 AutoConfig.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
                 AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(tmp)
